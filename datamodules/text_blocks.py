@@ -1,0 +1,139 @@
+"""Long real text cut into fixed-size context blocks plus a global block (the continuation).
+
+Each document is tokenized whole and windowed into samples of ``sample_tokens``: the first
+``sample_tokens - global_tokens`` tokens become context blocks of ``block_tokens`` each, the rest
+is the global block, whose tokens (all but its first) are scored. With no files given, the
+public-domain KJV excerpts shipped in ``datamodules/texts/`` are used.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lit_block.layout import pack_tokens
+
+BUNDLED_TEXTS = Path(__file__).parent / "texts"
+
+
+def expand_text_files(paths: list[str] | None) -> list[Path]:
+    """Files named directly, or every ``*.txt`` in a named folder; the bundled texts when empty."""
+    if not paths:
+        return sorted(BUNDLED_TEXTS.glob("*.txt"))
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.txt")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"text file or folder not found: {p}")
+    if not files:
+        raise FileNotFoundError(f"no *.txt files in {paths}")
+    return files
+
+
+def window_blocks(tokens: list[int], sample_tokens: int, block_tokens: int, global_tokens: int) -> list[dict]:
+    """Cut one document's tokens into packed samples (dicts of ``input_ids``, ``block_ids``, ``target_mask``)."""
+    samples = []
+    for start in range(0, len(tokens), sample_tokens):
+        window = tokens[start : start + sample_tokens]
+        if len(window) < global_tokens + block_tokens:  # too short for one block and a full global block
+            break
+        split = len(window) - global_tokens
+        context = [window[i : min(i + block_tokens, split)] for i in range(0, split, block_tokens)]
+        ids, blocks = pack_tokens(context, window[split:])
+        target = [False] * (split + 1) + [True] * (global_tokens - 1)  # G's tokens after its first
+        samples.append({"input_ids": ids, "block_ids": blocks, "target_mask": target})
+    return samples
+
+
+def collate_packed(samples: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad packed samples into ``[B, S]`` tensors (padding: block -1, mask 0, not a target)."""
+    S = max(len(s["input_ids"]) for s in samples)
+    out = {
+        "input_ids": torch.full((len(samples), S), pad_token_id, dtype=torch.long),
+        "block_ids": torch.full((len(samples), S), -1, dtype=torch.long),
+        "attention_mask": torch.zeros(len(samples), S, dtype=torch.long),
+        "target_mask": torch.zeros(len(samples), S, dtype=torch.bool),
+    }
+    for i, s in enumerate(samples):
+        n = len(s["input_ids"])
+        out["input_ids"][i, :n] = torch.tensor(s["input_ids"])
+        out["block_ids"][i, :n] = torch.tensor(s["block_ids"])
+        out["attention_mask"][i, :n] = 1
+        out["target_mask"][i, :n] = torch.tensor(s["target_mask"])
+    return out
+
+
+class TextBlocksDataModule(L.LightningDataModule):
+    """Fixed-size blocks over plain-text files; train and validation files are given separately."""
+
+    def __init__(
+        self,
+        train_files: list[str] | None = None,
+        val_files: list[str] | None = None,
+        tokenizer: str = "smollm2-135m",
+        sample_tokens: int = 1024,
+        block_tokens: int = 128,
+        global_tokens: int = 256,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        max_samples: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0 < global_tokens < sample_tokens or block_tokens <= 0:
+            raise ValueError(
+                f"need 0 < global_tokens ({global_tokens}) < sample_tokens ({sample_tokens}) and block_tokens > 0"
+            )
+        self.save_hyperparameters()
+        self.splits: dict[str, list[dict]] = {}
+        self.pad_token_id = 0
+
+    def _samples(self, files: list[Path], tokenizer) -> list[dict]:
+        h = self.hparams
+        samples = []
+        for f in files:
+            text = f.read_text(encoding="utf-8")
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            samples.extend(window_blocks(ids, h.sample_tokens, h.block_tokens, h.global_tokens))
+        if not samples:
+            raise ValueError(f"no sample of {h.sample_tokens} tokens fits in {[str(f) for f in files]}")
+        return samples[: h.max_samples] if h.max_samples else samples
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        from transformers import AutoTokenizer
+
+        from lit_block.model_sources import resolve_model_path
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(self.hparams.tokenizer))
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.splits["train"] = self._samples(expand_text_files(self.hparams.train_files), tokenizer)
+        self.splits["val"] = self._samples(expand_text_files(self.hparams.val_files), tokenizer)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.hparams.seed)  # same order on every run
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.hparams.num_workers,
+            collate_fn=functools.partial(collate_packed, pad_token_id=self.pad_token_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)

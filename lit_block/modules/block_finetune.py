@@ -1,0 +1,94 @@
+"""Block fine-tuning, the Block-Attention baseline: cross-entropy under block attention.
+
+Validation and test report the global-block NLL under block attention and, by default, under
+full attention with the same weights; their difference is the gap block distillation recovers.
+Batches are dicts of ``[B, S]`` tensors: ``input_ids``, ``block_ids``, ``attention_mask`` and
+``target_mask`` (tokens that are scored), as ``datamodules.TextBlocksDataModule`` makes them.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lit_block.losses import next_token_nll
+from lit_block.model import BlockAttentionLM
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BlockFinetuneModule(L.LightningModule):
+    def __init__(
+        self,
+        model_name_or_path: str = "smollm2-135m",
+        num_sink_tokens: int = 0,
+        attn_backend: str = "auto",
+        dtype: str = "float32",
+        learning_rate: float = 1e-5,
+        weight_decay: float = 0.0,
+        eval_full_attention: bool = True,
+    ):
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        self.save_hyperparameters()
+        self.lm: BlockAttentionLM | None = None  # built in configure_model (FSDP-friendly)
+        self.nll = nn.ModuleDict(
+            {f"{stage}_{mode}": MeanMetric() for stage in ("val", "test") for mode in ("block", "full")}
+        )
+
+    def configure_model(self) -> None:
+        if self.lm is not None:
+            return
+        h = self.hparams
+        self.lm = BlockAttentionLM.from_pretrained(
+            h.model_name_or_path, num_sink_tokens=h.num_sink_tokens, attn_backend=h.attn_backend, dtype=DTYPES[h.dtype]
+        )
+        self.lm.train()  # from_pretrained returns eval mode
+
+    def _nll(self, batch: dict, full_attention: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.lm(
+            batch["input_ids"], batch["block_ids"], batch["attention_mask"], full_attention=full_attention
+        )
+        return next_token_nll(out.logits, batch["input_ids"], batch["target_mask"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        nll_sum, count = self._nll(batch, full_attention=False)
+        loss = nll_sum / count.clamp(min=1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        modes = ("block", "full") if self.hparams.eval_full_attention else ("block",)
+        for mode in modes:
+            nll_sum, count = self._nll(batch, full_attention=mode == "full")
+            if count > 0:
+                self.nll[f"{stage}_{mode}"].update(nll_sum / count, count)
+
+    def _log_epoch(self, stage: str) -> None:
+        block = self.nll[f"{stage}_block"].compute()
+        self.log(f"{stage}/nll_block", block)
+        if self.hparams.eval_full_attention:
+            full = self.nll[f"{stage}_full"].compute()
+            self.log(f"{stage}/nll_full", full)
+            self.log(f"{stage}/nll_gap", block - full)  # what block attention costs, in nats per token
+        for metric in self.nll.values():
+            metric.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,73 @@
+"""MLflow as lit-block's default logger: sqlite tracking, artifacts beside it, config as artifact."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+
+DEFAULT_EXPERIMENT = "lit-block"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite database ``./mlflow.db`` (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a sqlite store go to ``mlartifacts/`` beside the database file."""
+    if tracking_uri.startswith("sqlite:///"):
+        return str(Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+    return None
+
+
+class LitBlockMLFlowLogger(MLFlowLogger):
+    """``MLFlowLogger`` whose defaults are lit-block's: sqlite store, named runs, tags."""
+
+    def __init__(
+        self,
+        experiment_name: str = DEFAULT_EXPERIMENT,
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        tags: dict[str, Any] | None = None,
+        artifact_location: str | None = None,
+        log_model: bool = False,
+        run_id: str | None = None,
+    ):
+        tracking_uri = tracking_uri or default_tracking_uri()
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=tracking_uri,
+            tags=tags,
+            artifact_location=artifact_location or default_artifact_location(tracking_uri),
+            log_model=log_model,
+            run_id=run_id,
+        )
+
+
+def name_and_tag_run(logger_config: Any, subcommand: str, model_class: str, data_class: str) -> None:
+    """Fill an MLflow logger's config (a jsonargparse namespace) with a run name and tags, in place."""
+    if not hasattr(logger_config, "class_path") or not logger_config.class_path.endswith("MLFlowLogger"):
+        return
+    args = logger_config.init_args
+    model, data = model_class.rsplit(".", 1)[-1], data_class.rsplit(".", 1)[-1]
+    if not args.get("run_name"):
+        args.run_name = f"{subcommand}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tags = {"lit_block.subcommand": subcommand, "lit_block.model": model, "lit_block.data": data}
+    args.tags = {**tags, **(args.get("tags") or {})}
+
+
+class MLflowSaveConfigCallback(SaveConfigCallback):
+    """Logs the resolved config of the run as the MLflow artifact ``config.yaml``."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, config, "config.yaml")

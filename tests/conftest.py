@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny model configs built in code, a tiny tokenizer trained on bundled text, no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def tiny_config(family: str = "llama", vocab_size: int = 128):
+    """A 2-layer, hidden-64 random config of a RoPE family (GQA: 4 query heads, 2 KV heads)."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}[family]
+    extra = {"sliding_window": None} if family == "mistral" else {}
+    if family == "qwen3":
+        extra["head_dim"] = 16
+    return cls(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=0, **TINY, **extra)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A 512-token BPE tokenizer trained on the bundled KJV texts, saved as an HF tokenizer folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_tokenizer")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
+    tok.train([str(p) for p in sorted((REPO / "datamodules" / "texts").glob("*.txt"))], trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny random Llama saved with the tiny tokenizer: a stand-in for a real checkpoint folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=512))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

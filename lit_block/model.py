@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, 
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lit_block.attention import prepare_block_attention, resolve_backend
-from lit_block.attention.transformers_hook import register_block_attention
+from lit_block.attention.transformers_hook import ATTN_IMPLEMENTATION, register_block_attention
 from lit_block.layout import BlockLayout, layout_from_tokens
 from lit_block.model_sources import resolve_model_path
 
@@ -132,6 +132,12 @@ class BlockAttentionLM(nn.Module):
 
     def hidden_states_for_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Final hidden states ``[B, T, hidden]`` at every packed position (sinks included)."""
+        if self.model.config._attn_implementation != ATTN_IMPLEMENTATION:
+            # e.g. another from_config(...) on this config object: block attention would silently be off
+            raise RuntimeError(
+                f"the model's attention implementation was switched to {self.model.config._attn_implementation!r}; "
+                "give other models a copy of this config"
+            )
         embeds = self.model.get_input_embeddings()(layout.input_ids)
         if self.num_sink_tokens:
             # slot j of every block's sink run gets sink embedding j

@@ -1,0 +1,1 @@
+"""The SemanticSeg-style corpus: real text from registry packages, with hierarchical gold boundaries."""

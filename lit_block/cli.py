@@ -29,8 +29,15 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def _data(argv: list[str]) -> int:
+    from datamodules.corpus.cli import main as data_main
+
+    return data_main(argv)
+
+
 # the framework's own subcommands: name -> (help, entry point taking the remaining argv)
 FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`)", _data),
     "bench": ("benchmarks that print a table (attention backends, ...)", _bench),
 }
 

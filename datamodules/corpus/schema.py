@@ -64,11 +64,21 @@ class Source:
 
 
 def clean_units(units: list[Unit]) -> list[Unit]:
-    """Drop empty units and force the first unit to open a coarse unit."""
-    units = [u for u in units if u.text.strip()]
-    if units and units[0].level != 0:
-        units[0] = Unit(units[0].text, 0)
-    return units
+    """Fold whitespace-only units into their neighbour (no text is lost) and open the first unit at level 0."""
+    merged: list[Unit] = []
+    pending = ""  # leading whitespace before the first real unit
+    for u in units:
+        if not u.text.strip():
+            if merged:
+                merged[-1] = Unit(merged[-1].text + u.text, merged[-1].level)
+            else:
+                pending += u.text
+        else:
+            merged.append(Unit(pending + u.text, u.level))
+            pending = ""
+    if merged and merged[0].level != 0:
+        merged[0] = Unit(merged[0].text, 0)
+    return merged
 
 
 class SkippedInput(UserWarning):

@@ -1,0 +1,52 @@
+"""``lit-block data ...``: build the corpus, or describe its sources."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from datamodules.corpus.build import BuildConfig, build
+
+
+def _build(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(BuildConfig)}
+    cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    out, reports, fp = build(cfg)
+    print(f"\n| source | category | raw docs | docs | tokens | skipped |\n|---|---|---|---|---|---|")
+    for r in reports:
+        skipped = r.error or ", ".join(f"{k}: {v}" for k, v in sorted(r.skipped.items())) or "-"
+        print(f"| {r.name} | {r.category} | {r.raw_documents} | {r.documents} | {r.tokens:,} | {skipped} |")
+    built = [r for r in reports if r.documents]
+    print(f"\n{sum(r.documents for r in reports)} documents, {sum(r.tokens for r in reports):,} tokens, "
+          f"{len({r.category for r in built})} categories from {len(built)}/{len(reports)} sources; "
+          f"fingerprint {fp}\ndataset: {out}  (card: {out / 'README.md'})")
+    return 0
+
+
+def _sources(args: argparse.Namespace) -> int:
+    from datamodules.corpus.sources import all_sources
+
+    print("| source | category | license | coarse / middle / fine | packages |\n|---|---|---|---|---|")
+    for s in all_sources():
+        pk = ", ".join(f"{p.manager}:{p.name}={p.version}" for p in s.packages)
+        print(f"| {s.name} | {s.category} | {s.license} | {' / '.join(s.level_names)} | {pk} |")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lit-block data", description="The SemanticSeg-style corpus.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="fetch, parse and write the corpus (a Hugging Face dataset on disk)")
+    b.add_argument("--output", default=BuildConfig.output, help="dataset folder (replaced atomically)")
+    b.add_argument("--cache-dir", dest="cache_dir", help="package cache (default $LIT_BLOCK_CACHE/corpus)")
+    b.add_argument("--tokenizer", help="tokenizer for token counts (default: the embedded teacher's)")
+    b.add_argument("--sources", nargs="+", help="only these sources (see `lit-block data sources`)")
+    b.add_argument("--min-tokens", dest="min_tokens", type=int)
+    b.add_argument("--max-tokens", dest="max_tokens", type=int)
+    b.add_argument("--max-raw-chars", dest="max_raw_chars", type=int, help="text parsed per source")
+    b.add_argument("--seed", type=int)
+    b.add_argument("--offline", action="store_true", default=None, help="use the cache only")
+    b.set_defaults(run=_build)
+    sub.add_parser("sources", help="list the source adapters").set_defaults(run=_sources)
+    args = p.parse_args(argv)
+    return args.run(args)

@@ -33,6 +33,17 @@ def _sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from datamodules.corpus.external import import_dataset
+
+    levels = dict(item.split("=", 1) for item in args.level_columns or [])
+    columns = {"text": args.text_column, "segments": args.segments_column, "boundaries": args.boundaries_column,
+               "category": args.category_column, "levels": levels}
+    counts = import_dataset(args.source, args.output, columns, joiner=args.joiner)
+    print(f"imported {counts} into {args.output}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lit-block data", description="The SemanticSeg-style corpus.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -48,5 +59,15 @@ def main(argv: list[str]) -> int:
     b.add_argument("--offline", action="store_true", default=None, help="use the cache only")
     b.set_defaults(run=_build)
     sub.add_parser("sources", help="list the source adapters").set_defaults(run=_sources)
+    i = sub.add_parser("import", help="convert another segmentation dataset (local or hub) to this schema")
+    i.add_argument("source", help="a save_to_disk folder, a .json/.jsonl/.parquet/.csv file, or a hub id")
+    i.add_argument("--output", required=True)
+    i.add_argument("--text-column", default="text")
+    i.add_argument("--segments-column", help="column holding a list of segment texts")
+    i.add_argument("--boundaries-column", help="column holding boundary character offsets")
+    i.add_argument("--category-column")
+    i.add_argument("--level-columns", nargs="+", help="LEVEL=COLUMN, e.g. coarse=chapters")
+    i.add_argument("--joiner", default="\n\n", help="text put between segments (default: a blank line)")
+    i.set_defaults(run=_import)
     args = p.parse_args(argv)
     return args.run(args)

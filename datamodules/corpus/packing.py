@@ -102,8 +102,7 @@ def pack_documents(
     def emit(cut: int) -> PackedDocument:
         nonlocal buffer, total, target
         head, buffer = buffer[:cut], buffer[cut:]
-        if buffer:  # the rest opens a new document
-            buffer[0] = PackedUnit(Unit(buffer[0].unit.text, 0), buffer[0].tokens, buffer[0].file)
+        head[0] = PackedUnit(Unit(head[0].unit.text, 0), head[0].tokens, head[0].file)  # a document opens coarse
         total = sum(p.tokens for p in buffer)
         target = draw_target()
         return PackedDocument(head)

@@ -1,0 +1,141 @@
+"""``SemanticSegDataModule``: documents as candidate units with gold boundary labels per level.
+
+Each sample is a window of a document's candidate units (see ``lit_block.candidates``):
+
+    unit_texts   the text of each unit (a unit runs from one candidate start to the next)
+    labels       [U, 3] int: 1 where a coarse / middle / fine gold segment starts at the unit
+    label_mask   [U] bool: which units' labels count (a document's or window's first unit does not)
+
+Long documents are cut into windows of ``max_units`` units that overlap by one unit, so every
+boundary is labelled exactly once and nothing is truncated away.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.corpus.schema import LEVELS
+from lit_block.candidates import candidate_starts
+
+
+def document_units(row: dict, splitter: str) -> tuple[list[int], torch.Tensor, int]:
+    """Candidate starts of a document, their gold labels ``[U, 3]``, and how many gold boundaries no candidate hits."""
+    starts = candidate_starts(row["text"], splitter)
+    labels = torch.zeros(len(starts), len(LEVELS), dtype=torch.long)
+    missed = 0
+    for level, name in enumerate(LEVELS):
+        for offset in row[f"boundaries_{name}"]:
+            i = bisect_left(starts, offset)
+            if i < len(starts) and starts[i] == offset:
+                labels[i, level] = 1
+            elif level == len(LEVELS) - 1:
+                missed += 1  # counted once, at the finest level
+    return starts, labels, missed
+
+
+def windows(row: dict, splitter: str, max_units: int) -> list[dict]:
+    """Samples for one document: windows of at most ``max_units`` units, overlapping by one."""
+    if max_units < 2:
+        raise ValueError(f"max_units must be >= 2, got {max_units}")
+    starts, labels, _ = document_units(row, splitter)
+    text = row["text"]
+    ends = starts[1:] + [len(text)]
+    out = []
+    step = max_units - 1
+    for w0 in range(0, max(len(starts) - 1, 1), step):
+        w1 = min(w0 + max_units, len(starts))
+        mask = torch.ones(w1 - w0, dtype=torch.bool)
+        mask[0] = False  # the window's first unit has no left context here (and doc start is no boundary)
+        out.append({
+            "doc_id": row["id"],
+            "category": row["category"],
+            "unit_starts": starts[w0:w1],
+            "unit_texts": [text[a:b] for a, b in zip(starts[w0:w1], ends[w0:w1])],
+            "labels": labels[w0:w1],
+            "label_mask": mask,
+        })
+        if w1 == len(starts):
+            break
+    return out
+
+
+def collate_units(samples: list[dict]) -> dict:
+    """Pad labels to ``[B, U_max, 3]``; texts stay lists (the segmenter tokenizes them itself)."""
+    U = max(len(s["unit_texts"]) for s in samples)
+    labels = torch.zeros(len(samples), U, len(LEVELS), dtype=torch.long)
+    label_mask = torch.zeros(len(samples), U, dtype=torch.bool)
+    unit_mask = torch.zeros(len(samples), U, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        n = len(s["unit_texts"])
+        labels[i, :n], label_mask[i, :n], unit_mask[i, :n] = s["labels"], s["label_mask"], True
+    return {
+        "doc_id": [s["doc_id"] for s in samples],
+        "category": [s["category"] for s in samples],
+        "unit_texts": [s["unit_texts"] for s in samples],
+        "unit_starts": [s["unit_starts"] for s in samples],
+        "labels": labels,
+        "label_mask": label_mask,
+        "unit_mask": unit_mask,
+    }
+
+
+class SemanticSegDataModule(L.LightningDataModule):
+    """Serves the corpus built by ``lit-block data build`` (or any dataset in its schema) to a segmenter."""
+
+    def __init__(
+        self,
+        dataset_path: str = "data/semanticseg",
+        splitter: str = "sentences",
+        max_units: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        categories: list[str] | None = None,
+        max_documents: int | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.samples: dict[str, list[dict]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.samples:
+            return
+        from datasets import load_from_disk
+
+        path = Path(self.hparams.dataset_path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"no dataset at {path}: build one with `lit-block data build --output {path}`")
+        data = load_from_disk(str(path))
+        for split in data:
+            rows = data[split]
+            if self.hparams.categories:
+                rows = rows.filter(lambda r: r["category"] in self.hparams.categories)
+            if self.hparams.max_documents:
+                rows = rows.select(range(min(self.hparams.max_documents, len(rows))))
+            self.samples[split] = [w for row in rows for w in windows(row, self.hparams.splitter, self.hparams.max_units)]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.samples:
+            raise KeyError(f"the dataset at {self.hparams.dataset_path} has no {split!r} split")
+        return DataLoader(
+            self.samples[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.hparams.seed),  # same order every run
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_units,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

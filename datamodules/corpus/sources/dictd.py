@@ -112,12 +112,17 @@ def entry_units(text: str, middle: re.Pattern, headword_block: bool) -> list[Uni
 
 
 def group_key(entry: str) -> str:
-    """A-Z by the entry's first letter, accents dropped ("Éclat" -> E); "#" for digits and symbols.
+    """The entry's first two letters, accents dropped ("Éclat" -> "Ec"); "#" for digits and symbols.
 
-    The entry's own text is used, not an index headword: an entry is also indexed under words it
-    mentions (GCIDE's "Haminura" entry under "Erythrinus macrodon")."""
-    first = unicodedata.normalize("NFKD", entry.lstrip()[:1])[:1].upper()
-    return first if "A" <= first <= "Z" else "#"
+    Two letters give a big dictionary hundreds of raw documents, so its train / validation / test
+    split (drawn per raw document) is balanced. The entry's own text is used, not an index
+    headword: an entry is also indexed under words it mentions (GCIDE's "Haminura" under
+    "Erythrinus macrodon")."""
+    letters = [c for c in unicodedata.normalize("NFKD", entry.lstrip()[:8]) if c.isascii() and c.isalpha()]
+    first = entry.lstrip()[:1]
+    if not letters or not unicodedata.normalize("NFKD", first)[:1].isalpha():
+        return "#"
+    return letters[0].upper() + (letters[1].lower() if len(letters) > 1 else "")
 
 
 def parse_dictionary(root: Path, name: str, middle: re.Pattern, headword_block: bool) -> Iterator[RawDocument]:

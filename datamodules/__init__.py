@@ -1,5 +1,6 @@
 """LightningDataModules of lit-block and the corpus builders they read."""
 
+from datamodules.semantic_seg import SemanticSegDataModule
 from datamodules.text_blocks import TextBlocksDataModule
 
-__all__ = ["TextBlocksDataModule"]
+__all__ = ["SemanticSegDataModule", "TextBlocksDataModule"]

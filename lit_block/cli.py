@@ -10,11 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
-
-from lit_block.tracking import LitBlockMLFlowLogger, MLflowSaveConfigCallback, name_and_tag_run
-
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model (LightningCLI)",
     "validate": "evaluate on the validation set (LightningCLI)",
@@ -35,46 +30,25 @@ def _data(argv: list[str]) -> int:
     return data_main(argv)
 
 
+def _segment(argv: list[str]) -> int:
+    from lit_block.segmentation.cli import main as segment_main
+
+    return segment_main(argv)
+
+
+def _eval_seg(argv: list[str]) -> int:
+    from lit_block.segmentation.evaluation import main as eval_main
+
+    return eval_main(argv)
+
+
 # the framework's own subcommands: name -> (help, entry point taking the remaining argv)
 FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`)", _data),
+    "segment": ("cut a text file into blocks (trained segmenter or a baseline)", _segment),
+    "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow", _eval_seg),
     "bench": ("benchmarks that print a table (attention backends, ...)", _bench),
 }
-
-
-class LitBlockCLI(LightningCLI):
-    """LightningCLI in subclass mode: any LightningModule / LightningDataModule by ``class_path``.
-
-    Defaults: MLflow logger (sqlite ``./mlflow.db``), the resolved config logged as an MLflow
-    artifact, OmegaConf interpolation (``${...}``) in YAML files.
-    """
-
-    def __init__(self, args: list[str] | None = None, run: bool = True):
-        omegaconf = {"parser_mode": "omegaconf"}
-        super().__init__(
-            model_class=LightningModule,
-            datamodule_class=LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=MLflowSaveConfigCallback,
-            save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
-            trainer_defaults={"logger": {"class_path": f"{LitBlockMLFlowLogger.__module__}.LitBlockMLFlowLogger"}},
-            parser_kwargs={**omegaconf, **{name: omegaconf for name in LIGHTNING_SUBCOMMANDS}},
-            args=args,
-            run=run,
-        )
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        name_and_tag_run(config.trainer.logger, self.subcommand or "run", config.model.class_path, config.data.class_path)
-
-    def _report_run(self) -> None:
-        logger = self.trainer.logger
-        if isinstance(logger, LitBlockMLFlowLogger) and logger._run_id is not None:
-            print(f"\nMLflow run {logger.run_id} in experiment {logger._experiment_name!r}")
-            print(f"  browse: mlflow ui --backend-store-uri {logger._tracking_uri}")
-
-    after_fit = after_validate = after_test = after_predict = _report_run
 
 
 def _print_help() -> None:
@@ -97,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join([*LIGHTNING_SUBCOMMANDS, *FRAMEWORK_SUBCOMMANDS])
         print(f"lit-block: unknown subcommand {argv[0]!r}; choose one of {known}", file=sys.stderr)
         return 2
+    from lit_block.lightning_cli import LitBlockCLI  # imported here: Lightning takes seconds to import
+
     LitBlockCLI(args=argv if argv != sys.argv[1:] else None)
     return 0
 

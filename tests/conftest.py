@@ -57,6 +57,27 @@ def tiny_model_dir(tiny_tokenizer_dir, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory) -> Path:
+    """A small corpus in the built schema, from the bundled KJV texts: chapter / 4-verse group / verse."""
+    from datasets import Dataset, DatasetDict
+
+    rows = []
+    for path in sorted((REPO / "datamodules" / "texts").glob("*.txt")):
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        offsets = [sum(map(len, lines[:i])) for i in range(len(lines))]
+        chapter = [o for o, ln in zip(offsets, lines) if ln[:1].isalpha() and o > 0]
+        verse = [o for o, ln in zip(offsets, lines) if ln[:1].isdigit() and o > 0]
+        starts = sorted(set(chapter) | {v for i, v in enumerate(verse) if i % 4 == 0})
+        rows.append({"id": path.stem, "text": text, "category": "religious" if "genesis" not in path.stem else "origins",
+                     "boundaries_coarse": chapter, "boundaries_middle": starts, "boundaries_fine": sorted(set(starts) | set(verse))})
+    splits = {"train": rows[:2], "validation": rows[2:3], "test": rows[3:]}
+    folder = tmp_path_factory.mktemp("tiny_corpus")
+    DatasetDict({k: Dataset.from_list(v) for k, v in splits.items()}).save_to_disk(str(folder))
+    return folder
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

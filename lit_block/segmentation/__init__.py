@@ -1,0 +1,1 @@
+"""Automatic segmentation: the trained segmenter, baselines, metrics and the block planner."""

@@ -1,0 +1,137 @@
+"""``lit-block eval-seg``: the segmenter and every baseline side by side on the corpus's test split.
+
+Every method is given the same average block size as the gold segmentation of each document at
+each level (so Pk and WindowDiff compare where the cuts fall, not how many there are). Scores are
+computed in token positions of the embedded teacher's tokenizer. The table is printed and logged,
+with a plot of Pk per category and level, to MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lit_block.segmentation.metrics import SegmentationMetrics
+from lit_block.segmentation.segmenter import LEVELS, METHODS, Segmenter
+
+SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
+
+
+def pick_documents(rows, per_category: int, seed: int = 0) -> list[dict]:
+    """At most ``per_category`` documents of each category, in a fixed order."""
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for row in rows:
+        if taken[row["category"]] < per_category:
+            taken[row["category"]] += 1
+            out.append(row)
+    return out
+
+
+def evaluate(rows: list[dict], segmenters: dict[str, Segmenter], tolerance: int = 10):
+    """Metrics keyed by (method, level, category) plus (method, level, "all")."""
+    metrics: dict[tuple[str, str, str], SegmentationMetrics] = defaultdict(lambda: SegmentationMetrics(tolerance))
+    any_seg = next(iter(segmenters.values()))
+    for row in tqdm(rows, desc="eval-seg", unit="doc"):
+        doc = any_seg.prepare(row["text"])  # one tokenization and candidate set, shared by every method
+        for level in LEVELS:
+            gold = sorted({doc.token_index(c) for c in row[f"boundaries_{level}"]} - {0, doc.n_tokens})
+            target = doc.n_tokens / (len(gold) + 1)
+            for name, seg in segmenters.items():
+                hyp = seg.cut(doc, level, target_tokens=target)
+                for cat in (row["category"], "all"):
+                    metrics[(name, level, cat)].update(gold, hyp, doc.n_tokens, target_block=target)
+    return {key: {k: float(v) for k, v in m.compute().items()} for key, m in metrics.items()}
+
+
+def summary_table(results: dict) -> str:
+    methods = sorted({m for m, _, _ in results}, key=lambda m: METHODS.index(m))
+    lines = ["| method | level | Pk | WindowDiff | F1 | F1 (tol) | length error |", "|---|---|---|---|---|---|---|"]
+    for level in LEVELS:
+        for m in methods:
+            r = results[(m, level, "all")]
+            lines.append(f"| {m} | {level} | " + " | ".join(f"{r[k]:.3f}" for k in SUMMARY_KEYS) + " |")
+    return "\n".join(lines)
+
+
+def win_table(results: dict, ours: str = "segmenter") -> str:
+    """Per level and baseline: does ours win on Pk and WindowDiff overall, and in what share of categories."""
+    cats = sorted({c for _, _, c in results if c != "all"})
+    baselines = sorted({m for m, _, _ in results if m != ours}, key=lambda m: METHODS.index(m))
+    lines = ["| level | baseline | Pk overall | WD overall | categories won (Pk and WD) |", "|---|---|---|---|---|"]
+    for level in LEVELS:
+        for b in baselines:
+            mine, theirs = results[(ours, level, "all")], results[(b, level, "all")]
+            won = sum(results[(ours, level, c)]["pk"] < results[(b, level, c)]["pk"]
+                      and results[(ours, level, c)]["windowdiff"] < results[(b, level, c)]["windowdiff"] for c in cats)
+            lines.append(f"| {level} | {b} | {mine['pk']:.3f} vs {theirs['pk']:.3f} | "
+                         f"{mine['windowdiff']:.3f} vs {theirs['windowdiff']:.3f} | {won}/{len(cats)} |")
+    return "\n".join(lines)
+
+
+def plot_pk(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cats = sorted({c for _, _, c in results if c != "all"})
+    methods = sorted({m for m, _, _ in results}, key=lambda m: METHODS.index(m))
+    fig, axes = plt.subplots(1, len(LEVELS), figsize=(6 * len(LEVELS), 4.5), sharey=True)
+    width = 0.8 / len(methods)
+    for ax, level in zip(axes, LEVELS):
+        for i, m in enumerate(methods):
+            ax.bar([x + i * width for x in range(len(cats))], [results[(m, level, c)]["pk"] for c in cats], width, label=m)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cats))], cats, rotation=60, ha="right")
+        ax.set_title(f"Pk per category: {level} (lower is better)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lit-block eval-seg", description=__doc__)
+    p.add_argument("--dataset", default="data/semanticseg", help="corpus folder (lit-block data build)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--checkpoint", help="trained segmenter; without it only the baselines run")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--per-category", type=int, default=6, help="documents per category")
+    p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
+    p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
+    p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
+    args = p.parse_args(argv)
+    from datasets import load_from_disk
+
+    methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
+    rows = pick_documents(load_from_disk(args.dataset)[args.split], args.per_category)
+    segmenters = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None) for m in methods}
+    results = evaluate(rows, segmenters, args.tolerance)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary_table(results) + ("\n\n" + win_table(results) if "segmenter" in methods else "")
+    (out / "eval_seg.md").write_text(table + "\n")
+    (out / "eval_seg.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+    plot_pk(results, out / "pk_per_category.png")
+    print(f"\n{len(rows)} documents of the {args.split} split\n\n{table}\n\nwritten to {out}/")
+    if args.experiment:
+        import mlflow
+
+        from lit_block.tracking import default_artifact_location, default_tracking_uri
+
+        uri = default_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        if mlflow.get_experiment_by_name(args.experiment) is None:
+            mlflow.create_experiment(args.experiment, artifact_location=default_artifact_location(uri))
+        mlflow.set_experiment(args.experiment)
+        with mlflow.start_run(run_name=f"eval-seg-{args.split}"):
+            mlflow.log_params({"dataset": args.dataset, "checkpoint": args.checkpoint, "documents": len(rows)})
+            mlflow.log_metrics({f"{m}.{lv}.{c}.{k}".replace(" ", "_"): v for (m, lv, c), r in results.items()
+                                for k, v in r.items() if k in SUMMARY_KEYS and v == v})
+            for f in ("eval_seg.md", "eval_seg.json", "pk_per_category.png"):
+                mlflow.log_artifact(str(out / f))
+    return 0

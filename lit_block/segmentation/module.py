@@ -1,0 +1,123 @@
+"""``SegmenterModule``: trains the level-conditioned segmenter on every level's labels at once.
+
+Batches come from ``datamodules.SemanticSegDataModule``: windows of candidate units with gold
+labels ``[B, U, 3]``. The sentence encoder is frozen, so unit vectors are computed once per window
+and cached in memory for later epochs; only the head (about 0.5M parameters) trains. The frozen
+encoder is not stored in checkpoints: it is reloaded from its name, like a teacher.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from lit_block.segmentation.metrics import SegmentationMetrics
+from lit_block.segmentation.model import N_LAYOUT, SegmenterHead, UnitEncoder, layout_features
+
+LEVEL_NAMES = ("coarse", "middle", "fine")
+
+
+class SegmenterModule(L.LightningModule):
+    strict_loading = False  # checkpoints leave out the frozen encoder
+
+    def __init__(
+        self,
+        encoder: str = "all-minilm-l6-v2",
+        encoder_layers: int = 3,
+        max_unit_tokens: int = 32,
+        hidden: int = 128,
+        gru_layers: int = 2,
+        dropout: float = 0.1,
+        learning_rate: float = 2e-3,
+        weight_decay: float = 0.01,
+        pos_weight: float = 2.0,
+        cache_unit_vectors: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder: UnitEncoder | None = None
+        self.head: SegmenterHead | None = None
+        self._cache: dict[tuple, torch.Tensor] = {}
+        self.val_metrics = torch.nn.ModuleList([SegmentationMetrics(tolerance=1) for _ in LEVEL_NAMES])
+        self.configure_model()
+
+    def configure_model(self) -> None:
+        if self.head is not None:
+            return
+        h = self.hparams
+        self.encoder = UnitEncoder(h.encoder, h.encoder_layers, h.max_unit_tokens)
+        self.head = SegmenterHead(self.encoder.dim + N_LAYOUT, h.hidden, h.gru_layers, len(LEVEL_NAMES), h.dropout)
+
+    # ---------------------------------------------------------------- features
+
+    @torch.inference_mode()
+    def _encode(self, unit_texts: list[str]) -> torch.Tensor:
+        return torch.cat([self.encoder(unit_texts).float(), layout_features(unit_texts).to(self.device)], dim=-1)
+
+    def unit_features(self, unit_texts: list[str], key: tuple | None = None) -> torch.Tensor:
+        """``[U, encoder_dim + N_LAYOUT]`` for one window or document (cached by ``key`` when given)."""
+        if key is not None and key in self._cache:
+            return self._cache[key].to(self.device)
+        vectors = self._encode(unit_texts).clone()  # a normal tensor: the head trains on it
+        if key is not None and self.hparams.cache_unit_vectors:
+            self._cache[key] = vectors.cpu()
+        return vectors
+
+    def _batch_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = [self.unit_features(texts, (doc, starts[0])) for doc, texts, starts
+                 in zip(batch["doc_id"], batch["unit_texts"], batch["unit_starts"])]
+        lengths = torch.tensor([len(f) for f in feats])
+        return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+
+    # ---------------------------------------------------------------- steps
+
+    def _losses(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats, lengths = self._batch_features(batch)
+        mask = batch["label_mask"]
+        pos_weight = torch.tensor(self.hparams.pos_weight, device=self.device)
+        total, logits_per_level = 0.0, []
+        for level in range(len(LEVEL_NAMES)):
+            logits = self.head(feats, level, lengths)
+            target = batch["labels"][..., level].float()
+            total = total + F.binary_cross_entropy_with_logits(logits[mask], target[mask], pos_weight=pos_weight)
+            logits_per_level.append(logits)
+        return total / len(LEVEL_NAMES), logits_per_level
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._losses(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, logits = self._losses(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
+        for level, level_logits in enumerate(logits):  # unit-level Pk / F1 at threshold 0.5
+            for row in range(len(batch["doc_id"])):
+                keep = batch["label_mask"][row]
+                n = int(batch["unit_mask"][row].sum())
+                ref = torch.nonzero(batch["labels"][row, :, level].bool() & keep).flatten().tolist()
+                hyp = torch.nonzero((level_logits[row] > 0) & keep).flatten().tolist()
+                self.val_metrics[level].update(ref, hyp, n)
+
+    def on_validation_epoch_end(self) -> None:
+        for name, metric in zip(LEVEL_NAMES, self.val_metrics):
+            values = metric.compute()
+            self.log(f"val/pk_{name}", values["pk"].float())
+            self.log(f"val/f1_{name}", values["f1"].float())
+            metric.reset()
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.head.parameters(), lr=self.hparams.learning_rate,
+                                 weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
+
+    # ---------------------------------------------------------------- inference
+
+    @torch.inference_mode()
+    def boundary_probabilities(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        """``[U]`` probability that a block starts at each unit, from :meth:`unit_features` (the first is meaningless)."""
+        self.eval()
+        return torch.sigmoid(self.head(features[None], level))[0].cpu()

@@ -1,0 +1,117 @@
+"""One interface for every segmentation method: text -> blocks, with the same granularity knobs.
+
+    seg = Segmenter("segmenter", checkpoint="checkpoints/segmenter/segmenter.ckpt")
+    blocks = seg.segment(text, granularity="middle", max_block_tokens=512)
+    blocks = Segmenter("regex").segment(text, granularity=256)   # ~256-token blocks
+
+``granularity`` is a level (``coarse``, ``middle``, ``fine``) or a target block size in tokens.
+The trained segmenter cuts where its level-conditioned boundary probability passes ``threshold``;
+size-driven methods use the level's default size (``LEVEL_TOKENS``). With a numeric granularity
+every method aims at that average size. Block sizes are counted in the tokenizer's tokens (default:
+the embedded teacher's, since block attention consumes the blocks).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from lit_block.segmentation import baselines
+from lit_block.segmentation.document import Block, SegmentableText
+from lit_block.segmentation.planner import BlockLimits, plan_blocks
+
+METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
+LEVELS = ("coarse", "middle", "fine")
+LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
+
+
+def parse_granularity(value: str | int) -> str | int:
+    """``coarse`` / ``middle`` / ``fine`` or a positive token count."""
+    if isinstance(value, int) or str(value).isdigit():
+        n = int(value)
+        if n <= 0:
+            raise ValueError(f"granularity must be a level or a positive token count, got {value}")
+        return n
+    if value not in LEVELS:
+        raise ValueError(f"granularity must be one of {', '.join(LEVELS)} or a token count, got {value!r}")
+    return value
+
+
+class Segmenter:
+    def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
+                 splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2"):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method == "segmenter" and not checkpoint:
+            raise ValueError("the segmenter method needs --checkpoint (train one: see the README, 'Train the segmenter')")
+        self.method, self.checkpoint, self.splitter = method, checkpoint, splitter
+        self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
+        self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from lit_block.model_sources import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer_name))
+
+    @cached_property
+    def module(self):
+        from pathlib import Path
+
+        from lit_block.segmentation.module import SegmenterModule
+
+        if not Path(self.checkpoint).is_file():
+            raise FileNotFoundError(f"segmenter checkpoint not found: {self.checkpoint}")
+        return SegmenterModule.load_from_checkpoint(self.checkpoint, map_location="cpu").eval()
+
+    @cached_property
+    def _embedder(self):
+        from lit_block.segmentation.model import UnitEncoder
+
+        return UnitEncoder(self.semantic_encoder, layers=6, max_unit_tokens=64)
+
+    def prepare(self, text: str) -> SegmentableText:
+        return SegmentableText(text, self.tokenizer, self.splitter)
+
+    def scores(self, doc: SegmentableText, level: str, target: float) -> dict[int, float]:
+        """Boundary scores on token positions: probabilities (segmenter) or method-specific scores."""
+        if doc is not self._doc:
+            self._doc, self._memo = doc, {}
+        if self.method == "segmenter":
+            units = doc.candidate_chars
+            if "features" not in self._memo:  # encode the units once, score each level with the head
+                texts = [doc.text[a:b] for a, b in zip(units, units[1:] + [len(doc.text)])]
+                self._memo["features"] = self.module.unit_features(texts) if texts else None
+            if self._memo["features"] is None:
+                return {}
+            probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level))
+            return {doc.token_index(c): float(p) for c, p in zip(units[1:], probs[1:]) if 0 < doc.token_index(c) < doc.n_tokens}
+        if self.method in ("semantic", "texttiling"):  # size-independent scores: computed once per document
+            if "scores" not in self._memo:
+                self._memo["scores"] = (baselines.semantic_scores(doc, target, self._embedder) if self.method == "semantic"
+                                        else baselines.texttiling_scores(doc, target))
+            return self._memo["scores"]
+        return getattr(baselines, f"{self.method}_scores")(doc, target)
+
+    def cut(self, doc: SegmentableText, granularity: str | int, threshold: float = 0.5,
+            limits: BlockLimits = BlockLimits(), target_tokens: float | None = None) -> list[int]:
+        """Block starts (token positions) for a prepared document."""
+        granularity = parse_granularity(granularity)
+        level = granularity if isinstance(granularity, str) else "middle"
+        if isinstance(granularity, int):
+            target_tokens = granularity
+        size = target_tokens or LEVEL_TOKENS[level]
+        scores = self.scores(doc, level, size)
+        if self.method in ("fixed", "regex", "sentence"):  # these place their own cuts for the size
+            return plan_blocks(doc.n_tokens, scores, limits, threshold=0.5)
+        if self.method == "segmenter" and target_tokens is None:
+            return plan_blocks(doc.n_tokens, scores, limits, threshold=threshold)
+        return plan_blocks(doc.n_tokens, scores, limits, target_tokens=size)
+
+    def segment(self, text: str, granularity: str | int = "middle", threshold: float = 0.5,
+                min_block_tokens: int = 0, max_block_tokens: int | None = None, max_depth: int = 8) -> list[Block]:
+        """Blocks that cover ``text`` exactly, in order."""
+        doc = self.prepare(text)
+        cuts = self.cut(doc, granularity, threshold, BlockLimits(min_block_tokens, max_block_tokens, max_depth))
+        return doc.blocks(cuts)

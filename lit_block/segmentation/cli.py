@@ -51,6 +51,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--splitter", default="sentences", choices=("lines", "paragraphs", "sentences"))
     p.add_argument("--format", default="json", choices=("json", "text"))
     args = p.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no weight-loading bars around the output
     try:
         granularity = parse_granularity(args.granularity)
         text = read_input(args.file)
@@ -60,7 +63,15 @@ def main(argv: list[str]) -> int:
     except (InputError, ValueError, FileNotFoundError, OSError) as err:
         print(f"lit-block segment: {err}", file=sys.stderr)
         return 2
-    if args.format == "json":
+    try:
+        _write(blocks, args.format)
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+    return 0
+
+
+def _write(blocks, fmt: str) -> None:
+    if fmt == "json":
         json.dump({"blocks": [b.__dict__ for b in blocks]}, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
@@ -68,4 +79,3 @@ def main(argv: list[str]) -> int:
             sys.stdout.write(f"=== block {i} (chars {b.start}-{b.end}, {b.tokens} tokens) ===\n{b.text}")
             if not b.text.endswith("\n"):
                 sys.stdout.write("\n")
-    return 0

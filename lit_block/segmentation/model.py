@@ -101,3 +101,41 @@ class SegmenterHead(nn.Module):
         else:
             y = self.gru(x)[0]
         return self.out(y).squeeze(-1)
+
+
+NET_ARGS = ("encoder", "encoder_layers", "max_unit_tokens", "hidden", "gru_layers", "dropout")
+
+
+class SegmenterNet(nn.Module):
+    """Encoder + head: everything inference needs, loadable from a checkpoint without Lightning."""
+
+    def __init__(self, encoder: str = "all-minilm-l6-v2", encoder_layers: int = 2, max_unit_tokens: int = 24,
+                 hidden: int = 128, gru_layers: int = 2, dropout: float = 0.1, levels: int = 3):
+        super().__init__()
+        self.encoder = UnitEncoder(encoder, encoder_layers, max_unit_tokens)
+        self.head = SegmenterHead(self.encoder.dim + N_LAYOUT, hidden, gru_layers, levels, dropout)
+
+    @torch.inference_mode()
+    def unit_features(self, unit_texts: list[str]) -> torch.Tensor:
+        """``[U, encoder_dim + N_LAYOUT]``: sentence vectors and layout cues of each unit."""
+        device = next(self.head.parameters()).device
+        return torch.cat([self.encoder(unit_texts).float(), layout_features(unit_texts).to(device)], dim=-1)
+
+    @torch.inference_mode()
+    def boundary_probabilities(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        """``[U]`` probability that a block starts at each unit (the first unit's value is meaningless)."""
+        self.eval()
+        return torch.sigmoid(self.head(features[None], level))[0].cpu()
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: str = "cpu") -> SegmenterNet:
+        """Rebuild from a ``SegmenterModule`` checkpoint (the frozen encoder comes from its name)."""
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)  # our own checkpoint format
+        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+            raise ValueError(f"{path} is not a lit-block segmenter checkpoint (no hyper_parameters / state_dict)")
+        net = cls(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in NET_ARGS})
+        head = {k.removeprefix("net.head."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.head.")}
+        if not head:
+            raise ValueError(f"{path} holds no segmenter head weights (keys net.head.*)")
+        net.head.load_state_dict(head)
+        return net.eval()

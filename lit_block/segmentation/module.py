@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_block.segmentation.metrics import SegmentationMetrics
-from lit_block.segmentation.model import N_LAYOUT, SegmenterHead, UnitEncoder, layout_features
+from lit_block.segmentation.model import NET_ARGS, SegmenterNet
 
 LEVEL_NAMES = ("coarse", "middle", "fine")
 
@@ -24,8 +24,8 @@ class SegmenterModule(L.LightningModule):
     def __init__(
         self,
         encoder: str = "all-minilm-l6-v2",
-        encoder_layers: int = 3,
-        max_unit_tokens: int = 32,
+        encoder_layers: int = 2,
+        max_unit_tokens: int = 24,
         hidden: int = 128,
         gru_layers: int = 2,
         dropout: float = 0.1,
@@ -36,30 +36,22 @@ class SegmenterModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder: UnitEncoder | None = None
-        self.head: SegmenterHead | None = None
+        self.net: SegmenterNet | None = None
         self._cache: dict[tuple, torch.Tensor] = {}
         self.val_metrics = torch.nn.ModuleList([SegmentationMetrics(tolerance=1) for _ in LEVEL_NAMES])
         self.configure_model()
 
     def configure_model(self) -> None:
-        if self.head is not None:
-            return
-        h = self.hparams
-        self.encoder = UnitEncoder(h.encoder, h.encoder_layers, h.max_unit_tokens)
-        self.head = SegmenterHead(self.encoder.dim + N_LAYOUT, h.hidden, h.gru_layers, len(LEVEL_NAMES), h.dropout)
+        if self.net is None:
+            self.net = SegmenterNet(**{k: v for k, v in self.hparams.items() if k in NET_ARGS}, levels=len(LEVEL_NAMES))
 
     # ---------------------------------------------------------------- features
-
-    @torch.inference_mode()
-    def _encode(self, unit_texts: list[str]) -> torch.Tensor:
-        return torch.cat([self.encoder(unit_texts).float(), layout_features(unit_texts).to(self.device)], dim=-1)
 
     def unit_features(self, unit_texts: list[str], key: tuple | None = None) -> torch.Tensor:
         """``[U, encoder_dim + N_LAYOUT]`` for one window or document (cached by ``key`` when given)."""
         if key is not None and key in self._cache:
             return self._cache[key].to(self.device)
-        vectors = self._encode(unit_texts).clone()  # a normal tensor: the head trains on it
+        vectors = self.net.unit_features(unit_texts).clone()  # a normal tensor: the head trains on it
         if key is not None and self.hparams.cache_unit_vectors:
             self._cache[key] = vectors.cpu()
         return vectors
@@ -78,7 +70,7 @@ class SegmenterModule(L.LightningModule):
         pos_weight = torch.tensor(self.hparams.pos_weight, device=self.device)
         total, logits_per_level = 0.0, []
         for level in range(len(LEVEL_NAMES)):
-            logits = self.head(feats, level, lengths)
+            logits = self.net.head(feats, level, lengths)
             target = batch["labels"][..., level].float()
             total = total + F.binary_cross_entropy_with_logits(logits[mask], target[mask], pos_weight=pos_weight)
             logits_per_level.append(logits)
@@ -108,16 +100,8 @@ class SegmenterModule(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.head.parameters(), lr=self.hparams.learning_rate,
+        return torch.optim.AdamW(self.net.head.parameters(), lr=self.hparams.learning_rate,
                                  weight_decay=self.hparams.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")}
-
-    # ---------------------------------------------------------------- inference
-
-    @torch.inference_mode()
-    def boundary_probabilities(self, features: torch.Tensor, level: int) -> torch.Tensor:
-        """``[U]`` probability that a block starts at each unit, from :meth:`unit_features` (the first is meaningless)."""
-        self.eval()
-        return torch.sigmoid(self.head(features[None], level))[0].cpu()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("net.encoder.")}

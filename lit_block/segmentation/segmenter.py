@@ -59,11 +59,11 @@ class Segmenter:
     def module(self):
         from pathlib import Path
 
-        from lit_block.segmentation.module import SegmenterModule
+        from lit_block.segmentation.model import SegmenterNet
 
         if not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"segmenter checkpoint not found: {self.checkpoint}")
-        return SegmenterModule.load_from_checkpoint(self.checkpoint, map_location="cpu").eval()
+        return SegmenterNet.from_checkpoint(self.checkpoint)
 
     @cached_property
     def _embedder(self):

@@ -1,0 +1,130 @@
+"""Segmentation methods behind one interface: coverage, hard limits, the CLI, training and evaluation."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO
+from lit_block.cli import main
+from lit_block.segmentation.segmenter import Segmenter
+
+TEXT = (REPO / "datamodules" / "texts" / "kjv_jonah.txt").read_text()
+BASELINES = ["fixed", "regex", "sentence", "texttiling"]
+
+
+def random_text(seed: int) -> str:
+    rng = random.Random(seed)
+    words = TEXT.split()
+    out = []
+    for _ in range(rng.randint(1, 40)):
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) + rng.choice([". ", ".\n", "\n\n", "! "]))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), lo=st.integers(0, 40), span=st.integers(0, 200), size=st.integers(8, 300))
+def test_blocks_partition_the_text_and_respect_the_limits(method, seed, lo, span, size, tiny_tokenizer_dir):
+    text = random_text(seed)
+    seg = Segmenter(method, tokenizer=str(tiny_tokenizer_dir))
+    hi = max(1, 2 * lo) + span
+    blocks = seg.segment(text, granularity=size, min_block_tokens=lo, max_block_tokens=hi)
+    assert "".join(b.text for b in blocks) == text
+    assert [b.start for b in blocks] == [0] + [b.end for b in blocks[:-1]] and blocks[-1].end == len(text)
+    assert all(b.tokens <= hi for b in blocks)
+    total = sum(b.tokens for b in blocks)
+    assert total == seg.prepare(text).n_tokens
+    if total >= lo:
+        assert all(b.tokens >= lo for b in blocks)
+
+
+def run_segment(args, capsys) -> tuple[int, str, str]:
+    code = main(["segment", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_segment_cli_writes_json_blocks_covering_the_input(tmp_path, tiny_tokenizer_dir, capsys):
+    f = tmp_path / "jonah.txt"
+    f.write_text(TEXT)
+    code, out, _ = run_segment([str(f), "--method", "regex", "--granularity", "200", "--max-block-tokens", "300",
+                                "--tokenizer", str(tiny_tokenizer_dir)], capsys)
+    assert code == 0
+    blocks = json.loads(out)["blocks"]
+    assert "".join(b["text"] for b in blocks) == TEXT and all(b["tokens"] <= 300 for b in blocks)
+    assert set(blocks[0]) == {"start", "end", "tokens", "text"}
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (b"", [], "empty input"),
+        (b"  \n\n ", [], "empty input"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", [], "binary input"),
+        (b"caf\xe9", [], "not UTF-8 text"),
+        (b"Some text.", ["--method", "segmenter"], "needs --checkpoint"),
+        (b"Some text.", ["--method", "segmenter", "--checkpoint", "missing.ckpt"], "checkpoint not found"),
+        (b"Some text.", ["--method", "regex", "--granularity", "huge"], "granularity must be"),
+        (b"Some text.", ["--method", "regex", "--min-block-tokens", "50", "--max-block-tokens", "60"], "2 x min_block_tokens"),
+    ],
+)
+def test_segment_cli_rejects_bad_input_with_a_clear_error(content, args, message, tmp_path, tiny_tokenizer_dir, capsys):
+    f = tmp_path / "input.bin"
+    f.write_bytes(content)
+    code, _, err = run_segment([str(f), "--tokenizer", str(tiny_tokenizer_dir), *args], capsys)
+    assert code == 2 and message in err
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, tiny_corpus_dir):
+    """A segmenter trained for a few steps on the tiny corpus, through the CLI and its YAML."""
+    import os
+
+    folder = tmp_path_factory.mktemp("segmenter_run")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        main(["fit", f"--config={REPO / 'experiments/segmenter/segmenter.yaml'}",
+              f"--data.init_args.dataset_path={tiny_corpus_dir}", "--data.init_args.max_units=32",
+              "--model.init_args.encoder_layers=1", "--trainer.max_epochs=2", "--trainer.accelerator=cpu",
+              "--trainer.logger=false"])
+    finally:
+        os.chdir(cwd)
+    return folder / "checkpoints" / "segmenter" / "segmenter.ckpt"
+
+
+def test_trained_checkpoint_leaves_out_the_encoder_and_segments(trained_checkpoint, tiny_tokenizer_dir):
+    import torch
+
+    state = torch.load(trained_checkpoint, weights_only=False)["state_dict"]
+    assert state and all(k.startswith("net.head.") for k in state)
+    seg = Segmenter("segmenter", checkpoint=str(trained_checkpoint), tokenizer=str(tiny_tokenizer_dir))
+    for granularity in ("coarse", "fine", 64):
+        blocks = seg.segment(TEXT, granularity, max_block_tokens=400)
+        assert "".join(b.text for b in blocks) == TEXT and all(b.tokens <= 400 for b in blocks)
+
+
+def test_eval_seg_compares_every_method_and_logs_to_mlflow(trained_checkpoint, tiny_corpus_dir, tmp_path, monkeypatch,
+                                                         tiny_tokenizer_dir):
+    import mlflow
+
+    from lit_block.segmentation import segmenter as segmenter_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original = segmenter_module.Segmenter.__init__
+    monkeypatch.setattr(segmenter_module.Segmenter, "__init__",
+                        lambda self, m, c=None, **kw: original(self, m, c, tokenizer=str(tiny_tokenizer_dir)))
+    assert main(["eval-seg", "--dataset", str(tiny_corpus_dir), "--checkpoint", str(trained_checkpoint),
+                 "--methods", "segmenter", "fixed", "regex", "--output", "out"]) == 0
+    table = (tmp_path / "out" / "eval_seg.md").read_text()
+    assert "| segmenter | coarse |" in table and "| regex | fine |" in table and "categories won" in table
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("eval-seg").experiment_id])
+    assert "segmenter.fine.all.pk" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"eval_seg.md", "pk_per_category.png"}

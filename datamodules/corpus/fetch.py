@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def fetch_archive(spec: PackageSpec, cache_dir: Path, offline: bool = False) -> 
             return path
         if offline:
             raise FetchError(f"{path}: sha256 {got[:12]}... does not match the pinned {spec.sha256[:12]}... (corrupt cache)")
+        warnings.warn(f"{path}: sha256 {got[:12]}... does not match the pinned {spec.sha256[:12]}...; fetching it again")
         path.unlink()  # a corrupt or foreign file: fetch it again below
     elif offline:
         raise FetchError(f"{spec.name}={spec.version} is not in the cache {path.parent} and --offline is set")

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from lit_block.segmentation.document import token_offsets
 from lit_block.segmentation.segmenter import METHODS, Segmenter
 
 
@@ -28,8 +29,8 @@ def long_text(dataset: str, tokens: int, tokenizer) -> str:
         total += row["n_tokens"]
         if total >= tokens:
             break
-    ids = tokenizer("".join(parts), add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    return "".join(parts)[: ids[min(tokens, len(ids)) - 1][1]]
+    offsets = token_offsets(tokenizer, "".join(parts))
+    return "".join(parts)[: offsets[min(tokens, len(offsets)) - 1][1]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,13 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=32768)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
+    p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
     args = p.parse_args(argv)
-    methods = [m for m in METHODS if m != "segmenter" or args.checkpoint]
-    segs = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None) for m in methods}
+    methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
+    if "fixed" not in methods:
+        methods.append("fixed")  # the ratio baseline
+    extra = {"semantic_encoder": args.encoder, "encoder": args.encoder} if args.encoder else {}
+    segs = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, tokenizer=args.tokenizer, **extra)
+            for m in methods}
     tokenizer = segs["fixed"].tokenizer
     text = open(args.file, encoding="utf-8").read() if args.file else long_text(args.dataset, args.tokens, tokenizer)
     if "segmenter" in segs and args.device != "cpu":
         segs["segmenter"].module.to(args.device)
+    if "semantic" in segs and args.device != "cpu":
+        segs["semantic"]._embedder.to(args.device)
     t0 = time.perf_counter()
     doc = segs["fixed"].prepare(text)
     prepare = time.perf_counter() - t0

@@ -8,6 +8,29 @@ from dataclasses import dataclass
 from lit_block.candidates import candidate_starts
 
 
+def token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Character span of each token; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
+    if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
+        return tokenizer.encode(text, add_special_tokens=False).offsets
+    return tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+
+
+def load_tokenizer(name_or_path: str):
+    """The fastest tokenizer that counts tokens for ``name_or_path``: its ``tokenizer.json`` when there is one."""
+    from pathlib import Path
+
+    from lit_block.model_sources import resolve_model_path
+
+    path = Path(resolve_model_path(name_or_path))
+    if (path / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path / "tokenizer.json"))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
 @dataclass(frozen=True)
 class Block:
     start: int  # character offset, inclusive
@@ -25,8 +48,7 @@ class SegmentableText:
 
     def __init__(self, text: str, tokenizer, splitter: str = "sentences"):
         self.text = text
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        self.token_starts = [s for s, _ in enc["offset_mapping"]]
+        self.token_starts = [s for s, _ in token_offsets(tokenizer, text)]
         self.n_tokens = len(self.token_starts)
         # candidate char offsets, and the token position each maps to (first token starting at or after it)
         self.candidate_chars = candidate_starts(text, splitter)

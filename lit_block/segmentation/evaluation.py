@@ -59,11 +59,15 @@ def summary_table(results: dict) -> str:
 
 
 def win_table(results: dict, ours: str = "segmenter") -> str:
-    """Per level and baseline: does ours win on Pk and WindowDiff overall, and in what share of categories."""
-    cats = sorted({c for _, _, c in results if c != "all"})
+    """Per level and baseline: does ours win on Pk and WindowDiff overall, and in what share of categories.
+
+    Only categories with gold boundaries at that level count (with none, every method makes no cut
+    and all tie)."""
+    all_cats = sorted({c for _, _, c in results if c != "all"})
     baselines = sorted({m for m, _, _ in results if m != ours}, key=lambda m: METHODS.index(m))
     lines = ["| level | baseline | Pk overall | WD overall | categories won (Pk and WD) |", "|---|---|---|---|---|"]
     for level in LEVELS:
+        cats = [c for c in all_cats if results[(ours, level, c)]["reference_boundaries"] > 0]
         for b in baselines:
             mine, theirs = results[(ours, level, "all")], results[(b, level, "all")]
             won = sum(results[(ours, level, c)]["pk"] < results[(b, level, c)]["pk"]

@@ -92,4 +92,5 @@ class SegmentationMetrics(Metric):
             out[f"precision{suffix}"], out[f"recall{suffix}"] = p, r
             out[f"f1{suffix}"] = ratio(2 * p * r, p + r) if (p + r) > 0 else torch.tensor(0.0, dtype=torch.float64)
         out["length_error"] = ratio(self.len_err, self.len_docs)
+        out["reference_boundaries"] = self.n_ref.clone()
         return out

@@ -128,12 +128,15 @@ class SegmenterNet(nn.Module):
         return torch.sigmoid(self.head(features[None], level))[0].cpu()
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str = "cpu") -> SegmenterNet:
-        """Rebuild from a ``SegmenterModule`` checkpoint (the frozen encoder comes from its name)."""
+    def from_checkpoint(cls, path: str, map_location: str = "cpu", encoder: str | None = None) -> SegmenterNet:
+        """Rebuild from a ``SegmenterModule`` checkpoint. The frozen encoder is loaded by the name the
+        checkpoint recorded, or from ``encoder`` (a folder with the same weights, e.g. on a machine
+        without the embedded package)."""
         ckpt = torch.load(path, map_location=map_location, weights_only=False)  # our own checkpoint format
         if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
             raise ValueError(f"{path} is not a lit-block segmenter checkpoint (no hyper_parameters / state_dict)")
-        net = cls(**{k: v for k, v in ckpt["hyper_parameters"].items() if k in NET_ARGS})
+        args = {k: v for k, v in ckpt["hyper_parameters"].items() if k in NET_ARGS}
+        net = cls(**{**args, **({"encoder": encoder} if encoder else {})})
         head = {k.removeprefix("net.head."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.head.")}
         if not head:
             raise ValueError(f"{path} holds no segmenter head weights (keys net.head.*)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from lit_block.segmentation import baselines
-from lit_block.segmentation.document import Block, SegmentableText
+from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
 from lit_block.segmentation.planner import BlockLimits, plan_blocks
 
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
@@ -38,22 +38,19 @@ def parse_granularity(value: str | int) -> str | int:
 
 class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
-                 splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2"):
+                 splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
             raise ValueError("the segmenter method needs --checkpoint (train one: see the README, 'Train the segmenter')")
         self.method, self.checkpoint, self.splitter = method, checkpoint, splitter
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
+        self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
 
     @cached_property
     def tokenizer(self):
-        from transformers import AutoTokenizer
-
-        from lit_block.model_sources import resolve_model_path
-
-        return AutoTokenizer.from_pretrained(resolve_model_path(self.tokenizer_name))
+        return load_tokenizer(self.tokenizer_name)
 
     @cached_property
     def module(self):
@@ -63,7 +60,7 @@ class Segmenter:
 
         if not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"segmenter checkpoint not found: {self.checkpoint}")
-        return SegmenterNet.from_checkpoint(self.checkpoint)
+        return SegmenterNet.from_checkpoint(self.checkpoint, encoder=self.encoder)
 
     @cached_property
     def _embedder(self):

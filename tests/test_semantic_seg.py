@@ -22,6 +22,9 @@ def test_candidate_splitters():
     assert candidate_starts(text, "paragraphs") == [0, 7]
     assert candidate_starts(text, "sentences") == [0, 7, 23, 48]
     assert candidate_starts("", "lines") == []
+    assert candidate_starts("a---b\n\nc", "regex") == [0, 4, 7]
+    code = "x = f(1,\n      2)\ny = 3 \\\n    + 4\nz = 5\n"
+    assert candidate_starts(code, "code") == [0, 18, 34]  # x = ..., y = ..., z = ...
     with pytest.raises(ValueError, match="unknown splitter 'words'"):
         candidate_starts(text, "words")
 

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from lit_block.candidates import SPLITTERS
 from lit_block.segmentation.segmenter import METHODS, Segmenter, parse_granularity
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--max-block-tokens", type=int, default=None)
     p.add_argument("--max-depth", type=int, default=8, help="recursion depth for splitting over-long blocks")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer that counts block tokens")
-    p.add_argument("--splitter", default="sentences", choices=("lines", "paragraphs", "sentences"))
+    p.add_argument("--splitter", default="sentences", choices=SPLITTERS, help="candidate cut points (see lit_block.candidates)")
     p.add_argument("--format", default="json", choices=("json", "text"))
     args = p.parse_args(argv)
     from transformers.utils import logging as hf_logging

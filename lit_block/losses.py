@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def next_token_nll(
@@ -30,3 +33,76 @@ def next_token_nll(
         return logits.sum() * 0.0, count  # keeps the graph (and its device) for an empty batch
     predicted = logits[:, :-1][mask].float()  # select first: never a full [B, S, V] in fp32
     return F.cross_entropy(predicted, input_ids[:, 1:][mask], reduction="sum"), count
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def _token_divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
+    """Per-token divergence ``[N]`` between two ``[N, V]`` log-distributions."""
+    if kind == "forward_kl":  # KL(teacher || student): mode-covering, the classic distillation loss
+        return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    if kind == "reverse_kl":  # KL(student || teacher): mode-seeking
+        return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    # generalized JSD with mixture m = beta * teacher + (1 - beta) * student
+    mix = torch.logsumexp(torch.stack([teacher_logp + math.log(beta), student_logp + math.log(1 - beta)]), dim=0)
+    kl_t = (teacher_logp.exp() * (teacher_logp - mix)).sum(-1)
+    kl_s = (student_logp.exp() * (student_logp - mix)).sum(-1)
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+def chunked_distillation_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    lm_head: torch.nn.Module,
+    weights: torch.Tensor,
+    teacher_lm_head: torch.nn.Module | None = None,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-weighted divergence between teacher and student next-token distributions, in chunks.
+
+    Logits are computed ``chunk_size`` positions at a time from the final hidden states, and each
+    chunk is recomputed in the backward pass (activation checkpointing), so neither the full
+    ``[tokens, vocab]`` logits nor their graph are ever held: memory is one chunk's logits.
+
+    Args:
+        student_hidden: ``[N, H]`` student final hidden states at the scored positions.
+        teacher_hidden: ``[N, H_t]`` teacher final hidden states at the same positions.
+        lm_head: the student's output projection (``H -> V``).
+        weights: ``[N]`` per-position weights (0 drops a position).
+        teacher_lm_head: the teacher's projection (default: ``lm_head``).
+        divergence: ``forward_kl``, ``reverse_kl`` or ``jsd``.
+        temperature: softens both distributions; the loss is scaled by ``temperature ** 2``.
+        beta: the JSD mixture weight of the teacher (ignored otherwise).
+
+    Returns:
+        ``(weighted divergence sum, weight sum)``; both 0 (with a graph) when ``N == 0``.
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if not 0 < beta < 1:
+        raise ValueError(f"beta must be in (0, 1), got {beta}")
+    if student_hidden.shape[0] != teacher_hidden.shape[0] or weights.shape[0] != student_hidden.shape[0]:
+        raise ValueError(
+            f"positions disagree: student {tuple(student_hidden.shape)}, teacher {tuple(teacher_hidden.shape)}, "
+            f"weights {tuple(weights.shape)}"
+        )
+    teacher_lm_head = teacher_lm_head or lm_head
+    s_vocab, t_vocab = lm_head.weight.shape[0], teacher_lm_head.weight.shape[0]
+    if s_vocab != t_vocab:
+        raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab}): distillation needs one")
+
+    def chunk_loss(s_hidden: torch.Tensor, t_hidden: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s_logp = (lm_head(s_hidden).float() / temperature).log_softmax(-1)
+        with torch.no_grad():
+            t_logp = (teacher_lm_head(t_hidden).float() / temperature).log_softmax(-1)
+        return (_token_divergence(s_logp, t_logp, divergence, beta) * w.float()).sum()
+
+    total = student_hidden.sum() * 0.0
+    for start in range(0, student_hidden.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        total = total + checkpoint(chunk_loss, student_hidden[sl], teacher_hidden[sl], weights[sl], use_reentrant=False)
+    return total * temperature**2, weights.float().sum()

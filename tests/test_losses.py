@@ -34,3 +34,49 @@ def test_next_token_nll_with_no_target_is_zero_and_differentiable():
 def test_next_token_nll_shape_mismatch_is_named():
     with pytest.raises(ValueError, match="shapes disagree"):
         next_token_nll(torch.randn(1, 3, 4), torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 3, dtype=torch.bool))
+
+
+from lit_block.losses import chunked_distillation_loss  # noqa: E402
+
+
+def _heads(vocab=11, hidden=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    head = torch.nn.Linear(hidden, vocab, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, hidden, generator=g))
+    return head, torch.randn(9, hidden, generator=g, requires_grad=True), torch.randn(9, hidden, generator=g)
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("chunk", [1, 4, 100])
+def test_chunked_divergence_equals_the_unchunked_formula_and_its_gradient(divergence, chunk):
+    head, s_h, t_h = _heads()
+    w = torch.tensor([1.0, 0, 2, 1, 1, 0.5, 1, 1, 3])
+    total, wsum = chunked_distillation_loss(s_h, t_h, head, w, divergence=divergence, temperature=2.0, chunk_size=chunk)
+    grad = torch.autograd.grad(total, s_h)[0]
+    s = (head(s_h) / 2.0).log_softmax(-1)
+    t = (head(t_h) / 2.0).log_softmax(-1).detach()
+    if divergence == "forward_kl":
+        per = (t.exp() * (t - s)).sum(-1)
+    elif divergence == "reverse_kl":
+        per = (s.exp() * (s - t)).sum(-1)
+    else:
+        m = (0.5 * t.exp() + 0.5 * s.exp()).log()
+        per = 0.5 * (t.exp() * (t - m)).sum(-1) + 0.5 * (s.exp() * (s - m)).sum(-1)
+    want = (per * w).sum() * 4.0
+    torch.testing.assert_close(total, want)
+    torch.testing.assert_close(grad, torch.autograd.grad(want, s_h)[0])
+    assert wsum.item() == w.sum().item()
+
+
+def test_identical_distributions_have_zero_divergence():
+    head, s_h, _ = _heads()
+    total, _ = chunked_distillation_loss(s_h, s_h.detach(), head, torch.ones(9))
+    assert abs(total.item()) < 1e-5
+
+
+def test_vocabulary_mismatch_is_named():
+    head, s_h, t_h = _heads()
+    other = torch.nn.Linear(6, 12, bias=False)
+    with pytest.raises(ValueError, match="teacher vocabulary \\(12\\) differs from the student's \\(11\\)"):
+        chunked_distillation_loss(s_h, t_h, head, torch.ones(9), teacher_lm_head=other)

@@ -1,0 +1,7 @@
+"""Lightning callbacks for block distillation: dropout schedule, sink initialisation, token weights."""
+
+from callbacks.block_dropout import BlockDropoutScheduler
+from callbacks.sensitivity import AttentionSensitivityWeighting
+from callbacks.sink_init import SinkTokenInitializer
+
+__all__ = ["AttentionSensitivityWeighting", "BlockDropoutScheduler", "SinkTokenInitializer"]

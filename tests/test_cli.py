@@ -29,7 +29,11 @@ def overrides_for(yaml: Path, request) -> list[str]:
     text = yaml.read_text()
     if "SegmenterModule" in text:
         return segmenter_overrides(request.getfixturevalue("tiny_corpus_dir"))
-    return tiny_overrides(request.getfixturevalue("tiny_model_dir"))
+    model_dir = request.getfixturevalue("tiny_model_dir")
+    overrides = tiny_overrides(model_dir)
+    if "BlockDistillationModule" in text:  # its model argument is `teacher`
+        overrides[0] = f"--model.init_args.teacher={model_dir}"
+    return overrides
 
 
 def tiny_overrides(model_dir: Path) -> list[str]:

@@ -1,0 +1,57 @@
+"""``AttentionSensitivityWeighting``: weight tokens by how much block attention changes the teacher.
+
+For each position, the divergence ``KL(teacher_full || teacher_block)`` measures how sensitive its
+prediction is to losing cross-block context. Weights are that divergence normalised to mean 1 over
+the valid positions of the batch, sharpened or flattened by ``1 / temperature``, and clipped to
+``[min_weight, max_weight]``; they are put in ``batch["token_weights"]`` for the module's loss.
+Weights are cached per sample (keyed by its tokens and blocks) when the data repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import lightning as L
+import torch
+
+
+class AttentionSensitivityWeighting(L.Callback):
+    def __init__(self, temperature: float = 1.0, min_weight: float = 0.1, max_weight: float = 10.0, cache: bool = True):
+        if temperature <= 0 or not 0 <= min_weight <= max_weight:
+            raise ValueError(f"need temperature > 0 and 0 <= min_weight <= max_weight, got {temperature}, "
+                             f"{min_weight}, {max_weight}")
+        self.temperature, self.min_weight, self.max_weight, self.cache = temperature, min_weight, max_weight, cache
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _key(ids: torch.Tensor, blocks: torch.Tensor) -> str:
+        return hashlib.sha1(ids.cpu().numpy().tobytes() + blocks.cpu().numpy().tobytes()).hexdigest()
+
+    @torch.no_grad()
+    def sensitivity(self, pl_module, batch: dict) -> torch.Tensor:
+        """``[B, S]`` per-position ``KL(teacher_full || teacher_block)`` of the next-token distribution."""
+        head = pl_module.teacher.model.get_output_embeddings()
+        full = pl_module.teacher_hidden(batch)
+        block = pl_module.teacher_hidden(batch, block_attention=True)
+        out = torch.zeros(full.shape[:2], device=full.device)
+        for b in range(full.shape[0]):
+            t = head(full[b]).float().log_softmax(-1)
+            s = head(block[b]).float().log_softmax(-1)
+            out[b] = (t.exp() * (t - s)).sum(-1)
+        return out
+
+    def weights(self, kl: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Normalise ``[B, S]`` divergences to weights (mean 1 over ``valid``), temper and clip."""
+        mean = kl[valid].mean().clamp(min=1e-8) if valid.any() else kl.new_tensor(1.0)
+        w = (kl / mean).clamp(min=0) ** (1.0 / self.temperature)
+        return w.clamp(self.min_weight, self.max_weight) * valid
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        keys = [self._key(i, b) for i, b in zip(batch["input_ids"], batch["block_ids"])]
+        if self.cache and all(k in self._cache for k in keys):
+            batch["token_weights"] = torch.stack([self._cache[k] for k in keys]).to(batch["input_ids"].device)
+            return
+        weights = self.weights(self.sensitivity(pl_module, batch), batch["attention_mask"].bool())
+        if self.cache:
+            self._cache.update({k: w.cpu() for k, w in zip(keys, weights)})
+        batch["token_weights"] = weights

@@ -1,0 +1,198 @@
+"""``BlockDistillationModule``: a frozen full-attention teacher guides a block-attention student.
+
+Per batch (dicts of ``[B, S]`` tensors from ``datamodules.TextBlocksDataModule``):
+
+1. the teacher (frozen, eval mode, no grad) reads the sequence with full attention;
+2. the student reads it under block attention, with ``num_sink_tokens`` learned sinks per block
+   and each context block released to full attention with probability ``release_probability``
+   (set each step by ``callbacks.BlockDropoutScheduler``);
+3. the loss is the token-weighted divergence between their next-token distributions, computed in
+   checkpointed chunks (``lit_block.losses.chunked_distillation_loss``). Positions that count: rows
+   that attend globally (the global block and released blocks) with weight 1, isolated-block rows
+   with ``isolated_weight``; multiplied by ``batch["token_weights"]`` when a callback
+   (``callbacks.AttentionSensitivityWeighting``) provides them. ``ce_weight`` mixes in cross-entropy.
+
+The teacher is not saved in checkpoints; it is reloaded from its name or path.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from lit_block.losses import chunked_distillation_loss, next_token_nll
+from lit_block.model import BlockAttentionLM
+from lit_block.modules.block_finetune import DTYPES
+
+
+class BlockDistillationModule(L.LightningModule):
+    strict_loading = False  # checkpoints leave out the frozen teacher
+
+    def __init__(
+        self,
+        teacher: str = "smollm2-135m",
+        student: str | None = None,
+        num_sink_tokens: int = 2,
+        attn_backend: str = "auto",
+        dtype: str = "float32",
+        divergence: str = "forward_kl",
+        temperature: float = 1.0,
+        beta: float = 0.5,
+        ce_weight: float = 0.0,
+        isolated_weight: float = 0.0,
+        chunk_size: int = 1024,
+        learning_rate: float = 1e-5,
+        sink_learning_rate: float = 1e-3,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        self.save_hyperparameters()
+        self.teacher: BlockAttentionLM | None = None
+        self.student: BlockAttentionLM | None = None
+        self.release_probability = 0.0  # set by BlockDropoutScheduler
+        self.metrics = torch.nn.ModuleDict({name: MeanMetric() for name in
+                                            ("nll_student", "nll_teacher_full", "nll_teacher_block", "kl_teacher")})
+
+    def configure_model(self) -> None:
+        if self.student is not None:
+            return
+        h = self.hparams
+        dtype = DTYPES[h.dtype]
+        self.teacher = BlockAttentionLM.from_pretrained(h.teacher, num_sink_tokens=0, attn_backend=h.attn_backend,
+                                                        dtype=dtype)
+        self.teacher.eval().requires_grad_(False)
+        self.student = BlockAttentionLM.from_pretrained(h.student or h.teacher, num_sink_tokens=h.num_sink_tokens,
+                                                        attn_backend=h.attn_backend, dtype=dtype)
+        self.student.train()  # from_pretrained returns eval mode
+        t_vocab, s_vocab = self.teacher.config.vocab_size, self.student.config.vocab_size
+        if t_vocab != s_vocab:
+            raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab})")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher never leaves eval mode
+        return self
+
+    # ---------------------------------------------------------------- pieces
+
+    def sample_released(self, block_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` bool: each context block released with probability ``release_probability``."""
+        n_blocks = int(block_ids.max()) + 1 if block_ids.numel() else 0
+        shape = (block_ids.shape[0], max(n_blocks, 0))
+        if self.release_probability <= 0 or not self.training:
+            return torch.zeros(shape, dtype=torch.bool, device=block_ids.device)
+        return torch.rand(shape, device=block_ids.device) < self.release_probability
+
+    @torch.no_grad()
+    def teacher_hidden(self, batch: dict, block_attention: bool = False) -> torch.Tensor:
+        """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention."""
+        if block_attention:
+            layout = self.teacher.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"])
+            return self.teacher.hidden_states_for_layout(layout)
+        return self.teacher.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             use_cache=False).last_hidden_state
+
+    def student_hidden(self, batch: dict, released: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student hidden states ``[B, S, H]`` at the caller's tokens, and ``[B, S]`` global-row flags."""
+        layout = self.student.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"], released)
+        hidden = self.student.hidden_states_for_layout(layout)
+        index = layout.token_index
+        hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        return hidden, layout.query_is_global().gather(1, index)
+
+    def position_weights(self, batch: dict, global_rows: torch.Tensor) -> torch.Tensor:
+        """``[B, S]`` weight of each position's next-token prediction (the last position predicts nothing)."""
+        mask = batch["attention_mask"].bool()
+        w = torch.where(global_rows, 1.0, self.hparams.isolated_weight).to(torch.float32)
+        w = w * (mask & torch.roll(mask, -1, dims=1))  # both the position and its next token are real
+        w[:, -1] = 0.0
+        if "token_weights" in batch:  # attention-sensitivity weights from the callback
+            w = w * batch["token_weights"].to(w)
+        return w
+
+    # ---------------------------------------------------------------- steps
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        released = self.sample_released(batch["block_ids"])
+        t_hidden = self.teacher_hidden(batch)
+        s_hidden, global_rows = self.student_hidden(batch, released)
+        w = self.position_weights(batch, global_rows)
+        keep = w > 0
+        div, wsum = chunked_distillation_loss(
+            s_hidden[keep], t_hidden[keep], self.student.model.get_output_embeddings(), w[keep],
+            teacher_lm_head=self.teacher.model.get_output_embeddings(), divergence=self.hparams.divergence,
+            temperature=self.hparams.temperature, beta=self.hparams.beta, chunk_size=self.hparams.chunk_size,
+        )
+        loss = div / wsum.clamp(min=1e-6)
+        if self.hparams.ce_weight > 0:
+            logits = self.student.model.get_output_embeddings()(s_hidden)
+            nll, n = next_token_nll(logits, batch["input_ids"], torch.roll(keep, 1, dims=1))
+            loss = loss + self.hparams.ce_weight * nll / n.clamp(min=1)
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/release_probability", float(self.release_probability), batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    @torch.no_grad()
+    def _evaluate(self, batch: dict) -> None:
+        """Global-block NLL of student, teacher (full) and teacher (block), and the student's KL to the teacher."""
+        ids, target = batch["input_ids"], batch["target_mask"]
+        head_s, head_t = self.student.model.get_output_embeddings(), self.teacher.model.get_output_embeddings()
+        s_hidden, _ = self.student_hidden(batch, self.sample_released(batch["block_ids"]))
+        t_full = self.teacher_hidden(batch)
+        t_block = self.teacher_hidden(batch, block_attention=True)
+        t_block = t_block.gather(1, self.teacher.layout(ids, batch["block_ids"], batch["attention_mask"])
+                                 .token_index[..., None].expand(-1, -1, t_block.shape[-1]))
+        for name, hidden, head in (("nll_student", s_hidden, head_s), ("nll_teacher_full", t_full, head_t),
+                                   ("nll_teacher_block", t_block, head_t)):
+            nll, n = next_token_nll(head(hidden), ids, target)
+            if n > 0:
+                self.metrics[name].update(nll / n, n)
+        positions = torch.roll(target, -1, dims=1)  # position t predicts scored token t + 1
+        positions[:, -1] = False
+        kl, n = chunked_distillation_loss(s_hidden[positions], t_full[positions], head_s, positions[positions].float(),
+                                          teacher_lm_head=head_t)
+        if n > 0:
+            self.metrics["kl_teacher"].update(kl / n, n)
+
+    def _log_epoch(self, stage: str) -> None:
+        values = {name: m.compute() for name, m in self.metrics.items()}
+        for name, v in values.items():
+            self.log(f"{stage}/{name}", v)
+        gap = values["nll_teacher_block"] - values["nll_teacher_full"]
+        recovered = (values["nll_teacher_block"] - values["nll_student"]) / gap if gap.abs() > 1e-8 else gap * 0
+        self.log(f"{stage}/gap_recovered", recovered)  # 1 = as good as the full-attention teacher
+        for m in self.metrics.values():
+            m.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        sinks = [self.student.sink_embeddings] if self.student.sink_embeddings.requires_grad else []
+        rest = [p for n, p in self.student.named_parameters() if p.requires_grad and n != "sink_embeddings"]
+        groups = [{"params": rest, "lr": h.learning_rate, "weight_decay": h.weight_decay}]
+        if sinks and sinks[0].numel():
+            groups.append({"params": sinks, "lr": h.sink_learning_rate, "weight_decay": 0.0})
+        return torch.optim.AdamW(groups)
+
+    def export(self, folder: str) -> None:
+        """Save the student for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it, sinks included."""
+        self.student.save_pretrained(folder)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}

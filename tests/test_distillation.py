@@ -1,0 +1,103 @@
+"""Block distillation: the module, its callbacks alone, checkpoints without the teacher, export."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
+from datamodules import TextBlocksDataModule
+from lit_block import BlockAttentionLM
+from lit_block.modules import BlockDistillationModule
+
+
+def test_dropout_schedules():
+    linear = BlockDropoutScheduler(0.0, 0.3, "linear")
+    assert [round(linear.value(s, 10), 3) for s in (0, 5, 10, 20)] == [0.0, 0.15, 0.3, 0.3]
+    cosine = BlockDropoutScheduler(0.1, 0.5, "cosine", warmup_steps=2)
+    assert cosine.value(1, 12) == 0.1 and math.isclose(cosine.value(7, 12), 0.3)
+    assert BlockDropoutScheduler(0.0, 0.2, "constant").value(0, 10) == 0.2
+    restored = BlockDropoutScheduler()
+    linear.probability = 0.27
+    restored.load_state_dict(linear.state_dict())
+    assert restored.probability == 0.27
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        BlockDropoutScheduler(schedule="step")
+    with pytest.raises(ValueError, match="end probability must be in"):
+        BlockDropoutScheduler(end=1.5)
+
+
+def test_sensitivity_weights_are_normalised_tempered_and_clipped():
+    cb = AttentionSensitivityWeighting(temperature=1.0, min_weight=0.5, max_weight=2.0)
+    kl = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    w = cb.weights(kl, valid)
+    assert w.tolist() == [[0.5, 1.0, 2.0, 0.0]]  # mean over valid = 1: 0 -> clipped up, 2 stays, padding 0
+
+
+@pytest.fixture()
+def module_and_data(tiny_model_dir):
+    torch.manual_seed(0)
+    module = BlockDistillationModule(teacher=str(tiny_model_dir), num_sink_tokens=2, attn_backend="sdpa",
+                                     isolated_weight=0.1)
+    module.configure_model()
+    data = TextBlocksDataModule(tokenizer=str(tiny_model_dir), sample_tokens=96, block_tokens=16, global_tokens=32,
+                                batch_size=2, max_samples=4)
+    data.setup("fit")
+    return module, data
+
+
+def test_training_step_trains_the_student_and_its_sinks_never_the_teacher(module_and_data):
+    module, data = module_and_data
+    batch = next(iter(data.train_dataloader()))
+    module.train()
+    assert not module.teacher.training
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    assert module.student.sink_embeddings.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.teacher.parameters())
+    module.release_probability = 1.0
+    assert module.sample_released(batch["block_ids"]).all()
+
+
+def test_sensitivity_is_zero_in_the_first_block_and_positive_after_it(module_and_data):
+    module, data = module_and_data
+    batch = next(iter(data.val_dataloader()))
+    kl = AttentionSensitivityWeighting().sensitivity(module, batch)
+    first_block = (batch["block_ids"] == 0) & batch["attention_mask"].bool()
+    later = (batch["block_ids"] > 0) | (batch["block_ids"] < 0)
+    assert kl[first_block].abs().max() < 1e-4  # the first block sees the same context either way
+    assert kl[later & batch["attention_mask"].bool()].max() > 1e-4
+
+
+def test_sink_warmup_lowers_its_loss(module_and_data):
+    module, data = module_and_data
+    losses = SinkTokenInitializer("warmup", warmup_steps=15, warmup_lr=0.05).warm_up(module, data.train_dataloader())
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoint_leaves_out_the_teacher_and_export_loads_with_sinks(module_and_data, tmp_path):
+    module, data = module_and_data
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, callbacks=[BlockDropoutScheduler(0.5, 0.5, "constant")],
+                        limit_val_batches=1)
+    trainer.fit(module, datamodule=data)
+    ckpt = tmp_path / "final.ckpt"
+    trainer.save_checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["state_dict"] and not any(k.startswith("teacher.") for k in state["state_dict"])
+    assert any(k.startswith("student.") for k in state["state_dict"])
+    assert state["callbacks"]["BlockDropoutScheduler"]["probability"] == 0.5
+    module.export(str(tmp_path / "student"))
+    loaded = BlockAttentionLM.from_pretrained(tmp_path / "student").eval()
+    assert loaded.num_sink_tokens == 2
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        ours = module.student.eval()(batch["input_ids"], batch["block_ids"], batch["attention_mask"]).logits
+        theirs = loaded(input_ids=batch["input_ids"], block_ids=batch["block_ids"],
+                        attention_mask=batch["attention_mask"]).logits
+    assert (ours - theirs).abs().max() < 1e-4

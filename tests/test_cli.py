@@ -33,6 +33,11 @@ def overrides_for(yaml: Path, request) -> list[str]:
     overrides = tiny_overrides(model_dir)
     if "BlockDistillationModule" in text:  # its model argument is `teacher`
         overrides[0] = f"--model.init_args.teacher={model_dir}"
+    if "DistillDataModule" in text:  # corpus documents instead of text files
+        corpus = request.getfixturevalue("tiny_corpus_dir")
+        overrides = [o for o in overrides if "block_tokens" not in o and "max_samples" not in o]
+        overrides += [f"--data.init_args.dataset_path={corpus}", "--data.init_args.granularity=16",
+                      "--data.init_args.min_block_tokens=4", "--data.init_args.max_block_tokens=32"]
     return overrides
 
 

@@ -101,3 +101,15 @@ def test_checkpoint_leaves_out_the_teacher_and_export_loads_with_sinks(module_an
         theirs = loaded(input_ids=batch["input_ids"], block_ids=batch["block_ids"],
                         attention_mask=batch["attention_mask"]).logits
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_windows_take_the_segmenter_blocks_inside_the_context_and_the_continuation_as_global():
+    from datamodules.distill import window_samples
+
+    samples = window_samples(list(range(100)), [10, 30, 75], sample_tokens=50, global_tokens=10)
+    assert len(samples) == 2
+    first, second = samples
+    assert first["input_ids"] == list(range(50)) and second["input_ids"] == list(range(50, 100))
+    assert [first["block_ids"].count(i) for i in range(3)] == [10, 20, 10] and first["block_ids"][40:] == [-1] * 10
+    assert [second["block_ids"].count(i) for i in range(2)] == [25, 15]
+    assert sum(first["target_mask"]) == 9 and first["target_mask"][41:] == [True] * 9

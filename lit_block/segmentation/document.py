@@ -8,11 +8,18 @@ from dataclasses import dataclass
 from lit_block.candidates import candidate_starts
 
 
-def token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
-    """Character span of each token; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
+def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character spans; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
     if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
-        return tokenizer.encode(text, add_special_tokens=False).offsets
-    return tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+        enc = tokenizer.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    return enc["input_ids"], enc["offset_mapping"]
+
+
+def token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Character span of each token."""
+    return encode(tokenizer, text)[1]
 
 
 def load_tokenizer(name_or_path: str):
@@ -48,7 +55,8 @@ class SegmentableText:
 
     def __init__(self, text: str, tokenizer, splitter: str = "sentences"):
         self.text = text
-        self.token_starts = [s for s, _ in token_offsets(tokenizer, text)]
+        self.token_ids, offsets = encode(tokenizer, text)
+        self.token_starts = [s for s, _ in offsets]
         self.n_tokens = len(self.token_starts)
         # candidate char offsets, and the token position each maps to (first token starting at or after it)
         self.candidate_chars = candidate_starts(text, splitter)

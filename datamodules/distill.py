@@ -1,0 +1,120 @@
+"""``DistillDataModule``: corpus documents cut into context blocks by any segmentation method.
+
+Each document of the corpus (``lit-block data build``) is tokenized once with the teacher's
+tokenizer and segmented once (``method``: the trained segmenter with ``checkpoint``, or any
+baseline, at ``granularity`` with hard ``min/max_block_tokens``). Windows of ``sample_tokens``
+tokens become packed samples: the blocks that fall in the window's first
+``sample_tokens - global_tokens`` tokens are the context blocks (a block the window edge cuts
+keeps its part), and the last ``global_tokens`` tokens -- the document's continuation -- are the
+global block, whose tokens (after its first) are scored. Splits follow the corpus's splits, so
+evaluation documents are held out.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.text_blocks import collate_packed
+from lit_block.layout import pack_tokens
+
+SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_tokens: int) -> list[dict]:
+    """Packed samples from one document's token ids and block starts (token positions)."""
+    samples = []
+    cut_set = sorted(set(cuts))
+    for start in range(0, len(ids) - sample_tokens + 1, sample_tokens):
+        split = start + sample_tokens - global_tokens
+        edges = [start, *(c for c in cut_set if start < c < split), split]
+        context = [ids[a:b] for a, b in zip(edges, edges[1:])]
+        ids_, blocks = pack_tokens(context, ids[split : start + sample_tokens])
+        target = [False] * (split - start + 1) + [True] * (global_tokens - 1)
+        samples.append({"input_ids": ids_, "block_ids": blocks, "target_mask": target})
+    return samples
+
+
+class DistillDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dataset_path: str = "data/semanticseg",
+        tokenizer: str = "smollm2-135m",
+        method: str = "sentence",
+        checkpoint: str | None = None,
+        granularity: str | int = 256,
+        min_block_tokens: int = 128,
+        max_block_tokens: int | None = 512,
+        sample_tokens: int = 1024,
+        global_tokens: int = 256,
+        categories: list[str] | None = None,
+        max_documents: int | None = None,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0 < global_tokens < sample_tokens:
+            raise ValueError(f"need 0 < global_tokens ({global_tokens}) < sample_tokens ({sample_tokens})")
+        self.save_hyperparameters()
+        self.samples: dict[str, list[dict]] = {}
+        self.pad_token_id = 0
+
+    def _segment_split(self, rows, segmenter) -> list[dict]:
+        from lit_block.segmentation.planner import BlockLimits
+
+        h = self.hparams
+        limits = BlockLimits(h.min_block_tokens, h.max_block_tokens)
+        out = []
+        for row in rows:
+            doc = segmenter.prepare(row["text"])
+            cuts = segmenter.cut(doc, h.granularity, limits=limits)
+            out.extend(window_samples(doc.token_ids, cuts, h.sample_tokens, h.global_tokens))
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.samples:
+            return
+        from pathlib import Path
+
+        from datasets import load_from_disk
+
+        from lit_block.segmentation.segmenter import Segmenter, parse_granularity
+
+        h = self.hparams
+        if not Path(h.dataset_path).is_dir():
+            raise FileNotFoundError(f"no corpus at {h.dataset_path}: build one with `lit-block data build`")
+        parse_granularity(h.granularity)
+        segmenter = Segmenter(h.method, h.checkpoint, tokenizer=h.tokenizer)
+        self.pad_token_id = segmenter.tokenizer.token_to_id("<|endoftext|>") if hasattr(segmenter.tokenizer, "token_to_id") else 0
+        self.pad_token_id = self.pad_token_id or 0
+        data = load_from_disk(h.dataset_path)
+        for name, split in SPLITS.items():
+            if split not in data:
+                continue
+            rows = data[split]
+            if h.categories:
+                rows = rows.filter(lambda r: r["category"] in h.categories)
+            if h.max_documents:
+                rows = rows.select(range(min(h.max_documents, len(rows))))
+            self.samples[name] = self._segment_split(rows, segmenter)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        if not self.samples.get(name):
+            raise ValueError(f"no {name} samples of {self.hparams.sample_tokens} tokens in {self.hparams.dataset_path}")
+        return DataLoader(self.samples[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          generator=torch.Generator().manual_seed(self.hparams.seed),
+                          num_workers=self.hparams.num_workers,
+                          collate_fn=functools.partial(collate_packed, pad_token_id=self.pad_token_id))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -61,7 +61,7 @@ class DistillDataModule(L.LightningDataModule):
             raise ValueError(f"need 0 < global_tokens ({global_tokens}) < sample_tokens ({sample_tokens})")
         self.save_hyperparameters()
         self.samples: dict[str, list[dict]] = {}
-        self.pad_token_id = 0
+        self.pad_token_id = 0  # padding is masked out of attention and loss: any id works
 
     def _segment_split(self, rows, segmenter) -> list[dict]:
         from lit_block.segmentation.planner import BlockLimits
@@ -89,8 +89,6 @@ class DistillDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"no corpus at {h.dataset_path}: build one with `lit-block data build`")
         parse_granularity(h.granularity)
         segmenter = Segmenter(h.method, h.checkpoint, tokenizer=h.tokenizer)
-        self.pad_token_id = segmenter.tokenizer.token_to_id("<|endoftext|>") if hasattr(segmenter.tokenizer, "token_to_id") else 0
-        self.pad_token_id = self.pad_token_id or 0
         data = load_from_disk(h.dataset_path)
         for name, split in SPLITS.items():
             if split not in data:

@@ -42,11 +42,18 @@ def _eval_seg(argv: list[str]) -> int:
     return eval_main(argv)
 
 
+def _eval_lm(argv: list[str]) -> int:
+    from lit_block.evaluation_lm import main as eval_lm_main
+
+    return eval_lm_main(argv)
+
+
 # the framework's own subcommands: name -> (help, entry point taking the remaining argv)
 FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`)", _data),
     "segment": ("cut a text file into blocks (trained segmenter or a baseline)", _segment),
     "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow", _eval_seg),
+    "eval-lm": ("global-block NLL, KL to the teacher and gap recovered for exported students", _eval_lm),
     "bench": ("benchmarks that print a table (attention backends, ...)", _bench),
 }
 

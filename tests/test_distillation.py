@@ -113,3 +113,24 @@ def test_windows_take_the_segmenter_blocks_inside_the_context_and_the_continuati
     assert [first["block_ids"].count(i) for i in range(3)] == [10, 20, 10] and first["block_ids"][40:] == [-1] * 10
     assert [second["block_ids"].count(i) for i in range(2)] == [25, 15]
     assert sum(first["target_mask"]) == 9 and first["target_mask"][41:] == [True] * 9
+
+
+def test_eval_lm_scores_teacher_references_and_an_exported_student(module_and_data, tiny_model_dir, tiny_corpus_dir,
+                                                                   tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from lit_block.cli import main
+
+    module, _ = module_and_data
+    module.export(str(tmp_path / "student"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["eval-lm", "--teacher", str(tiny_model_dir), "--models", f"student={tmp_path / 'student'}",
+                 "--dataset", str(tiny_corpus_dir), "--split", "test", "--granularity", "16", "--max-samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher, full attention |" in out and "| student |" in out
+    full_row = next(line for line in out.splitlines() if line.startswith("| teacher, full attention"))
+    assert "| 0.0000 |" in full_row and "100.0%" in full_row  # the teacher has no KL to itself
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("eval-lm").experiment_id])
+    assert "student.gap_recovered" in run.data.metrics

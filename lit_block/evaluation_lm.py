@@ -1,0 +1,116 @@
+"""``lit-block eval-lm``: global-block NLL, KL to the teacher and gap recovered, side by side.
+
+    lit-block eval-lm --teacher smollm2-135m --models distilled=exports/distilled finetuned=exports/ft \\
+        --dataset data/semanticseg --split test --max-samples 64
+
+Rows: the teacher with full attention, the teacher under block attention (untrained), then each
+model (a folder written by ``BlockDistillationModule.export`` / ``BlockAttentionLM.save_pretrained``,
+or any name ``BlockAttentionLM.from_pretrained`` takes) under block attention with its own sinks.
+``gap recovered = (NLL_block_teacher - NLL_model) / (NLL_block_teacher - NLL_full_teacher)``.
+The samples are ``DistillDataModule`` samples of the chosen split (held-out documents).
+The table is printed and logged to MLflow (experiment ``eval-lm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from lit_block.losses import chunked_distillation_loss, next_token_nll
+from lit_block.model import BlockAttentionLM
+
+
+@torch.no_grad()
+def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_attention: bool = False) -> dict:
+    """Mean global-block NLL and mean KL(teacher_full || model) over the scored tokens."""
+    nll_sum = kl_sum = count = 0.0
+    t_head = teacher.model.get_output_embeddings()
+    for batch in batches:
+        ids, blocks, mask, target = batch["input_ids"], batch["block_ids"], batch["attention_mask"], batch["target_mask"]
+        if full_attention:
+            hidden = model.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        else:
+            layout = model.layout(ids, blocks, mask)
+            packed = model.hidden_states_for_layout(layout)
+            hidden = packed.gather(1, layout.token_index[..., None].expand(-1, -1, packed.shape[-1]))
+        head = model.model.get_output_embeddings()
+        nll, n = next_token_nll(head(hidden), ids, target)
+        t_hidden = teacher.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        positions = torch.roll(target, -1, dims=1)
+        positions[:, -1] = False
+        kl, _ = chunked_distillation_loss(hidden[positions], t_hidden[positions], head,
+                                          positions[positions].float(), teacher_lm_head=t_head)
+        nll_sum, kl_sum, count = nll_sum + float(nll), kl_sum + float(kl), count + int(n)
+    return {"nll": nll_sum / max(count, 1), "kl_teacher": kl_sum / max(count, 1), "tokens": count}
+
+
+def evaluate(teacher_name: str, models: dict[str, str], batches) -> dict[str, dict]:
+    teacher = BlockAttentionLM.from_pretrained(teacher_name, num_sink_tokens=0, dtype=torch.float32).eval()
+    results = {"teacher, full attention": score(teacher, teacher, batches, full_attention=True),
+               "teacher, block attention (untrained)": score(teacher, teacher, batches)}
+    for name, path in models.items():
+        model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).eval()
+        if model.config.vocab_size != teacher.config.vocab_size:
+            raise ValueError(f"{name}: vocabulary {model.config.vocab_size} differs from the teacher's")
+        results[name] = score(model, teacher, batches)
+    full, block = results["teacher, full attention"]["nll"], results["teacher, block attention (untrained)"]["nll"]
+    for r in results.values():
+        r["gap_recovered"] = (block - r["nll"]) / (block - full) if abs(block - full) > 1e-9 else float("nan")
+    return results
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| model | global-block NLL | KL to teacher | gap recovered | scored tokens |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['nll']:.4f} | {r['kl_teacher']:.4f} | {100 * r['gap_recovered']:.1f}% | {r['tokens']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lit-block eval-lm", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="smollm2-135m")
+    p.add_argument("--models", nargs="*", default=[], help="NAME=PATH of exported students (or any model name)")
+    p.add_argument("--dataset", default="data/semanticseg")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--method", default="sentence", help="segmentation method for the context blocks")
+    p.add_argument("--granularity", default="256")
+    p.add_argument("--max-samples", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--experiment", default="eval-lm", help="MLflow experiment ('' to skip logging)")
+    args = p.parse_args(argv)
+    from datamodules.distill import DistillDataModule
+
+    models = dict(item.split("=", 1) for item in args.models)
+    for name, path in models.items():
+        if not Path(path).exists() and "/" in path:
+            print(f"lit-block eval-lm: model {name!r}: {path} does not exist", flush=True)
+            return 2
+    data = DistillDataModule(dataset_path=args.dataset, tokenizer=args.teacher, method=args.method,
+                             granularity=args.granularity, batch_size=args.batch_size)
+    data.setup()
+    data.samples[args.split] = data.samples[args.split][: args.max_samples]
+    loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+    results = evaluate(args.teacher, models, list(loader))
+    text = table(results)
+    print(f"\n{len(data.samples[args.split])} samples of the {args.split} split\n\n{text}")
+    if args.experiment:
+        import mlflow
+
+        from lit_block.tracking import default_artifact_location, default_tracking_uri
+
+        uri = default_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        if mlflow.get_experiment_by_name(args.experiment) is None:
+            mlflow.create_experiment(args.experiment, artifact_location=default_artifact_location(uri))
+        mlflow.set_experiment(args.experiment)
+        with mlflow.start_run(run_name=f"eval-lm-{args.split}"):
+            mlflow.log_params({"teacher": args.teacher, "dataset": args.dataset, "samples": args.max_samples,
+                               **{f"model.{k}": v for k, v in models.items()}})
+            for name, r in results.items():
+                key = name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+                mlflow.log_metrics({f"{key}.{m}": v for m, v in r.items() if v == v})
+            mlflow.log_text(text, "eval_lm.md")
+    return 0

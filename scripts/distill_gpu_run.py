@@ -23,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
+from lit_block.evaluation_lm import score
+from lit_block.model import BlockAttentionLM
 from lit_block.model_sources import _convert_gguf
 from lit_block.modules import BlockDistillationModule, BlockFinetuneModule
 
@@ -77,6 +79,13 @@ def main() -> None:
     val = batches(samples["val"], args.batch_size, shuffle=False)
     torch.set_float32_matmul_precision("high")
     results = {}
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    ood = list(batches(samples["ood"], 1, shuffle=False)) if "ood" in samples else []
+    ood = [{k: v.to(device) for k, v in b.items()} for b in ood]
+    teacher = BlockAttentionLM.from_pretrained(str(folder), num_sink_tokens=0, dtype=torch.float32).to(device).eval()
+    if ood:  # out-of-corpus references: 2k tokens, 256-token blocks, 256-token global block
+        results["ood: teacher, full attention"] = score(teacher, teacher, ood, full_attention=True)
+        results["ood: teacher, block attention (untrained)"] = score(teacher, teacher, ood)
     # references: the teacher with full and with block attention, from an untrained distillation module
     ref = BlockDistillationModule(teacher=str(folder), attn_backend="sdpa", num_sink_tokens=0)
     trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
@@ -110,10 +119,22 @@ def main() -> None:
         kl = trainer.callback_metrics.get("val/kl_teacher")
         results[name] = {**final, "kl_teacher": float(kl) if kl is not None else None, "curve": curve}
         print(f"{name}: {final}", flush=True)
+        if ood:
+            student = (module.student if isinstance(module, BlockDistillationModule) else module.lm).to(device).float()
+            results[f"ood: {name}"] = score(student.eval(), teacher, ood)
+            print(f"ood {name}: {results[f'ood: {name}']}", flush=True)
+    if ood:
+        full = results["ood: teacher, full attention"]["nll"]
+        block = results["ood: teacher, block attention (untrained)"]["nll"]
+        for key, r in results.items():
+            if key.startswith("ood: "):
+                r["gap_recovered"] = (block - r["nll"]) / (block - full)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\n| model | global-block NLL | gap recovered | KL to teacher | steps | tokens | seconds |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         kl = f"{r['kl_teacher']:.4f}" if r.get("kl_teacher") is not None else "-"
+        if name.startswith("ood: "):
+            r = {**r, "step": "-", "tokens": r["tokens"], "seconds": 0}
         print(f"| {name} | {r['nll']:.4f} | {100 * r['gap_recovered']:.1f}% | {kl} | {r.get('step', '-')} | "
               f"{r.get('tokens', '-')} | {r.get('seconds', 0):.0f} |")
 

@@ -50,11 +50,11 @@ def _eval_lm(argv: list[str]) -> int:
 
 # the framework's own subcommands: name -> (help, entry point taking the remaining argv)
 FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
-    "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`)", _data),
+    "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`, `data import`)", _data),
     "segment": ("cut a text file into blocks (trained segmenter or a baseline)", _segment),
     "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow", _eval_seg),
     "eval-lm": ("global-block NLL, KL to the teacher and gap recovered for exported students", _eval_lm),
-    "bench": ("benchmarks that print a table (attention backends, ...)", _bench),
+    "bench": ("benchmarks that print a table (attention, segment)", _bench),
 }
 
 

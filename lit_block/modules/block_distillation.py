@@ -26,6 +26,33 @@ from lit_block.model import BlockAttentionLM
 from lit_block.modules.block_finetune import DTYPES
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def add_lora(student: BlockAttentionLM, rank: int, alpha: float, targets: list[str] | None) -> None:
+    """LoRA adapters injected in place (peft): only they and the sinks train."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets or LORA_TARGETS), student.model)
+    for name, param in student.model.named_parameters():
+        param.requires_grad_("lora_" in name)
+
+
+def merged_lora_copy(student: BlockAttentionLM) -> BlockAttentionLM:
+    """A copy whose LoRA adapters are merged into plain linear layers (loadable without peft)."""
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+
+    merged = copy.deepcopy(student)
+    for name, module in list(merged.model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(merged.model.get_submodule(parent), child, module.get_base_layer())
+    return merged
+
+
 class BlockDistillationModule(L.LightningModule):
     strict_loading = False  # checkpoints leave out the frozen teacher
 
@@ -45,6 +72,9 @@ class BlockDistillationModule(L.LightningModule):
         learning_rate: float = 1e-5,
         sink_learning_rate: float = 1e-3,
         weight_decay: float = 0.0,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+        lora_target_modules: list[str] | None = None,
     ):
         super().__init__()
         if dtype not in DTYPES:
@@ -67,6 +97,8 @@ class BlockDistillationModule(L.LightningModule):
         self.student = BlockAttentionLM.from_pretrained(h.student or h.teacher, num_sink_tokens=h.num_sink_tokens,
                                                         attn_backend=h.attn_backend, dtype=dtype)
         self.student.train()  # from_pretrained returns eval mode
+        if h.lora_rank > 0:
+            add_lora(self.student, h.lora_rank, h.lora_alpha, h.lora_target_modules)
         t_vocab, s_vocab = self.teacher.config.vocab_size, self.student.config.vocab_size
         if t_vocab != s_vocab:
             raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab})")
@@ -191,8 +223,10 @@ class BlockDistillationModule(L.LightningModule):
         return torch.optim.AdamW(groups)
 
     def export(self, folder: str) -> None:
-        """Save the student for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it, sinks included."""
-        self.student.save_pretrained(folder)
+        """Save the student for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it, sinks included
+        (LoRA adapters are merged into a copy of the weights first)."""
+        student = merged_lora_copy(self.student) if self.hparams.lora_rank > 0 else self.student
+        student.save_pretrained(folder)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}

@@ -130,7 +130,7 @@ def main() -> None:
             if key.startswith("ood: "):
                 r["gap_recovered"] = (block - r["nll"]) / (block - full)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\n| model | global-block NLL | gap recovered | KL to teacher | steps | tokens | seconds |\n|---|---|---|---|---|---|---|")
+    print("\n| model | global-block NLL | gap recovered | KL to teacher | steps | tokens | seconds |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         kl = f"{r['kl_teacher']:.4f}" if r.get("kl_teacher") is not None else "-"
         if name.startswith("ood: "):

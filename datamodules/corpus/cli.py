@@ -12,7 +12,7 @@ def _build(args: argparse.Namespace) -> int:
     fields = {f.name for f in dataclasses.fields(BuildConfig)}
     cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     out, reports, fp = build(cfg)
-    print(f"\n| source | category | raw docs | docs | tokens | skipped |\n|---|---|---|---|---|---|")
+    print("\n| source | category | raw docs | docs | tokens | skipped |\n|---|---|---|---|---|---|")
     for r in reports:
         skipped = r.error or ", ".join(f"{k}: {v}" for k, v in sorted(r.skipped.items())) or "-"
         print(f"| {r.name} | {r.category} | {r.raw_documents} | {r.documents} | {r.tokens:,} | {skipped} |")

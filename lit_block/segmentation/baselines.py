@@ -21,8 +21,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lit_block.segmentation.document import SegmentableText
+
+if TYPE_CHECKING:
+    import torch
 
 DELIMITERS = ("\n\n", "---", "===", "\n\t", "\n")
 WORD = re.compile(r"[A-Za-z0-9_]+")

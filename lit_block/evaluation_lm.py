@@ -99,14 +99,9 @@ def main(argv: list[str]) -> int:
     if args.experiment:
         import mlflow
 
-        from lit_block.tracking import default_artifact_location, default_tracking_uri
+        from lit_block.tracking import start_mlflow_run
 
-        uri = default_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        if mlflow.get_experiment_by_name(args.experiment) is None:
-            mlflow.create_experiment(args.experiment, artifact_location=default_artifact_location(uri))
-        mlflow.set_experiment(args.experiment)
-        with mlflow.start_run(run_name=f"eval-lm-{args.split}"):
+        with start_mlflow_run(args.experiment, f"eval-lm-{args.split}"):
             mlflow.log_params({"teacher": args.teacher, "dataset": args.dataset, "samples": args.max_samples,
                                **{f"model.{k}": v for k, v in models.items()}})
             for name, r in results.items():

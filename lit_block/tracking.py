@@ -71,3 +71,16 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, config, "config.yaml")
+
+
+def start_mlflow_run(experiment: str, run_name: str):
+    """An MLflow run (a context manager) in ``experiment`` on lit-block's default store, for commands
+    that log without a Trainer (``eval-seg``, ``eval-lm``)."""
+    import mlflow
+
+    uri = default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
+    mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=run_name)

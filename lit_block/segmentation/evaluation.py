@@ -125,14 +125,9 @@ def main(argv: list[str]) -> int:
     if args.experiment:
         import mlflow
 
-        from lit_block.tracking import default_artifact_location, default_tracking_uri
+        from lit_block.tracking import start_mlflow_run
 
-        uri = default_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        if mlflow.get_experiment_by_name(args.experiment) is None:
-            mlflow.create_experiment(args.experiment, artifact_location=default_artifact_location(uri))
-        mlflow.set_experiment(args.experiment)
-        with mlflow.start_run(run_name=f"eval-seg-{args.split}"):
+        with start_mlflow_run(args.experiment, f"eval-seg-{args.split}"):
             mlflow.log_params({"dataset": args.dataset, "checkpoint": args.checkpoint, "documents": len(rows)})
             mlflow.log_metrics({f"{m}.{lv}.{c}.{k}".replace(" ", "_"): v for (m, lv, c), r in results.items()
                                 for k, v in r.items() if k in SUMMARY_KEYS and v == v})

@@ -15,9 +15,9 @@ from __future__ import annotations
 import functools
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
+from datamodules.seeded_loader import seeded_loader
 from datamodules.text_blocks import collate_packed
 from lit_block.layout import pack_tokens
 
@@ -103,10 +103,9 @@ class DistillDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if not self.samples.get(name):
             raise ValueError(f"no {name} samples of {self.hparams.sample_tokens} tokens in {self.hparams.dataset_path}")
-        return DataLoader(self.samples[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          generator=torch.Generator().manual_seed(self.hparams.seed),
-                          num_workers=self.hparams.num_workers,
-                          collate_fn=functools.partial(collate_packed, pad_token_id=self.pad_token_id))
+        h = self.hparams
+        return seeded_loader(self.samples[name], h.batch_size, shuffle, h.seed, h.num_workers,
+                             functools.partial(collate_packed, pad_token_id=self.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.corpus.schema import LEVELS
+from datamodules.seeded_loader import seeded_loader
 from lit_block.candidates import candidate_starts
 
 
@@ -122,14 +123,8 @@ class SemanticSegDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.samples:
             raise KeyError(f"the dataset at {self.hparams.dataset_path} has no {split!r} split")
-        return DataLoader(
-            self.samples[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.hparams.seed),  # same order every run
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate_units,
-        )
+        h = self.hparams
+        return seeded_loader(self.samples[split], h.batch_size, shuffle, h.seed, h.num_workers, collate_units)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.seeded_loader import seeded_loader
 from lit_block.layout import pack_tokens
 
 BUNDLED_TEXTS = Path(__file__).parent / "texts"
@@ -119,15 +120,9 @@ class TextBlocksDataModule(L.LightningDataModule):
         self.splits["val"] = self._samples(expand_text_files(self.hparams.val_files), tokenizer)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed)  # same order on every run
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.hparams.num_workers,
-            collate_fn=functools.partial(collate_packed, pad_token_id=self.pad_token_id),
-        )
+        h = self.hparams
+        return seeded_loader(self.splits[split], h.batch_size, shuffle, h.seed, h.num_workers,
+                             functools.partial(collate_packed, pad_token_id=self.pad_token_id))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

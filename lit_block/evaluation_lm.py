@@ -32,9 +32,7 @@ def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_atte
         if full_attention:
             hidden = model.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
         else:
-            layout = model.layout(ids, blocks, mask)
-            packed = model.hidden_states_for_layout(layout)
-            hidden = packed.gather(1, layout.token_index[..., None].expand(-1, -1, packed.shape[-1]))
+            hidden, _ = model.token_hidden_states(ids, blocks, mask)
         head = model.model.get_output_embeddings()
         nll, n = next_token_nll(head(hidden), ids, target)
         t_hidden = teacher.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state

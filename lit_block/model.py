@@ -154,6 +154,19 @@ class BlockAttentionLM(nn.Module):
         )
         return out.last_hidden_state
 
+    def token_hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        block_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        released: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, BlockLayout]:
+        """Final hidden states ``[B, S, hidden]`` at the caller's tokens (sink slots dropped), and the layout."""
+        layout = self.layout(input_ids, block_ids, attention_mask, released)
+        hidden = self.hidden_states_for_layout(layout)
+        index = layout.token_index[..., None].expand(-1, -1, hidden.shape[-1])
+        return hidden.gather(1, index), layout
+
     def forward_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` at every packed position of an already packed layout."""
         return self.model.get_output_embeddings()(self.hidden_states_for_layout(layout))
@@ -174,8 +187,5 @@ class BlockAttentionLM(nn.Module):
         if full_attention or block_ids is None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             return CausalLMOutputWithPast(logits=out.logits)
-        layout = self.layout(input_ids, block_ids, attention_mask, released)
-        hidden = self.hidden_states_for_layout(layout)
-        # keep the caller's tokens only: sink slots predict nothing
-        hidden = hidden.gather(1, layout.token_index[..., None].expand(-1, -1, hidden.shape[-1]))
+        hidden, _ = self.token_hidden_states(input_ids, block_ids, attention_mask, released)
         return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(hidden))

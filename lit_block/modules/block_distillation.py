@@ -123,18 +123,15 @@ class BlockDistillationModule(L.LightningModule):
     def teacher_hidden(self, batch: dict, block_attention: bool = False) -> torch.Tensor:
         """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention."""
         if block_attention:
-            layout = self.teacher.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"])
-            return self.teacher.hidden_states_for_layout(layout)
+            return self.teacher.token_hidden_states(batch["input_ids"], batch["block_ids"], batch["attention_mask"])[0]
         return self.teacher.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                              use_cache=False).last_hidden_state
 
     def student_hidden(self, batch: dict, released: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student hidden states ``[B, S, H]`` at the caller's tokens, and ``[B, S]`` global-row flags."""
-        layout = self.student.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"], released)
-        hidden = self.student.hidden_states_for_layout(layout)
-        index = layout.token_index
-        hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-        return hidden, layout.query_is_global().gather(1, index)
+        hidden, layout = self.student.token_hidden_states(batch["input_ids"], batch["block_ids"],
+                                                         batch["attention_mask"], released)
+        return hidden, layout.query_is_global().gather(1, layout.token_index)
 
     def position_weights(self, batch: dict, global_rows: torch.Tensor) -> torch.Tensor:
         """``[B, S]`` weight of each position's next-token prediction (the last position predicts nothing)."""
@@ -183,8 +180,6 @@ class BlockDistillationModule(L.LightningModule):
         s_hidden, _ = self.student_hidden(batch, self.sample_released(batch["block_ids"]))
         t_full = self.teacher_hidden(batch)
         t_block = self.teacher_hidden(batch, block_attention=True)
-        t_block = t_block.gather(1, self.teacher.layout(ids, batch["block_ids"], batch["attention_mask"])
-                                 .token_index[..., None].expand(-1, -1, t_block.shape[-1]))
         for name, hidden, head in (("nll_student", s_hidden, head_s), ("nll_teacher_full", t_full, head_t),
                                    ("nll_teacher_block", t_block, head_t)):
             nll, n = next_token_nll(head(hidden), ids, target)

@@ -32,6 +32,7 @@ class AttentionSensitivityWeighting(L.Callback):
         """``[B, S]`` per-position ``KL(teacher_full || teacher_block)`` of the next-token distribution."""
         head = pl_module.teacher.model.get_output_embeddings()
         full = pl_module.teacher_hidden(batch)
+        batch["teacher_full_hidden"] = full  # the module's loss needs the same states: computed once per step
         block = pl_module.teacher_hidden(batch, block_attention=True)
         out = torch.zeros(full.shape[:2], device=full.device)
         for b in range(full.shape[0]):

@@ -1,142 +1,237 @@
-"""Block distillation vs block fine-tuning on a GPU machine that has no registry access.
+"""Block distillation variants vs block fine-tuning, several seeds, on a GPU machine without registry access.
 
 The lent GPU image lacks datasets, mlflow and jsonargparse and cannot fetch the teacher, so this
 driver runs the same LightningModules and callbacks as ``experiments/distill/*.yaml`` without the
-CLI: the SmolLM2 GGUF arrives in two parts (reassembled and converted here), and the samples are
-the ``DistillDataModule`` samples prepared on a CPU machine (``torch.save``d token ids and block ids).
+CLI: the SmolLM2 GGUF arrives in parts (reassembled and converted once), and the samples come from
+``scripts/prepare_distill_samples.py`` (``DistillDataModule`` samples made on a CPU machine).
 
-    python scripts/distill_gpu_run.py GGUF_PART [GGUF_PART ...] --samples samples.pt --steps 300
+    python scripts/distill_gpu_run.py GGUF_PART [GGUF_PART ...] --samples .gpu/samples.pt \\
+        --steps 250 --seeds 0 1 --parallel 6 --out results.json
 
-Prints one table (global-block NLL, KL to the teacher, gap recovered, tokens, wall time per
-variant) and writes it as JSON to ``--out``.
+Each (variant, seed) trains in its own process (``--parallel`` at once: a 135M model leaves the GPU
+mostly idle, so processes overlap), then every trained model is scored with ``lit-block eval-lm``'s
+``score`` on the held-out validation samples and on the out-of-corpus samples: global-block NLL,
+KL to the full-attention teacher, and the gap recovered against the teacher's own references.
+Prints one table (mean over seeds, and each seed) and writes everything as JSON to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
-from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
-from lit_block.evaluation_lm import score
-from lit_block.model import BlockAttentionLM
-from lit_block.model_sources import _convert_gguf
-from lit_block.modules import BlockDistillationModule, BlockFinetuneModule
+TEACHER_DIR = Path(os.environ.get("LIT_BLOCK_TEACHER_DIR", "/tmp/smollm2-135m"))  # the converted teacher
 
 
-def batches(samples: dict, batch_size: int, shuffle: bool) -> DataLoader:
-    ids, blocks = samples["input_ids"].long(), samples["block_ids"].long()
+def batches(split: dict, batch_size: int, shuffle: bool, seed: int = 0):
+    """A DataLoader of packed-sample dicts; the global block's tokens after its first are scored."""
+    from torch.utils.data import DataLoader
+
+    ids, blocks = split["input_ids"].long(), split["block_ids"].long()
     target = blocks < 0
-    target &= torch.roll(target, 1, dims=1)  # global-block tokens after its first are scored
+    target &= torch.roll(target, 1, dims=1)
     rows = [{"input_ids": i, "block_ids": b, "attention_mask": torch.ones_like(i), "target_mask": t}
             for i, b, t in zip(ids, blocks, target)]
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(0))
+    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
 def variants(teacher: str) -> dict[str, tuple]:
-    dropout = lambda: BlockDropoutScheduler(0.0, 0.3, "linear")  # noqa: E731
-    weights = lambda: AttentionSensitivityWeighting(1.0, 0.1, 10.0)  # noqa: E731
+    """name -> (module class, its kwargs, a function making its callbacks): the YAML experiments' settings."""
+    from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
+    from lit_block.modules import BlockDistillationModule, BlockFinetuneModule
+
+    def dropout():
+        return BlockDropoutScheduler(0.0, 0.3, "linear")
+
+    def weights():
+        return AttentionSensitivityWeighting(1.0, 0.1, 10.0)
+
+    def sinks():
+        return SinkTokenInitializer("bos")
+
     distill = dict(teacher=teacher, attn_backend="sdpa", isolated_weight=0.1, learning_rate=2e-5)
     return {
         "distill (full)": (BlockDistillationModule, dict(distill, num_sink_tokens=2),
-                           lambda: [SinkTokenInitializer("bos"), dropout(), weights()]),
+                           lambda: [sinks(), dropout(), weights()]),
         "distill - no sinks": (BlockDistillationModule, dict(distill, num_sink_tokens=0), lambda: [dropout(), weights()]),
-        "distill - no dropout": (BlockDistillationModule, dict(distill, num_sink_tokens=2),
-                                 lambda: [SinkTokenInitializer("bos"), weights()]),
-        "distill - no weighting": (BlockDistillationModule, dict(distill, num_sink_tokens=2),
-                                   lambda: [SinkTokenInitializer("bos"), dropout()]),
+        "distill - no dropout": (BlockDistillationModule, dict(distill, num_sink_tokens=2), lambda: [sinks(), weights()]),
+        "distill - no weighting": (BlockDistillationModule, dict(distill, num_sink_tokens=2), lambda: [sinks(), dropout()]),
+        "distill (full) + CE 0.5": (BlockDistillationModule, dict(distill, num_sink_tokens=2, ce_weight=0.5),
+                                    lambda: [sinks(), dropout(), weights()]),
         "block fine-tuning": (BlockFinetuneModule, dict(model_name_or_path=teacher, attn_backend="sdpa",
                                                         learning_rate=2e-5, eval_full_attention=False), list),
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("parts", nargs="+")
-    p.add_argument("--samples", required=True)
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
-    p.add_argument("--out", default="distill_gpu_run.json")
-    p.add_argument("--accelerator", default="gpu")
-    p.add_argument("--precision", default="bf16-mixed")
-    p.add_argument("--max-val", type=int, default=None, help="validate on this many samples")
-    args = p.parse_args()
-    folder = Path("/tmp/smollm2-135m")
-    if not (folder / "config.json").is_file():
-        gguf = Path("/tmp/SmolLM2-135M-Instruct.Q4_1.gguf")
-        gguf.write_bytes(b"".join(Path(part).read_bytes() for part in args.parts))
-        _convert_gguf(gguf, folder)
+def prepare_teacher(parts: list[str]) -> None:
+    """Reassemble the GGUF from its parts and convert it once to a plain HF folder."""
+    from lit_block.model_sources import _convert_gguf
+
+    if (TEACHER_DIR / "config.json").is_file():
+        return
+    gguf = Path("/tmp/SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf.write_bytes(b"".join(Path(part).read_bytes() for part in parts))
+    _convert_gguf(gguf, TEACHER_DIR)
+
+
+def load_teacher(device: str):
+    from lit_block.model import BlockAttentionLM
+
+    return BlockAttentionLM.from_pretrained(str(TEACHER_DIR), num_sink_tokens=0, dtype=torch.float32).to(device).eval()
+
+
+def to_device(loader, device: str) -> list[dict]:
+    return [{k: v.to(device) for k, v in b.items()} for b in loader]
+
+
+def run_worker(args, variant: str, seed: int) -> dict:
+    """Train one variant with one seed, then score it on the validation and out-of-corpus samples."""
+    import lightning as L
+
+    from lit_block.evaluation_lm import score
+    from lit_block.modules import BlockDistillationModule
+
     samples = torch.load(args.samples)
-    if args.max_val:
-        samples["val"] = {k: v[: args.max_val] for k, v in samples["val"].items()}
-    val = batches(samples["val"], args.batch_size, shuffle=False)
+    cls, kwargs, make_callbacks = variants(str(TEACHER_DIR))[variant]
+    L.seed_everything(seed, verbose=False)
+    module = cls(**kwargs)
+    trainer = L.Trainer(accelerator=args.device, devices=1, precision=args.precision, max_steps=args.steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0,
+                        callbacks=make_callbacks(), gradient_clip_val=1.0)
+    start = time.perf_counter()
+    trainer.fit(module, train_dataloaders=batches(samples["train"], args.batch_size, True, seed))
+    seconds = time.perf_counter() - start
+    student = module.student if isinstance(module, BlockDistillationModule) else module.lm
+    student = student.to(args.device).float().eval()  # Lightning moves the module back to the CPU after fit
+    teacher = load_teacher(args.device)
+    out = {"variant": variant, "seed": seed, "steps": trainer.global_step, "seconds": seconds,
+           "tokens": trainer.global_step * args.batch_size * samples["train"]["input_ids"].shape[1],
+           "val": score(student, teacher, to_device(batches(samples["val"], args.batch_size, False), args.device))}
+    if "ood" in samples:
+        out["ood"] = score(student, teacher, to_device(batches(samples["ood"], 1, False), args.device))
+    return out
+
+
+def references(args) -> dict:
+    """The teacher with full attention and under block attention (untrained), on each evaluation split."""
+    from lit_block.evaluation_lm import score
+
+    samples = torch.load(args.samples)
+    teacher = load_teacher(args.device)
+    refs = {}
+    for split, bs in (("val", args.batch_size), ("ood", 1)):
+        if split in samples:
+            data = to_device(batches(samples[split], bs, False), args.device)
+            refs[split] = {"full": score(teacher, teacher, data, full_attention=True), "block": score(teacher, teacher, data)}
+    return refs
+
+
+def launch(args, jobs: list[tuple[str, int]], folder: Path) -> None:
+    """Run the jobs as worker processes, ``--parallel`` at a time, until done or ``--deadline-s``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    pending, running, t0 = list(jobs), [], time.monotonic()
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            variant, seed = pending.pop(0)
+            out = folder / f"{len(jobs) - len(pending)}.json"
+            cmd = [sys.executable, __file__, "--worker", variant, str(seed), "--worker-out", str(out),
+                   "--samples", args.samples, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                   "--precision", args.precision, "--device", args.device]
+            log = open(folder / f"{out.stem}.log", "w")
+            running.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), variant, seed))
+        time.sleep(2)
+        for proc, variant, seed in list(running):
+            if proc.poll() is not None:
+                running.remove((proc, variant, seed))
+                print(f"[{time.monotonic() - t0:5.0f}s] {variant}, seed {seed}: exit {proc.returncode}", flush=True)
+                if proc.returncode:  # show why a worker failed
+                    print(Path(proc.args[proc.args.index("--worker-out") + 1]).with_suffix(".log").read_text()[-3000:])
+        if time.monotonic() - t0 > args.deadline_s:
+            for proc, variant, seed in running:
+                proc.kill()
+                print(f"deadline: killed {variant}, seed {seed}", flush=True)
+            print(f"deadline: {len(pending)} jobs never started", flush=True)
+            return
+
+
+def gap(r: dict, ref: dict) -> float:
+    full, block = ref["full"]["nll"], ref["block"]["nll"]
+    return (block - r["nll"]) / (block - full) if abs(block - full) > 1e-9 else float("nan")
+
+
+def summarize(refs: dict, results: list[dict]) -> str:
+    """Markdown table: per variant, mean over seeds (and each seed's value) of each figure."""
+    def cell(values: list[float], fmt: str, unit: str = "") -> str:
+        mean = statistics.fmean(values)
+        each = "/".join(format(v, fmt) for v in values)
+        return f"{format(mean, fmt)}{unit} ({each})" if len(values) > 1 else f"{format(mean, fmt)}{unit}"
+
+    lines = ["| model | seeds | val NLL | val gap recovered | val KL to teacher | ood NLL | ood gap recovered | "
+             "ood KL to teacher | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, key in (("teacher, full attention", "full"), ("teacher, block attention (untrained)", "block")):
+        row = [name, "-"]
+        for split in ("val", "ood"):
+            r = refs.get(split, {}).get(key)
+            row += ["-"] * 3 if r is None else [f"{r['nll']:.4f}", f"{100 * gap(r, refs[split]):.1f}%", f"{r['kl_teacher']:.4f}"]
+        lines.append("| " + " | ".join(row + ["-"]) + " |")
+    by_variant: dict[str, list[dict]] = {}
+    for r in sorted(results, key=lambda r: r["seed"]):
+        by_variant.setdefault(r["variant"], []).append(r)
+    for variant, runs in by_variant.items():
+        row = [variant, ",".join(str(r["seed"]) for r in runs)]
+        for split in ("val", "ood"):
+            rs = [r[split] for r in runs if split in r]
+            row += [cell([r["nll"] for r in rs], ".4f"), cell([100 * gap(r, refs[split]) for r in rs], ".1f", "%"),
+                    cell([r["kl_teacher"] for r in rs], ".4f")] if rs else ["-"] * 3
+        row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("parts", nargs="*", help="the GGUF's parts, in order (not needed once converted)")
+    p.add_argument("--samples", required=True)
+    p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    p.add_argument("--parallel", type=int, default=6)
+    p.add_argument("--deadline-s", type=float, default=480, help="kill workers still running after this")
+    p.add_argument("--precision", default="bf16-mixed")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--out", default="distill_gpu_run.json")
+    p.add_argument("--work-dir", default="/tmp/distill_runs", help="per-run results and logs")
+    p.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = p.parse_args()
     torch.set_float32_matmul_precision("high")
-    results = {}
-    device = "cuda" if args.accelerator == "gpu" else "cpu"
-    ood = list(batches(samples["ood"], 1, shuffle=False)) if "ood" in samples else []
-    ood = [{k: v.to(device) for k, v in b.items()} for b in ood]
-    teacher = BlockAttentionLM.from_pretrained(str(folder), num_sink_tokens=0, dtype=torch.float32).to(device).eval()
-    if ood:  # out-of-corpus references: 2k tokens, 256-token blocks, 256-token global block
-        results["ood: teacher, full attention"] = score(teacher, teacher, ood, full_attention=True)
-        results["ood: teacher, block attention (untrained)"] = score(teacher, teacher, ood)
-    # references: the teacher with full and with block attention, from an untrained distillation module
-    ref = BlockDistillationModule(teacher=str(folder), attn_backend="sdpa", num_sink_tokens=0)
-    trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, logger=False,
-                        enable_progress_bar=False)
-    ref_metrics = trainer.validate(ref, dataloaders=val, verbose=False)[0]
-    nll_full, nll_block = ref_metrics["val/nll_teacher_full"], ref_metrics["val/nll_teacher_block"]
-    results["teacher, full attention"] = {"nll": nll_full, "gap_recovered": 1.0}
-    results["teacher, block attention (untrained)"] = {"nll": nll_block, "gap_recovered": 0.0}
-    for name, (cls, kwargs, make_callbacks) in variants(str(folder)).items():
-        if args.only and name not in args.only:
-            continue
-        torch.manual_seed(0)
-        module = cls(**kwargs)
-        curve = []
-
-        class Curve(L.Callback):
-            def on_validation_end(self, trainer, pl_module):  # after the module logged its epoch metrics
-                m = trainer.callback_metrics
-                nll = float(m.get("val/nll_student", m.get("val/nll_block", float("nan"))))
-                curve.append({"step": trainer.global_step, "tokens": trainer.global_step * args.batch_size * 1024,
-                              "seconds": time.perf_counter() - start, "nll": nll,
-                              "gap_recovered": (nll_block - nll) / (nll_block - nll_full)})
-
-        trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, max_steps=args.steps,
-                            val_check_interval=args.eval_every, check_val_every_n_epoch=None, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
-                            callbacks=[*make_callbacks(), Curve()], gradient_clip_val=1.0)
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=batches(samples["train"], args.batch_size, True), val_dataloaders=val)
-        final = curve[-1]
-        kl = trainer.callback_metrics.get("val/kl_teacher")
-        results[name] = {**final, "kl_teacher": float(kl) if kl is not None else None, "curve": curve}
-        print(f"{name}: {final}", flush=True)
-        if ood:
-            student = (module.student if isinstance(module, BlockDistillationModule) else module.lm).to(device).float()
-            results[f"ood: {name}"] = score(student.eval(), teacher, ood)
-            print(f"ood {name}: {results[f'ood: {name}']}", flush=True)
-    if ood:
-        full = results["ood: teacher, full attention"]["nll"]
-        block = results["ood: teacher, block attention (untrained)"]["nll"]
-        for key, r in results.items():
-            if key.startswith("ood: "):
-                r["gap_recovered"] = (block - r["nll"]) / (block - full)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print("\n| model | global-block NLL | gap recovered | KL to teacher | steps | tokens | seconds |\n|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        kl = f"{r['kl_teacher']:.4f}" if r.get("kl_teacher") is not None else "-"
-        if name.startswith("ood: "):
-            r = {**r, "step": "-", "tokens": r["tokens"], "seconds": 0}
-        print(f"| {name} | {r['nll']:.4f} | {100 * r['gap_recovered']:.1f}% | {kl} | {r.get('step', '-')} | "
-              f"{r.get('tokens', '-')} | {r.get('seconds', 0):.0f} |")
+    if args.worker:
+        result = run_worker(args, args.worker[0], int(args.worker[1]))
+        Path(args.worker_out).write_text(json.dumps(result))
+        return
+    prepare_teacher(args.parts)
+    names = list(variants(str(TEACHER_DIR)))
+    unknown = set(args.only or []) - set(names)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {names}")
+    jobs = [(v, s) for s in args.seeds for v in names if not args.only or v in args.only]
+    folder = Path(args.work_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = references(args)
+    launch(args, jobs, folder)
+    results = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+    Path(args.out).write_text(json.dumps({"references": refs, "runs": results, "settings": vars(args)}, indent=1))
+    print(f"\n{len(results)} of {len(jobs)} runs finished; {args.steps} steps x {args.batch_size} samples each\n")
+    print(summarize(refs, results))
 
 
 if __name__ == "__main__":

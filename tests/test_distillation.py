@@ -160,3 +160,20 @@ def test_lora_student_trains_adapters_and_sinks_only_and_exports_merged(tiny_mod
         ours = module.student.eval()(batch["input_ids"], batch["block_ids"], batch["attention_mask"]).logits
         theirs = loaded(batch["input_ids"], batch["block_ids"], batch["attention_mask"]).logits
     assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_sensitivity_callback_shares_the_teachers_full_attention_pass_with_the_loss(module_and_data):
+    module, data = module_and_data
+    batch = next(iter(data.train_dataloader()))
+    module.train()
+    torch.manual_seed(1)
+    plain = module.training_step(dict(batch, token_weights=torch.ones_like(batch["input_ids"], dtype=torch.float)), 0)
+    calls = []
+    hook = module.teacher.model.base_model.register_forward_hook(lambda *a: calls.append(1))
+    callback = AttentionSensitivityWeighting(cache=False)
+    callback.on_train_batch_start(None, module, batch, 0)
+    torch.manual_seed(1)
+    weighted = module.training_step(dict(batch, token_weights=torch.ones_like(batch["token_weights"])), 0)
+    hook.remove()
+    assert len(calls) == 2  # one full-attention and one block-attention teacher pass, not three
+    assert torch.allclose(plain, weighted, atol=1e-6)  # reusing the states changes nothing

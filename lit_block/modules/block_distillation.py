@@ -121,7 +121,13 @@ class BlockDistillationModule(L.LightningModule):
 
     @torch.no_grad()
     def teacher_hidden(self, batch: dict, block_attention: bool = False) -> torch.Tensor:
-        """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention."""
+        """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention.
+
+        Full-attention states already computed this step (``batch["teacher_full_hidden"]``, put there by
+        ``AttentionSensitivityWeighting``) are reused rather than computed again.
+        """
+        if not block_attention and "teacher_full_hidden" in batch:
+            return batch["teacher_full_hidden"]
         if block_attention:
             return self.teacher.token_hidden_states(batch["input_ids"], batch["block_ids"], batch["attention_mask"])[0]
         return self.teacher.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -1,0 +1,191 @@
+"""``BlockKVStore``: each block's KV cache computed once, keyed by content, reused at any position.
+
+    store = BlockKVStore(max_bytes=2 << 30)
+    kvs = store.get_many(model, [block_a_ids, block_b_ids])   # prefills what is not cached yet
+    cache, length = store.assemble(model, kvs)                 # a transformers cache for the prompt
+
+A block is prefilled alone, with the model's sink tokens in front, at local positions ``0 .. L-1``
+(block attention: a context block sees only itself). Entries are keyed by the block's token ids
+and the model's fingerprint (config, tokenizer vocabulary and weights, sinks included), so a cache
+built by another model or tokenizer is never returned. Least recently used entries are evicted to
+stay under ``max_bytes``. ``assemble`` moves each block's keys to its offset in the prompt
+(``lit_block.serving.rope``) and writes them into one cache with room for the query and answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache
+
+from lit_block.serving.prompt_cache import preallocated_cache
+from lit_block.serving.rope import KeyRerotator
+
+
+@dataclass(frozen=True)
+class BlockKV:
+    """One block's cache at local positions: per layer ``[kv_heads, length, head_dim]`` keys and values."""
+
+    key: str  # content key: model fingerprint + token ids
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    length: int  # cached positions: the model's sinks + the block's tokens
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+
+
+def model_fingerprint(model) -> str:
+    """A digest of what decides a block's cache: config, tokenizer vocabulary, weights and sinks.
+
+    Weights are sampled (a strided subset of every tensor plus its sum), which tells apart any two
+    checkpoints in practice at a small fraction of the cost of hashing every byte. The digest is
+    memoised on the model and recomputed when a parameter changes in place (its ``_version`` moves).
+    """
+    params = list(model.named_parameters())
+    versions = tuple(p._version for _, p in params)
+    memo = getattr(model, "_lit_block_fingerprint", None)
+    if memo is not None and memo[0] == versions:
+        return memo[1]
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    with torch.no_grad():
+        for name, p in params:
+            flat = p.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)].float().cpu()
+            h.update(name.encode() + sample.numpy().tobytes() + str(float(flat.float().sum())).encode())
+    digest = h.hexdigest()[:32]
+    model._lit_block_fingerprint = (versions, digest)
+    return digest
+
+
+class BlockKVStore:
+    """An LRU store of per-block KV caches under a byte budget, shared by any number of models."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[str, BlockKV] = OrderedDict()  # oldest first
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+        self._rerotators: dict[int, KeyRerotator] = {}
+
+    # ---------------------------------------------------------------- lookup and prefill
+
+    @staticmethod
+    def block_key(fingerprint: str, token_ids: Sequence[int]) -> str:
+        ids = torch.as_tensor(list(token_ids), dtype=torch.int64).numpy().tobytes()
+        return hashlib.sha256(fingerprint.encode() + ids).hexdigest()
+
+    def get(self, model, token_ids: Sequence[int]) -> BlockKV:
+        """The cache of one block (prefilled now if it is not stored)."""
+        return self.get_many(model, [token_ids])[0]
+
+    def get_many(self, model, blocks: Sequence[Sequence[int]]) -> list[BlockKV]:
+        """Caches of several blocks, in order; misses of equal length are prefilled together in one batch."""
+        fingerprint = model_fingerprint(model)
+        keys = [self.block_key(fingerprint, ids) for ids in blocks]
+        found: dict[str, BlockKV] = {}
+        todo: dict[int, dict[str, Sequence[int]]] = {}  # length -> {key: ids} of blocks to prefill
+        for key, ids in zip(keys, blocks):
+            if key in self.entries:
+                self.hits += 1
+                self.entries.move_to_end(key)  # most recently used
+                found[key] = self.entries[key]
+            elif key not in found and all(key not in group for group in todo.values()):
+                self.misses += 1
+                self._check_block(model, ids)
+                todo.setdefault(len(ids), {})[key] = ids
+        for group in todo.values():
+            for kv in self.prefill(model, list(group.values()), list(group)):
+                found[kv.key] = kv
+                self._insert(kv)
+        return [found[key] for key in keys]
+
+    def _check_block(self, model, ids: Sequence[int]) -> None:
+        if len(ids) == 0:
+            raise ValueError("a context block is empty")
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and len(ids) + model.num_sink_tokens > limit:
+            raise ValueError(
+                f"a context block of {len(ids)} tokens (+{model.num_sink_tokens} sinks) is longer than the model's "
+                f"context of {limit} positions"
+            )
+
+    @torch.no_grad()
+    def prefill(self, model, blocks: Sequence[Sequence[int]], keys: Sequence[str]) -> list[BlockKV]:
+        """Encode equal-length blocks alone (sinks first, local positions) in one batch."""
+        device = model.sink_embeddings.device
+        ids = torch.tensor([list(b) for b in blocks], device=device)
+        embeds = model.model.get_input_embeddings()(ids)
+        k = model.num_sink_tokens
+        if k:
+            sinks = model.sink_embeddings.to(embeds.dtype)[None].expand(len(blocks), -1, -1)
+            embeds = torch.cat([sinks, embeds], dim=1)
+        length = embeds.shape[1]
+        positions = torch.arange(length, device=device)[None].expand(len(blocks), -1)
+        cache = DynamicCache()
+        model.model.base_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each [n_blocks, kv_heads, length, head_dim]
+        return [BlockKV(key, tuple(kk[i].clone() for kk, _ in layers), tuple(vv[i].clone() for _, vv in layers), length)
+                for i, key in enumerate(keys)]
+
+    def _insert(self, kv: BlockKV) -> None:
+        if kv.nbytes > self.max_bytes:
+            raise ValueError(
+                f"one block's cache needs {kv.nbytes:,} bytes, more than the store's budget of {self.max_bytes:,} bytes"
+            )
+        self.entries[kv.key] = kv
+        self.bytes += kv.nbytes
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.nbytes
+            self.evictions += 1
+
+    # ---------------------------------------------------------------- assembly
+
+    def rerotator(self, model) -> KeyRerotator:
+        if id(model) not in self._rerotators:
+            self._rerotators[id(model)] = KeyRerotator(model.model, model.config)
+        return self._rerotators[id(model)]
+
+    @torch.no_grad()
+    def assemble(self, model, blocks: Sequence[BlockKV], extra_positions: int = 0) -> tuple[Cache, int]:
+        """One cache holding the blocks in order, each block's keys moved to its offset, with room for
+        ``extra_positions`` more (the query and the answer); and the cached length."""
+        if not blocks:
+            return DynamicCache(), 0
+        rot = self.rerotator(model)
+        total = sum(kv.length for kv in blocks)
+        layer_buffers = []
+        for layer in range(len(blocks[0].keys)):
+            heads, _, head_dim = blocks[0].keys[layer].shape
+            keys = blocks[0].keys[layer].new_empty(1, heads, total + extra_positions, head_dim)
+            values = torch.empty_like(keys)
+            offset = 0
+            for kv in blocks:  # each block's keys rotated straight into its slot
+                keys[0, :, offset : offset + kv.length] = rot.rotate(kv.keys[layer], offset)
+                values[0, :, offset : offset + kv.length] = kv.values[layer]
+                offset += kv.length
+            layer_buffers.append((keys, values))
+        return preallocated_cache(layer_buffers, total), total
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "entries": len(self.entries),
+                "bytes": self.bytes, "max_bytes": self.max_bytes}
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0

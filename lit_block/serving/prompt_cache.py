@@ -1,0 +1,50 @@
+"""A transformers KV cache with room reserved up front, so appending never copies what is cached.
+
+transformers' ``DynamicLayer`` concatenates on every update, which copies the whole cache each time:
+at 32k cached positions that is gigabytes per step for an 8B model. ``PreallocatedLayer`` holds a
+buffer of ``capacity`` positions; an update writes the new keys and values in place and hands the
+attention a view of the filled part.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+
+class PreallocatedLayer(DynamicLayer):
+    """One decoder layer's cache: ``[batch, kv_heads, capacity, head_dim]`` buffers, filled up to ``length``."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int = 0):
+        super().__init__()
+        self.buffer_keys, self.buffer_values = keys, values
+        self.length = length
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+        self._expose()
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer_keys.shape[-2]
+
+    def _expose(self) -> None:
+        self.keys = self.buffer_keys[..., : self.length, :]
+        self.values = self.buffer_values[..., : self.length, :]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self.length + n > self.capacity:
+            raise ValueError(f"the prompt cache holds {self.capacity} positions; {self.length} used, {n} more asked")
+        self.buffer_keys[..., self.length : self.length + n, :] = key_states
+        self.buffer_values[..., self.length : self.length + n, :] = value_states
+        self.length += n
+        self._expose()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
+    """A cache over per-layer ``(keys, values)`` buffers whose first ``length`` positions are filled."""
+    return Cache(layers=[PreallocatedLayer(k, v, length) for k, v in layers])

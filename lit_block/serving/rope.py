@@ -1,0 +1,60 @@
+"""Moving cached keys to another position: RoPE rotations compose, ``R(offset + p) = R(offset) R(p)``.
+
+A block prefilled alone holds keys rotated for local positions ``0 .. L-1``. Placed at ``offset``
+in a prompt, its keys must be those of positions ``offset .. offset+L-1``: one more rotation by
+``offset`` gives exactly that, because rotary embeddings rotate each channel pair by an angle
+linear in the position. Values carry no position and are reused as they are.
+
+This holds when the angle is ``position * inv_freq`` with fixed ``inv_freq``: transformers' rope
+types ``default``, ``linear``, ``llama3`` and ``yarn`` (yarn's attention factor scales cos and sin
+once, in the cached key; the re-rotation here is a pure rotation, so it is not applied twice).
+Types whose frequencies depend on the sequence length (``dynamic``, ``longrope``) give keys that a
+rotation cannot move, and are refused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+EXACT_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+def rope_type(config) -> str:
+    """The rope type of a transformers config (``default`` when the config names none)."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
+
+
+def find_rotary_embedding(model: nn.Module) -> nn.Module:
+    """The model's rotary-embedding module (the one holding ``inv_freq``)."""
+    for module in model.modules():
+        if "rotary" in type(module).__name__.lower() and hasattr(module, "inv_freq"):
+            return module
+    raise ValueError(f"{type(model).__name__} has no rotary embedding with inv_freq; cached keys cannot be moved")
+
+
+class KeyRerotator:
+    """Rotates cached keys ``[..., L, head_dim]`` by a position offset, with the model's own frequencies."""
+
+    def __init__(self, model: nn.Module, config):
+        kind = rope_type(config)
+        if kind not in EXACT_ROPE_TYPES:
+            raise ValueError(
+                f"rope type {kind!r} is not supported by the block KV store: its frequencies depend on the sequence "
+                f"length, so a block's cached keys cannot be moved exactly (supported: {', '.join(EXACT_ROPE_TYPES)})"
+            )
+        rotary = find_rotary_embedding(model)
+        self.inv_freq = rotary.inv_freq.detach().float()  # [head_dim / 2], scaling (linear, llama3, yarn) included
+
+    def rotate(self, keys: torch.Tensor, offset: int) -> torch.Tensor:
+        """``keys`` rotated as if every position were ``offset`` further on (same dtype as ``keys``)."""
+        if offset == 0:
+            return keys
+        freqs = offset * self.inv_freq.to(keys.device, torch.float64)  # float64: exact angles at long offsets
+        angle = torch.cat([freqs, freqs]).float()
+        cos, sin = angle.cos(), angle.sin()
+        k = keys.float()
+        half = k.shape[-1] // 2
+        rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)  # transformers' rotate_half
+        return (k * cos + rotated_half * sin).to(keys.dtype)

@@ -48,13 +48,20 @@ def _eval_lm(argv: list[str]) -> int:
     return eval_lm_main(argv)
 
 
+def _eval_rag(argv: list[str]) -> int:
+    from lit_block.rag.evaluation import main as eval_rag_main
+
+    return eval_rag_main(argv)
+
+
 # the framework's own subcommands: name -> (help, entry point taking the remaining argv)
 FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`, `data import`)", _data),
     "segment": ("cut a text file into blocks (trained segmenter or a baseline)", _segment),
     "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow", _eval_seg),
     "eval-lm": ("global-block NLL, KL to the teacher and gap recovered for exported students", _eval_lm),
-    "bench": ("benchmarks that print a table (attention, segment)", _bench),
+    "eval-rag": ("RAG-style QA with every passage a cached block: EM, F1, substring match", _eval_rag),
+    "bench": ("benchmarks that print a table (attention, segment, ttft)", _bench),
 }
 
 

@@ -97,13 +97,13 @@ def main(argv: list[str]) -> int:
     if args.experiment:
         import mlflow
 
-        from lit_block.tracking import start_mlflow_run
+        from lit_block.tracking import metric_key, start_mlflow_run
 
         with start_mlflow_run(args.experiment, f"eval-lm-{args.split}"):
             mlflow.log_params({"teacher": args.teacher, "dataset": args.dataset, "samples": args.max_samples,
                                **{f"model.{k}": v for k, v in models.items()}})
             for name, r in results.items():
-                key = name.replace(" ", "_").replace(",", "").replace("(", "").replace(")", "")
+                key = metric_key(name)
                 mlflow.log_metrics({f"{key}.{m}": v for m, v in r.items() if v == v})
             mlflow.log_text(text, "eval_lm.md")
     return 0

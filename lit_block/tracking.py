@@ -73,6 +73,11 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
                 logger.experiment.log_text(logger.run_id, config, "config.yaml")
 
 
+def metric_key(name: str) -> str:
+    """A table row name as an MLflow metric prefix: ``"teacher, full attention"`` -> ``teacher_full_attention``."""
+    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
+
+
 def start_mlflow_run(experiment: str, run_name: str):
     """An MLflow run (a context manager) in ``experiment`` on lit-block's default store, for commands
     that log without a Trainer (``eval-seg``, ``eval-lm``)."""

@@ -11,8 +11,9 @@ CLI: the SmolLM2 GGUF arrives in parts (reassembled and converted once), and the
 Each (variant, seed) trains in its own process (``--parallel`` at once: a 135M model leaves the GPU
 mostly idle, so processes overlap), then every trained model is scored with ``lit-block eval-lm``'s
 ``score`` on the held-out validation samples and on the out-of-corpus samples: global-block NLL,
-KL to the full-attention teacher, and the gap recovered against the teacher's own references.
-Prints one table (mean over seeds, and each seed) and writes everything as JSON to ``--out``.
+KL to the full-attention teacher, and the gap recovered against the teacher's own references; and,
+when the samples file holds RAG samples, with ``lit-block eval-rag``'s ``run_rag`` (every passage a
+cached block). Prints the tables (mean over seeds, and each seed) and writes all as JSON to ``--out``.
 """
 
 from __future__ import annotations
@@ -117,7 +118,20 @@ def run_worker(args, variant: str, seed: int) -> dict:
            "val": score(student, teacher, to_device(batches(samples["val"], args.batch_size, False), args.device))}
     if "ood" in samples:
         out["ood"] = score(student, teacher, to_device(batches(samples["ood"], 1, False), args.device))
+    if samples.get("rag") and seed == args.rag_seed:
+        student.tokenizer = teacher.tokenizer
+        out["rag"] = rag_scores(student, samples["rag"], full_attention=False)
     return out
+
+
+def rag_scores(model, rows: list[dict], full_attention: bool) -> dict:
+    """``lit-block eval-rag``'s scores of one model on RAG samples given as dicts."""
+    from lit_block.rag import RagSample
+    from lit_block.rag.evaluation import TEMPLATES, RagPrompt, default_template, run_rag
+
+    prompt = RagPrompt(*TEMPLATES[default_template(model.tokenizer)])
+    result = run_rag(model, [RagSample(**r) for r in rows], prompt, max_new_tokens=24, full_attention=full_attention)
+    return {k: v for k, v in result.items() if k != "answers"} | {"answers": result["answers"][:20]}
 
 
 def references(args) -> dict:
@@ -131,6 +145,8 @@ def references(args) -> dict:
         if split in samples:
             data = to_device(batches(samples[split], bs, False), args.device)
             refs[split] = {"full": score(teacher, teacher, data, full_attention=True), "block": score(teacher, teacher, data)}
+    if samples.get("rag"):
+        refs["rag"] = {"full": rag_scores(teacher, samples["rag"], True), "block": rag_scores(teacher, samples["rag"], False)}
     return refs
 
 
@@ -144,7 +160,7 @@ def launch(args, jobs: list[tuple[str, int]], folder: Path) -> None:
             out = folder / f"{len(jobs) - len(pending)}.json"
             cmd = [sys.executable, __file__, "--worker", variant, str(seed), "--worker-out", str(out),
                    "--samples", args.samples, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-                   "--precision", args.precision, "--device", args.device]
+                   "--precision", args.precision, "--device", args.device, "--rag-seed", str(args.rag_seed)]
             log = open(folder / f"{out.stem}.log", "w")
             running.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), variant, seed))
         time.sleep(2)
@@ -208,6 +224,7 @@ def main() -> None:
     p.add_argument("--deadline-s", type=float, default=480, help="kill workers still running after this")
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--rag-seed", type=int, default=None, help="score RAG for the runs of this seed (default: first)")
     p.add_argument("--out", default="distill_gpu_run.json")
     p.add_argument("--work-dir", default="/tmp/distill_runs", help="per-run results and logs")
     p.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
@@ -219,6 +236,7 @@ def main() -> None:
         Path(args.worker_out).write_text(json.dumps(result))
         return
     prepare_teacher(args.parts)
+    args.rag_seed = args.seeds[0] if args.rag_seed is None else args.rag_seed
     names = list(variants(str(TEACHER_DIR)))
     unknown = set(args.only or []) - set(names)
     if unknown:
@@ -232,6 +250,21 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"references": refs, "runs": results, "settings": vars(args)}, indent=1))
     print(f"\n{len(results)} of {len(jobs)} runs finished; {args.steps} steps x {args.batch_size} samples each\n")
     print(summarize(refs, results))
+    if "rag" in refs:
+        print(f"\nRAG (constructed from the corpus, validation split; runs of seed {args.rag_seed})\n")
+        print(rag_table(refs["rag"], [r for r in results if "rag" in r]))
+
+
+def rag_table(refs: dict, runs: list[dict]) -> str:
+    rows = {"teacher, full attention": refs["full"], "teacher, block attention (untrained)": refs["block"]}
+    rows.update({r["variant"]: r["rag"] for r in runs})
+    tasks = sorted({t for r in rows.values() for t in r["scores"]}, key=lambda t: (t == "all", t))
+    lines = ["| model | " + " | ".join(f"{t} EM / F1 / substring" for t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for name, r in rows.items():
+        cells = [f"{100 * r['scores'][t]['exact_match']:.1f} / {100 * r['scores'][t]['f1']:.1f} / "
+                 f"{100 * r['scores'][t]['substring']:.1f}" for t in tasks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ code the YAML experiments use (``DistillDataModule``) and saved as plain tensors
   ``--global-tokens`` of each window as the global block; train samples shuffled with ``--seed``.
 * ``ood``: text the corpus does not contain (``--ood-files``), cut into fixed blocks the way
   ``TextBlocksDataModule`` does, for the out-of-corpus check.
+* ``rag``: RAG samples constructed from the corpus (``lit_block.rag.build_corpus_tasks`` on
+  ``--rag-splits``), as plain dicts, for ``lit-block eval-rag``'s scoring of each trained model.
 
 Every split is ``{"input_ids": [N, S] int32, "block_ids": [N, S] int8}``; ``meta`` records the settings.
 """
@@ -52,6 +54,9 @@ def main() -> None:
     p.add_argument("--ood-files", nargs="*", default=[], help="out-of-corpus text files")
     p.add_argument("--ood-sample-tokens", type=int, default=2048)
     p.add_argument("--ood-block-tokens", type=int, default=256)
+    p.add_argument("--rag-splits", nargs="*", default=["validation"], help="corpus splits for RAG samples ('' for none)")
+    p.add_argument("--rag-per-task", type=int, default=40)
+    p.add_argument("--rag-passages", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -78,6 +83,15 @@ def main() -> None:
             ood += [w for w in windows if len(w["input_ids"]) == args.ood_sample_tokens]  # full windows only
         out["ood"] = stack(ood)
         out["ood_files_sha256"] = digest.hexdigest()
+    splits = [x for x in args.rag_splits if x]
+    if splits:
+        from dataclasses import asdict
+
+        from lit_block.rag import build_corpus_tasks
+
+        rag = build_corpus_tasks(args.dataset, splits=tuple(splits), num_passages=args.rag_passages,
+                                 max_samples_per_task=args.rag_per_task, seed=args.seed)
+        out["rag"] = [asdict(r) for r in rag]
     out["meta"] = {k: v for k, v in vars(args).items() if k != "out"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{args.out}.tmp"

@@ -30,16 +30,16 @@ from lit_block.serving.rope import KeyRerotator
 
 @dataclass(frozen=True)
 class BlockKV:
-    """One block's cache at local positions: per layer ``[kv_heads, length, head_dim]`` keys and values."""
+    """One block's cache at local positions: keys and values ``[layers, kv_heads, length, head_dim]``."""
 
     key: str  # content key: model fingerprint + token ids
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
+    keys: torch.Tensor
+    values: torch.Tensor
     length: int  # cached positions: the model's sinks + the block's tokens
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
+        return 2 * self.keys.numel() * self.keys.element_size()
 
 
 def model_fingerprint(model) -> str:
@@ -136,9 +136,9 @@ class BlockKVStore:
         positions = torch.arange(length, device=device)[None].expand(len(blocks), -1)
         cache = DynamicCache()
         model.model.base_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
-        layers = [(layer.keys, layer.values) for layer in cache.layers]  # each [n_blocks, kv_heads, length, head_dim]
-        return [BlockKV(key, tuple(kk[i].clone() for kk, _ in layers), tuple(vv[i].clone() for _, vv in layers), length)
-                for i, key in enumerate(keys)]
+        all_keys = torch.stack([layer.keys for layer in cache.layers], dim=1)  # [n_blocks, layers, heads, L, dim]
+        all_values = torch.stack([layer.values for layer in cache.layers], dim=1)
+        return [BlockKV(key, all_keys[i].clone(), all_values[i].clone(), length) for i, key in enumerate(keys)]
 
     def _insert(self, kv: BlockKV) -> None:
         if kv.nbytes > self.max_bytes:
@@ -165,19 +165,22 @@ class BlockKVStore:
         ``extra_positions`` more (the query and the answer); and the cached length."""
         if not blocks:
             return DynamicCache(), 0
-        rot = self.rerotator(model)
         total = sum(kv.length for kv in blocks)
-        layer_buffers = []
-        for layer in range(len(blocks[0].keys)):
-            heads, _, head_dim = blocks[0].keys[layer].shape
-            keys = blocks[0].keys[layer].new_empty(1, heads, total + extra_positions, head_dim)
-            values = torch.empty_like(keys)
-            offset = 0
-            for kv in blocks:  # each block's keys rotated straight into its slot
-                keys[0, :, offset : offset + kv.length] = rot.rotate(kv.keys[layer], offset)
-                values[0, :, offset : offset + kv.length] = kv.values[layer]
-                offset += kv.length
-            layer_buffers.append((keys, values))
+        n_layers, heads, _, head_dim = blocks[0].keys.shape
+        keys = blocks[0].keys.new_empty(n_layers, 1, heads, total + extra_positions, head_dim)  # all layers at once
+        values = torch.empty_like(keys)
+        offsets, start = [], 0
+        for kv in blocks:  # two copies per block, whatever the number of layers
+            keys[:, 0, :, start : start + kv.length] = kv.keys
+            values[:, 0, :, start : start + kv.length] = kv.values
+            offsets.append(torch.full((kv.length,), start, dtype=torch.long))
+            start += kv.length
+        token_offsets = torch.cat(offsets).to(keys.device)  # each cached position's block offset
+        rot = self.rerotator(model)
+        for layer in range(n_layers):  # one rotation per layer, every block moved at once
+            view = keys[layer, 0, :, :total]
+            view.copy_(rot.rotate(view, token_offsets))
+        layer_buffers = [(keys[layer], values[layer]) for layer in range(n_layers)]
         return preallocated_cache(layer_buffers, total), total
 
     # ---------------------------------------------------------------- bookkeeping

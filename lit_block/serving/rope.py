@@ -47,12 +47,16 @@ class KeyRerotator:
         rotary = find_rotary_embedding(model)
         self.inv_freq = rotary.inv_freq.detach().float()  # [head_dim / 2], scaling (linear, llama3, yarn) included
 
-    def rotate(self, keys: torch.Tensor, offset: int) -> torch.Tensor:
-        """``keys`` rotated as if every position were ``offset`` further on (same dtype as ``keys``)."""
-        if offset == 0:
-            return keys
-        freqs = offset * self.inv_freq.to(keys.device, torch.float64)  # float64: exact angles at long offsets
-        angle = torch.cat([freqs, freqs]).float()
+    def rotate(self, keys: torch.Tensor, offsets: int | torch.Tensor) -> torch.Tensor:
+        """``keys [..., L, head_dim]`` rotated as if each position were ``offsets`` further on (an int, or a ``[L]``
+        tensor of per-position offsets); same dtype as ``keys``. Angles in float64, products in float32."""
+        offsets = torch.as_tensor(offsets, device=keys.device)
+        if offsets.dim() == 0:
+            if int(offsets) == 0:
+                return keys
+            offsets = offsets.expand(keys.shape[-2])
+        freqs = offsets.double()[:, None] * self.inv_freq.to(keys.device, torch.float64)[None]  # [L, head_dim / 2]
+        angle = torch.cat([freqs, freqs], dim=-1).float()
         cos, sin = angle.cos(), angle.sin()
         k = keys.float()
         half = k.shape[-1] // 2

@@ -8,6 +8,11 @@ tokens become packed samples: the blocks that fall in the window's first
 keeps its part), and the last ``global_tokens`` tokens -- the document's continuation -- are the
 global block, whose tokens (after its first) are scored. Splits follow the corpus's splits, so
 evaluation documents are held out.
+
+With ``rag_tasks`` (``faq``, ``definition``, ``headword``: ``lit_block.rag.corpus_tasks``), RAG-style
+samples constructed from the same split are mixed in: an instruction block and one block per
+passage as context, the question and its reference answer as the global block (the answer's tokens
+scored), in the prompt format ``lit-block eval-rag`` uses.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class DistillDataModule(L.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = 0,
         seed: int = 0,
+        rag_tasks: list[str] | None = None,
+        rag_passages: int = 5,
+        rag_max_samples: int | None = 200,
     ):
         super().__init__()
         if not 0 < global_tokens < sample_tokens:
@@ -74,6 +82,26 @@ class DistillDataModule(L.LightningDataModule):
             cuts = segmenter.cut(doc, h.granularity, limits=limits)
             out.extend(window_samples(doc.token_ids, cuts, h.sample_tokens, h.global_tokens))
         return out
+
+    def _rag_split(self, split: str, tokenizer) -> list[dict]:
+        """RAG samples of one corpus split, packed; those longer than ``sample_tokens`` are left out."""
+        import warnings
+
+        from lit_block.rag.corpus_tasks import build_corpus_tasks
+        from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template, pack_rag_sample
+
+        h = self.hparams
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a split without FAQ documents is normal
+            rag = build_corpus_tasks(h.dataset_path, tasks=tuple(h.rag_tasks), splits=(split,),
+                                     num_passages=h.rag_passages, max_samples_per_task=h.rag_max_samples, seed=h.seed)
+        def encode(text: str) -> list[int]:  # a `tokenizers` Tokenizer or a transformers tokenizer
+            out = tokenizer.encode(text, add_special_tokens=False)
+            return out.ids if hasattr(out, "ids") else out
+
+        prompt = RagPrompt(*TEMPLATES[default_template(tokenizer)])
+        packed = [pack_rag_sample(sample, prompt, encode) for sample in rag]
+        return [p for p in packed if len(p["input_ids"]) <= h.sample_tokens]
 
     def setup(self, stage: str | None = None) -> None:
         if self.samples:
@@ -99,6 +127,8 @@ class DistillDataModule(L.LightningDataModule):
             if h.max_documents:
                 rows = rows.select(range(min(h.max_documents, len(rows))))
             self.samples[name] = self._segment_split(rows, segmenter)
+            if h.rag_tasks:
+                self.samples[name] += self._rag_split(split, segmenter.tokenizer)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if not self.samples.get(name):

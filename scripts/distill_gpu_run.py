@@ -127,7 +127,8 @@ def run_worker(args, variant: str, seed: int) -> dict:
 def rag_scores(model, rows: list[dict], full_attention: bool) -> dict:
     """``lit-block eval-rag``'s scores of one model on RAG samples given as dicts."""
     from lit_block.rag import RagSample
-    from lit_block.rag.evaluation import TEMPLATES, RagPrompt, default_template, run_rag
+    from lit_block.rag.evaluation import run_rag
+    from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template
 
     prompt = RagPrompt(*TEMPLATES[default_template(model.tokenizer)])
     result = run_rag(model, [RagSample(**r) for r in rows], prompt, max_new_tokens=24, full_attention=full_attention)

@@ -177,3 +177,70 @@ def test_sensitivity_callback_shares_the_teachers_full_attention_pass_with_the_l
     hook.remove()
     assert len(calls) == 2  # one full-attention and one block-attention teacher pass, not three
     assert torch.allclose(plain, weighted, atol=1e-6)  # reusing the states changes nothing
+
+
+def test_training_resumes_from_a_checkpoint_without_the_teacher(tiny_model_dir, tmp_path):
+    def trainer(steps):
+        return L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, limit_val_batches=0, callbacks=[BlockDropoutScheduler(0.0, 0.4)])
+
+    def module():
+        return BlockDistillationModule(teacher=str(tiny_model_dir), num_sink_tokens=1, attn_backend="sdpa")
+
+    data = TextBlocksDataModule(tokenizer=str(tiny_model_dir), sample_tokens=96, block_tokens=16, global_tokens=32,
+                                batch_size=2, max_samples=4)
+    first = trainer(2)
+    torch.manual_seed(0)
+    first.fit(module(), datamodule=data)
+    first.save_checkpoint(tmp_path / "two.ckpt")
+    saved = torch.load(tmp_path / "two.ckpt", weights_only=False)
+    resumed = module()
+    second = trainer(3)
+    second.fit(resumed, datamodule=data, ckpt_path=tmp_path / "two.ckpt")
+    assert second.global_step == 3
+    assert second.callbacks[0].probability > 0  # the schedule went on from its saved state
+    assert saved["callbacks"]["BlockDropoutScheduler"]["probability"] > 0
+    teacher = {k: v for k, v in resumed.state_dict().items() if k.startswith("teacher.")}
+    assert teacher and all(k not in saved["state_dict"] for k in teacher)  # reloaded from its path, not the file
+
+
+def test_teacher_and_student_vocabularies_must_match(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from conftest import tiny_config
+
+    AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=300)).save_pretrained(tmp_path / "other")
+    module = BlockDistillationModule(teacher=str(tiny_model_dir), student=str(tmp_path / "other"), attn_backend="sdpa")
+    with pytest.raises(ValueError, match=r"teacher vocabulary \(512\) differs from the student's \(300\)"):
+        module.configure_model()
+
+
+def test_distill_data_mixes_in_rag_samples_built_from_the_corpus(tiny_model_dir, tmp_path):
+    from datasets import Dataset, DatasetDict
+    from test_rag_data import FAQ, GCIDE, corpus_row
+
+    from datamodules import DistillDataModule
+    from lit_block.rag.prompt import PLAIN
+
+    rows = [corpus_row("gcide-0", "dictionary", "gcide", GCIDE, "coarse"), corpus_row("faq-0", "faq", "python-faq", FAQ, "middle")]
+    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "corpus"))
+    data = DistillDataModule(dataset_path=str(tmp_path / "corpus"), tokenizer=str(tiny_model_dir), method="fixed",
+                             granularity=32, min_block_tokens=0, sample_tokens=512, global_tokens=64,
+                             rag_tasks=["definition", "faq"], rag_passages=3, batch_size=2)
+    data.setup()
+    rag = [s for s in data.samples["test"] if max(s["block_ids"]) == 3]  # instruction + 3 passages
+    assert len(rag) >= 4
+    tok = BlockAttentionLM.from_pretrained(tiny_model_dir).tokenizer
+    instruction = tok(PLAIN[0], add_special_tokens=False)["input_ids"]
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
+    for s in rag:
+        assert [t for t, b in zip(s["input_ids"], s["block_ids"]) if b == 0] == instruction  # the shared block
+        answer = [t for t, m in zip(s["input_ids"], s["target_mask"]) if m]
+        global_ids = [t for t, b in zip(s["input_ids"], s["block_ids"]) if b < 0]
+        assert 0 < len(answer) < len(global_ids) and global_ids[-len(answer):] == answer  # question, then answer
+        assert answer[-len(newline):] == newline  # the answer ends where eval-rag's stop string is
+    module = BlockDistillationModule(teacher=str(tiny_model_dir), num_sink_tokens=1, attn_backend="sdpa")
+    module.configure_model()
+    module.train()
+    batch = next(iter(data.test_dataloader()))
+    assert torch.isfinite(module.training_step(batch, 0))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lit_block import BlockAttentionLM
-from lit_block.rag.evaluation import RagPrompt, TEMPLATES, default_template, score
+from lit_block.rag.evaluation import score
+from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template, pack_rag_sample
 from lit_block.rag.sample import RagSample
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rag"

@@ -24,33 +24,7 @@ from pathlib import Path
 
 import torch
 
-PLAIN = ("Answer the question using the passages below. Reply with a short answer.\n\n", "Passage: {passage}\n\n",
-         "Question: {question}\nAnswer:")
-CHATML = ("<|im_start|>system\nAnswer the question using the passages. Reply with a short answer.<|im_end|>\n"
-          "<|im_start|>user\n", "Passage: {passage}\n\n", "Question: {question}<|im_end|>\n<|im_start|>assistant\n")
-TEMPLATES = {"plain": PLAIN, "chatml": CHATML}
-
-
-@dataclass(frozen=True)
-class RagPrompt:
-    """How a sample becomes blocks and a query: an instruction block, one block per passage, the question."""
-
-    instruction: str
-    passage: str  # with {passage}
-    question: str  # with {question}
-
-    def blocks(self, sample) -> list[str]:
-        return [self.instruction] + [self.passage.format(passage=p) for p in sample.passages]
-
-    def query(self, sample) -> str:
-        return self.question.format(question=sample.question)
-
-
-def default_template(tokenizer) -> str:
-    """``chatml`` for tokenizers that know its markers (SmolLM2, Qwen), else ``plain``."""
-    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
-    return "chatml" if "<|im_start|>" in vocab else "plain"
-
+from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template
 
 def answer_all(model, samples, prompt: RagPrompt, config, store, full_attention: bool) -> tuple[list[str], list[float]]:
     """The model's answers and times to first token for ``samples``."""

@@ -27,6 +27,7 @@ from datamodules.text_blocks import collate_packed
 from lit_block.layout import pack_tokens
 
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}  # what each stage reads
 
 
 def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_tokens: int) -> list[dict]:
@@ -104,7 +105,9 @@ class DistillDataModule(L.LightningDataModule):
         return [p for p in packed if len(p["input_ids"]) <= h.sample_tokens]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.samples:
+        """Segment the splits ``stage`` needs (all of them without a stage), once each."""
+        needed = [n for n in STAGE_SPLITS.get(stage, tuple(SPLITS)) if n not in self.samples]
+        if not needed:
             return
         from pathlib import Path
 
@@ -118,7 +121,8 @@ class DistillDataModule(L.LightningDataModule):
         parse_granularity(h.granularity)
         segmenter = Segmenter(h.method, h.checkpoint, tokenizer=h.tokenizer)
         data = load_from_disk(h.dataset_path)
-        for name, split in SPLITS.items():
+        for name in needed:
+            split = SPLITS[name]
             if split not in data:
                 continue
             rows = data[split]

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model (LightningCLI)",
@@ -18,50 +18,20 @@ LIGHTNING_SUBCOMMANDS = {
 }
 
 
-def _bench(argv: list[str]) -> int:
-    from lit_block.benchmarks import main as bench_main
-
-    return bench_main(argv)
-
-
-def _data(argv: list[str]) -> int:
-    from datamodules.corpus.cli import main as data_main
-
-    return data_main(argv)
-
-
-def _segment(argv: list[str]) -> int:
-    from lit_block.segmentation.cli import main as segment_main
-
-    return segment_main(argv)
-
-
-def _eval_seg(argv: list[str]) -> int:
-    from lit_block.segmentation.evaluation import main as eval_main
-
-    return eval_main(argv)
-
-
-def _eval_lm(argv: list[str]) -> int:
-    from lit_block.evaluation_lm import main as eval_lm_main
-
-    return eval_lm_main(argv)
-
-
-def _eval_rag(argv: list[str]) -> int:
-    from lit_block.rag.evaluation import main as eval_rag_main
-
-    return eval_rag_main(argv)
-
-
-# the framework's own subcommands: name -> (help, entry point taking the remaining argv)
-FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
-    "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`, `data import`)", _data),
-    "segment": ("cut a text file into blocks (trained segmenter or a baseline)", _segment),
-    "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow", _eval_seg),
-    "eval-lm": ("global-block NLL, KL to the teacher and gap recovered for exported students", _eval_lm),
-    "eval-rag": ("RAG-style QA with every passage a cached block: EM, F1, substring match", _eval_rag),
-    "bench": ("benchmarks that print a table (attention, segment, ttft)", _bench),
+# the framework's own subcommands: name -> (help, the module whose main(argv) runs it); modules are
+# imported only when their subcommand runs, so `lit-block --help` stays fast
+FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "pipeline": ("the whole workflow on the embedded defaults: corpus, segmenter, distill, evaluate, sweep, compare",
+                 "lit_block.pipeline"),
+    "data": ("build the SemanticSeg-style corpus (`data build`, `data sources`, `data import`)", "datamodules.corpus.cli"),
+    "segment": ("cut a text file into blocks (trained segmenter or a baseline)", "lit_block.segmentation.cli"),
+    "eval-seg": ("the segmenter and every baseline on the corpus's test split, logged to MLflow",
+                 "lit_block.segmentation.evaluation"),
+    "eval-lm": ("global-block NLL, KL to the teacher and gap recovered for exported students", "lit_block.evaluation_lm"),
+    "eval-rag": ("RAG-style QA with every passage a cached block: EM, F1, substring match", "lit_block.rag.evaluation"),
+    "sweep": ("run a command over a grid of config values, as nested MLflow runs (resumable)", "lit_block.sweep"),
+    "compare": ("table and plots of MLflow runs (a sweep's children, tags, a filter)", "lit_block.compare"),
+    "bench": ("benchmarks that print a table (attention, segment, ttft)", "lit_block.benchmarks"),
 }
 
 
@@ -80,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_help()
         return 0
     if argv[0] in FRAMEWORK_SUBCOMMANDS:
-        return FRAMEWORK_SUBCOMMANDS[argv[0]][1](argv[1:])
+        module = importlib.import_module(FRAMEWORK_SUBCOMMANDS[argv[0]][1])
+        return module.main(argv[1:])
     if argv[0] not in LIGHTNING_SUBCOMMANDS and not argv[0].startswith("-"):
         known = ", ".join([*LIGHTNING_SUBCOMMANDS, *FRAMEWORK_SUBCOMMANDS])
         print(f"lit-block: unknown subcommand {argv[0]!r}; choose one of {known}", file=sys.stderr)

@@ -27,7 +27,9 @@ def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_atte
     """Mean global-block NLL and mean KL(teacher_full || model) over the scored tokens."""
     nll_sum = kl_sum = count = 0.0
     t_head = teacher.model.get_output_embeddings()
-    for batch in batches:
+    from tqdm import tqdm
+
+    for batch in tqdm(batches, desc="scoring", unit="batch", leave=False):
         ids, blocks, mask, target = batch["input_ids"], batch["block_ids"], batch["attention_mask"], batch["target_mask"]
         if full_attention:
             hidden = model.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -66,7 +68,8 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def run(argv: list[str]) -> str:
+    """Parse ``argv``, score every row, print and log the table; returns the table (markdown)."""
     p = argparse.ArgumentParser(prog="lit-block eval-lm", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="smollm2-135m")
@@ -74,7 +77,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dataset", default="data/semanticseg")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--method", default="sentence", help="segmentation method for the context blocks")
+    p.add_argument("--checkpoint", default=None, help="segmenter checkpoint (with --method segmenter)")
     p.add_argument("--granularity", default="256")
+    p.add_argument("--min-block-tokens", type=int, default=128)
+    p.add_argument("--max-block-tokens", type=int, default=512)
+    p.add_argument("--sample-tokens", type=int, default=1024)
+    p.add_argument("--global-tokens", type=int, default=256)
+    p.add_argument("--max-documents", type=int, default=300, help="documents of the split to read")
     p.add_argument("--max-samples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--experiment", default="eval-lm", help="MLflow experiment ('' to skip logging)")
@@ -84,11 +93,13 @@ def main(argv: list[str]) -> int:
     models = dict(item.split("=", 1) for item in args.models)
     for name, path in models.items():
         if not Path(path).exists() and "/" in path:
-            print(f"lit-block eval-lm: model {name!r}: {path} does not exist", flush=True)
-            return 2
+            raise FileNotFoundError(f"model {name!r}: {path} does not exist")
     data = DistillDataModule(dataset_path=args.dataset, tokenizer=args.teacher, method=args.method,
-                             granularity=args.granularity, batch_size=args.batch_size)
-    data.setup()
+                             checkpoint=args.checkpoint, granularity=args.granularity,
+                             min_block_tokens=args.min_block_tokens, max_block_tokens=args.max_block_tokens,
+                             sample_tokens=args.sample_tokens, global_tokens=args.global_tokens,
+                             max_documents=args.max_documents, batch_size=args.batch_size)
+    data.setup("validate" if args.split == "val" else "test")
     data.samples[args.split] = data.samples[args.split][: args.max_samples]
     loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
     results = evaluate(args.teacher, models, list(loader))
@@ -106,4 +117,13 @@ def main(argv: list[str]) -> int:
                 key = metric_key(name)
                 mlflow.log_metrics({f"{key}.{m}": v for m, v in r.items() if v == v})
             mlflow.log_text(text, "eval_lm.md")
+    return text
+
+
+def main(argv: list[str]) -> int:
+    try:
+        run(argv)
+    except FileNotFoundError as err:
+        print(f"lit-block eval-lm: {err}", flush=True)
+        return 2
     return 0

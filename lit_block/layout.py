@@ -80,6 +80,26 @@ class BlockLayout:
         return BlockLayout(**moved)
 
 
+def attended_pairs(block_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention work of a batch of caller tokens, as counts of (query, key) pairs.
+
+    Args:
+        block_ids: ``[B, S]`` context block per token, ``-1`` for the global block.
+        attention_mask: ``[B, S]``, 0 on padding.
+
+    Returns:
+        ``(block, full)``: pairs attended under block attention (no released blocks) and under full
+        causal attention; ``block / full`` is the fraction of attention work block attention does.
+    """
+    valid = torch.ones_like(block_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    position = torch.cumsum(valid.long(), dim=1) - 1  # index among the sample's real tokens
+    prev = torch.cat([torch.full_like(block_ids[:, :1], GLOBAL_BLOCK - 1), block_ids[:, :-1]], dim=1)
+    starts = torch.where(block_ids != prev, position, torch.zeros_like(position))
+    block_start = torch.cummax(starts, dim=1).values  # where the token's block starts
+    own = torch.where(block_ids >= 0, position - block_start + 1, position + 1)  # keys each query sees
+    return (own * valid).sum(), ((position + 1) * valid).sum()
+
+
 def _check_block_order(block_ids: torch.Tensor, valid: torch.Tensor) -> None:
     """Context blocks must be contiguous runs numbered 0, 1, 2, ... and come before the global block."""
     for b in range(block_ids.shape[0]):

@@ -1,7 +1,14 @@
-"""MLflow as lit-block's default logger: sqlite tracking, artifacts beside it, config as artifact."""
+"""MLflow as lit-block's default logger: sqlite tracking, artifacts beside it, config as artifact.
+
+A run started by ``lit-block sweep`` learns where it belongs from the environment, so every
+subcommand (LightningCLI or not) nests under the sweep's parent run without extra arguments:
+``LIT_BLOCK_MLFLOW_EXPERIMENT`` (the sweep's experiment), ``LIT_BLOCK_MLFLOW_RUN_NAME`` and
+``LIT_BLOCK_MLFLOW_TAGS`` (a JSON object; ``mlflow.parentRunId`` among them nests the run).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -51,16 +58,32 @@ class LitBlockMLFlowLogger(MLFlowLogger):
         )
 
 
+def sweep_context() -> dict[str, Any]:
+    """What a sweep asked of this run through the environment: ``experiment``, ``run_name``, ``tags``."""
+    tags = os.environ.get("LIT_BLOCK_MLFLOW_TAGS")
+    try:
+        tags = json.loads(tags) if tags else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"LIT_BLOCK_MLFLOW_TAGS is not a JSON object: {tags!r} ({err})") from err
+    return {"experiment": os.environ.get("LIT_BLOCK_MLFLOW_EXPERIMENT"), "run_name": os.environ.get("LIT_BLOCK_MLFLOW_RUN_NAME"),
+            "tags": {str(k): str(v) for k, v in tags.items()}}
+
+
 def name_and_tag_run(logger_config: Any, subcommand: str, model_class: str, data_class: str) -> None:
     """Fill an MLflow logger's config (a jsonargparse namespace) with a run name and tags, in place."""
     if not hasattr(logger_config, "class_path") or not logger_config.class_path.endswith("MLFlowLogger"):
         return
     args = logger_config.init_args
     model, data = model_class.rsplit(".", 1)[-1], data_class.rsplit(".", 1)[-1]
+    sweep = sweep_context()
+    if sweep["experiment"]:
+        args.experiment_name = sweep["experiment"]
+    if sweep["run_name"]:
+        args.run_name = sweep["run_name"]
     if not args.get("run_name"):
         args.run_name = f"{subcommand}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {"lit_block.subcommand": subcommand, "lit_block.model": model, "lit_block.data": data}
-    args.tags = {**tags, **(args.get("tags") or {})}
+    args.tags = {**tags, **(args.get("tags") or {}), **sweep["tags"]}
 
 
 class MLflowSaveConfigCallback(SaveConfigCallback):
@@ -83,9 +106,11 @@ def start_mlflow_run(experiment: str, run_name: str):
     that log without a Trainer (``eval-seg``, ``eval-lm``)."""
     import mlflow
 
+    sweep = sweep_context()
+    experiment = sweep["experiment"] or experiment
     uri = default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
     mlflow.set_experiment(experiment)
-    return mlflow.start_run(run_name=run_name)
+    return mlflow.start_run(run_name=sweep["run_name"] or run_name, tags=sweep["tags"] or None)

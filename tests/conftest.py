@@ -70,7 +70,8 @@ def tiny_corpus_dir(tmp_path_factory) -> Path:
         chapter = [o for o, ln in zip(offsets, lines) if ln[:1].isalpha() and o > 0]
         verse = [o for o, ln in zip(offsets, lines) if ln[:1].isdigit() and o > 0]
         starts = sorted(set(chapter) | {v for i, v in enumerate(verse) if i % 4 == 0})
-        rows.append({"id": path.stem, "text": text, "category": "religious" if "genesis" not in path.stem else "origins",
+        rows.append({"id": path.stem, "text": text, "source": "kjv",
+                     "category": "religious" if "genesis" not in path.stem else "origins",
                      "boundaries_coarse": chapter, "boundaries_middle": starts, "boundaries_fine": sorted(set(starts) | set(verse))})
     splits = {"train": rows[:2], "validation": rows[2:3], "test": rows[3:]}
     folder = tmp_path_factory.mktemp("tiny_corpus")

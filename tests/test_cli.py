@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,17 @@ from conftest import REPO
 from lit_block.cli import main
 
 YAMLS = sorted((REPO / "experiments").rglob("*.yaml"))
+COMMAND = re.compile(r"^#\s+lit-block (\S+)(.*)$", re.M)  # the documented command in a YAML's header
+
+
+def documented_command(yaml: Path) -> tuple[str, list[str]]:
+    """The first ``lit-block SUBCOMMAND ...`` line of a shipped YAML's header: how users run it."""
+    found = COMMAND.search(yaml.read_text())
+    assert found, f"{yaml} documents no `lit-block ...` command in its header"
+    args = [a.replace("experiments/", f"{REPO}/experiments/", 1) if a.startswith("experiments/") else a
+            for a in found[2].split()]
+    assert str(yaml) in args, f"{yaml}: its documented command does not use it"
+    return found[1], args
 
 
 def segmenter_overrides(corpus_dir: Path) -> list[str]:
@@ -24,16 +36,15 @@ def segmenter_overrides(corpus_dir: Path) -> list[str]:
     ]
 
 
-def overrides_for(yaml: Path, request) -> list[str]:
-    """Tiny stand-ins for each module a shipped YAML uses."""
-    text = yaml.read_text()
+def overrides_for(text: str, request) -> list[str]:
+    """Tiny stand-ins for each module a config uses (the data's tokenizer follows the model: linked)."""
     if "SegmenterModule" in text:
         return segmenter_overrides(request.getfixturevalue("tiny_corpus_dir"))
     model_dir = request.getfixturevalue("tiny_model_dir")
     overrides = tiny_overrides(model_dir)
-    if "BlockDistillationModule" in text:  # its model argument is `teacher`
-        overrides[0] = f"--model.init_args.teacher={model_dir}"
-    if "DistillDataModule" in text:  # corpus documents instead of text files
+    if "BlockFinetuneModule" not in text and ("BlockDistillationModule" in text or "distill/full.yaml" in text):
+        overrides[0] = f"--model.init_args.teacher={model_dir}"  # the distillation module names its model `teacher`
+    if "DistillDataModule" in text or "distill/full.yaml" in text:  # corpus documents instead of text files
         corpus = request.getfixturevalue("tiny_corpus_dir")
         overrides = [o for o in overrides if "block_tokens" not in o and "max_samples" not in o]
         overrides += [f"--data.init_args.dataset_path={corpus}", "--data.init_args.granularity=16",
@@ -45,7 +56,6 @@ def tiny_overrides(model_dir: Path) -> list[str]:
     """Swap the embedded teacher for the tiny fixture model and keep samples small."""
     return [
         f"--model.init_args.model_name_or_path={model_dir}",
-        f"--data.init_args.tokenizer={model_dir}",
         "--data.init_args.sample_tokens=96",
         "--data.init_args.block_tokens=16",
         "--data.init_args.global_tokens=32",
@@ -65,11 +75,20 @@ def test_unknown_subcommand_exits_nonzero(capsys):
     assert "unknown subcommand 'frobnicate'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("yaml", YAMLS, ids=[str(p.relative_to(REPO)) for p in YAMLS])
-@pytest.mark.parametrize("subcommand", ["fit", "validate"])
-def test_every_shipped_yaml_runs_fast_dev_run(yaml, subcommand, request, tmp_path, monkeypatch):
+LIGHTNING_YAMLS = [y for y in YAMLS if documented_command(y)[0] in ("fit", "validate", "test")]
+
+
+@pytest.mark.parametrize("yaml", LIGHTNING_YAMLS, ids=[str(p.relative_to(REPO)) for p in LIGHTNING_YAMLS])
+def test_every_shipped_config_runs_its_documented_command_under_fast_dev_run(yaml, request, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main([subcommand, f"--config={yaml}", *overrides_for(yaml, request), "--trainer.fast_dev_run=true"])
+    subcommand, args = documented_command(yaml)
+    stacked = " ".join(Path(a.split("=", 1)[-1]).read_text() for a in args if a.endswith(".yaml"))
+    main([subcommand, *args, *overrides_for(stacked, request), "--trainer.fast_dev_run=true"])
+
+
+def test_every_shipped_yaml_is_a_config_a_sweep_or_a_pipeline_profile():
+    kinds = {documented_command(y)[0] for y in YAMLS}
+    assert kinds <= {"fit", "validate", "test", "sweep", "pipeline"}, kinds
 
 
 def test_unknown_config_key_fails_with_its_name(tmp_path, monkeypatch, capsys):
@@ -104,3 +123,69 @@ def test_stacked_configs_compose_and_the_run_is_tracked_in_mlflow(tiny_model_dir
     config = Path(run.info.artifact_uri.removeprefix("file://")) / "config.yaml"
     assert "num_sink_tokens: 3" in config.read_text()
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+SWEEP_YAMLS = [y for y in YAMLS if documented_command(y)[0] == "sweep"]
+
+
+def sweep_extras(spec, request, model_dir: Path) -> list[str]:
+    """Tiny stand-ins for a sweep's command, given as --extra arguments (they come last, so they win)."""
+    if spec.command[0] == "bench":
+        return [f"--model={model_dir}", "--lengths=200", "--query-tokens=16", "--repeat=1", "--device=cpu"]
+    text = " ".join(Path(a).read_text() for a in spec.command if a.endswith(".yaml"))
+    # one step and one batch (not fast_dev_run: it turns the logger off, and the point must be an MLflow run)
+    extras = overrides_for(text, request) + ["--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+                                             "--trainer.enable_checkpointing=false"]
+    return extras + (["--data.init_args.method=fixed"] if "method=segmenter" in " ".join(spec.command) else [])
+
+
+@pytest.mark.parametrize("yaml", SWEEP_YAMLS, ids=[str(p.relative_to(REPO)) for p in SWEEP_YAMLS])
+def test_every_shipped_sweep_runs_its_first_point_as_a_nested_mlflow_run(yaml, request, tmp_path, monkeypatch):
+    import mlflow
+
+    from lit_block.sweep import load_spec
+
+    monkeypatch.chdir(REPO)  # sweep commands name configs relative to the repository
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec = load_spec(yaml)
+    extras = [f"--extra={e}" for e in sweep_extras(spec, request, request.getfixturevalue("tiny_model_dir"))]
+    assert main(["sweep", str(yaml), "--max-points", "1", "--log-dir", str(tmp_path / "sweeps"), *extras]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(spec.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("lit_block.subcommand") == "sweep"]
+    (child,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    key, value = next(iter(spec.points[0].items()))
+    assert child.info.status == "FINISHED" and child.data.tags[f"sweep.{key}"] == str(value)
+
+
+PIPELINE_YAMLS = [y for y in YAMLS if documented_command(y)[0] == "pipeline"]
+
+
+@pytest.mark.parametrize("yaml", PIPELINE_YAMLS, ids=[str(p.relative_to(REPO)) for p in PIPELINE_YAMLS])
+def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_dir, tiny_corpus_dir, tmp_path,
+                                                               monkeypatch, capsys):
+    from lit_block.pipeline import PipelineConfig
+
+    PipelineConfig.load(yaml)  # every key of the profile is known
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tiny = ["workdir=run", f"dataset={tiny_corpus_dir}", f"teacher={tiny_model_dir}", "accelerator=cpu",
+            "segmenter_documents=4", "segmenter_epochs=1", "segmenter_layers=1", "sample_tokens=96", "global_tokens=32",
+            "min_block_tokens=4", "max_block_tokens=32", "distill_documents=4", "distill_steps=2", "batch_size=1",
+            "val_batches=1", "eval_samples=2", "sweep_granularities=[8, 16]", "sweep_batches=1", "sweep_parallel=1"]
+    assert main(["pipeline", "--config", str(yaml), "--set", *tiny]) == 0
+    out = capsys.readouterr().out
+    for stage in ("[1/6] corpus", "[2/6] segmenter", "[3/6] distill", "[4/6] evaluate", "[5/6] sweep", "[6/6] compare"):
+        assert stage in out
+    assert "| distilled |" in out and (tmp_path / "run" / "exports" / "distilled" / "lit_block_sinks.safetensors").is_file()
+    assert (tmp_path / "run" / "compare" / "tradeoff.png").is_file()
+    assert main(["pipeline", "--config", str(yaml), "--set", *tiny]) == 0  # again: every stage reuses its output
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_pipeline_profile_errors_name_the_key(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("distill_stepz: 3\n")
+    assert main(["pipeline", "--config", str(bad)]) == 2
+    assert "distill_stepz" in capsys.readouterr().err

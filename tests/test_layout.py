@@ -92,3 +92,18 @@ def test_padding_is_never_part_of_a_block():
     layout = layout_from_tokens(ids, torch.tensor([[0, 0, -1, 0]]), torch.tensor([[1, 1, 1, 0]]), num_sinks=1)
     assert layout.block_ids.tolist() == [[0, 0, 0, GLOBAL_BLOCK, GLOBAL_BLOCK]]
     assert layout.attention_mask.tolist() == [[True, True, True, True, False]]
+
+
+def test_attended_pairs_counts_what_the_dense_mask_allows():
+    from layouts import random_layout
+
+    from lit_block.layout import attended_pairs
+
+    for seed in range(5):
+        layout = random_layout(seed, num_sinks=0, release_p=0.0)
+        ids = layout.block_ids
+        block, full = attended_pairs(ids, layout.attention_mask)
+        valid = layout.attention_mask
+        assert block == layout.dense_mask()[:, 0][valid].sum()  # real query rows only
+        n = valid.sum(1)
+        assert full == (n * (n + 1) // 2).sum()

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sinks", type=int, default=0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--store-gib", type=int, default=16)
+    p.add_argument("--experiment", default="", help="MLflow experiment to log the table to ('' to skip)")
     args = p.parse_args(argv)
     cuda = args.device == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
@@ -112,4 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['length']} | {r['blocks']} | {r['full']:.1f} | {r['cold']:.1f} | {r['warm']:.2f} | "
               f"{100 * r['warm'] / r['full']:.2f}% | {100 * r['cold'] / r['full']:.0f}% | {r['store_mib']:.0f} |")
+    if args.experiment:
+        log_to_mlflow(args, rows, name)
     return 0
+
+
+def log_to_mlflow(args, rows: list[dict], device_name: str) -> None:
+    """One run: the settings as params, each length's times and ratios as metrics (``ttft.<length>.<what>``)."""
+    import mlflow
+
+    from lit_block.tracking import start_mlflow_run
+
+    with start_mlflow_run(args.experiment, f"bench-ttft-{args.model}"):
+        mlflow.log_params({"model": args.model, "device": device_name, "block_tokens": args.block_tokens,
+                           "query_tokens": args.query_tokens, "sinks": args.sinks, "repeat": args.repeat})
+        for r in rows:
+            n = r["length"]
+            mlflow.log_metrics({f"ttft.{n}.full_ms": r["full"], f"ttft.{n}.cold_ms": r["cold"], f"ttft.{n}.warm_ms": r["warm"],
+                                f"ttft.{n}.warm_over_full": r["warm"] / r["full"], f"ttft.{n}.store_mib": r["store_mib"]})

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
+from lit_block.layout import attended_pairs
 from lit_block.losses import chunked_distillation_loss, next_token_nll
 from lit_block.model import BlockAttentionLM
 from lit_block.modules.block_finetune import DTYPES
@@ -85,6 +86,7 @@ class BlockDistillationModule(L.LightningModule):
         self.release_probability = 0.0  # set by BlockDropoutScheduler
         self.metrics = torch.nn.ModuleDict({name: MeanMetric() for name in
                                             ("nll_student", "nll_teacher_full", "nll_teacher_block", "kl_teacher")})
+        self.attention = torch.nn.ModuleDict({name: SumMetric() for name in ("block_pairs", "full_pairs")})
 
     def configure_model(self) -> None:
         if self.student is not None:
@@ -197,6 +199,9 @@ class BlockDistillationModule(L.LightningModule):
                                           teacher_lm_head=head_t)
         if n > 0:
             self.metrics["kl_teacher"].update(kl / n, n)
+        block_pairs, full_pairs = attended_pairs(batch["block_ids"], batch["attention_mask"])
+        self.attention["block_pairs"].update(block_pairs.float())
+        self.attention["full_pairs"].update(full_pairs.float())
 
     def _log_epoch(self, stage: str) -> None:
         values = {name: m.compute() for name, m in self.metrics.items()}
@@ -205,7 +210,11 @@ class BlockDistillationModule(L.LightningModule):
         gap = values["nll_teacher_block"] - values["nll_teacher_full"]
         recovered = (values["nll_teacher_block"] - values["nll_student"]) / gap if gap.abs() > 1e-8 else gap * 0
         self.log(f"{stage}/gap_recovered", recovered)  # 1 = as good as the full-attention teacher
-        for m in self.metrics.values():
+        self.log(f"{stage}/block_gap", gap)  # what untrained block attention costs, nats per token
+        self.log(f"{stage}/student_gap", values["nll_student"] - values["nll_teacher_full"])
+        cost = self.attention["block_pairs"].compute() / self.attention["full_pairs"].compute().clamp(min=1)
+        self.log(f"{stage}/attention_cost", cost)  # block attention's share of full attention's (query, key) pairs
+        for m in (*self.metrics.values(), *self.attention.values()):
             m.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -89,6 +89,10 @@ class BlockFinetuneModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def export(self, folder: str) -> None:
+        """Save the fine-tuned model for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it."""
+        self.lm.save_pretrained(folder)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,213 @@
+"""``lit-block pipeline``: the whole workflow on the embedded defaults, in one command.
+
+    lit-block pipeline                                            # CPU budgets (experiments/pipeline/cpu.yaml)
+    lit-block pipeline --config experiments/pipeline/gpu.yaml     # the same stages with GPU budgets
+
+1. corpus      ``lit-block data build`` (an existing corpus folder is reused)
+2. segmenter   a brief training of the segmenter on the corpus
+3. distill     SmolLM2-135M block distillation, context cut by the trained segmenter; the student
+               is exported by ``callbacks.StudentExporter``
+4. evaluate    ``lit-block eval-lm``: teacher with full attention, teacher under block attention
+               (untrained) and the distilled student, on held-out samples
+5. sweep       a small granularity sweep (block-attention NLL gap and attention work per block size)
+6. compare     ``lit-block compare`` on the sweep: table and plots
+
+Every stage is the framework's own command with generated overlay configs (written under
+``<workdir>/configs`` so a run can be repeated by hand) and logs to MLflow. A stage whose output
+exists is skipped when the pipeline runs again (``--force`` redoes everything); the sweep resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "experiments" / "pipeline" / "cpu.yaml"
+
+
+@dataclass
+class PipelineConfig:
+    workdir: str = "pipeline"  # checkpoints, exports, generated configs, tables and plots
+    dataset: str = "data/semanticseg"
+    teacher: str = "smollm2-135m"
+    accelerator: str = "auto"
+    segmenter_documents: int = 100  # per split
+    segmenter_epochs: int = 2
+    segmenter_layers: int = 2  # of the frozen sentence encoder
+    granularity: str = "middle"  # the segmenter level that cuts the distillation context
+    sample_tokens: int = 512
+    global_tokens: int = 128
+    min_block_tokens: int = 32
+    max_block_tokens: int = 256
+    distill_documents: int = 60  # per split
+    distill_steps: int = 40
+    distill_configs: list = field(default_factory=list)  # overlays stacked on experiments/distill/full.yaml
+    batch_size: int = 1
+    learning_rate: float = 5.0e-5
+    val_batches: int = 8
+    eval_samples: int = 16
+    sweep_granularities: list = field(default_factory=lambda: [64, 128, 256])
+    sweep_batches: int = 4
+    sweep_parallel: int = 1
+
+    @classmethod
+    def load(cls, path: str | Path) -> PipelineConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pipeline config not found: {path}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**raw)
+
+
+def stage(index: int, name: str, what: str) -> None:
+    print(f"\n=== [{index}/6] {name}: {what}", flush=True)
+
+
+def write_yaml(path: Path, content: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def run(argv: list[str]) -> None:
+    """One lit-block subcommand in this process; a failure stops the pipeline with its name."""
+    from lit_block.cli import main
+
+    print("$ lit-block " + " ".join(argv), flush=True)
+    code = main(argv)
+    if code:
+        raise RuntimeError(f"lit-block {argv[0]} exited with {code}")
+
+
+def segmenter_stage(cfg: PipelineConfig, root: Path, repo: Path, force: bool) -> Path:
+    ckpt = root / "checkpoints" / "segmenter.ckpt"
+    if ckpt.is_file() and not force:
+        print(f"reusing {ckpt}")
+        return ckpt
+    overlay = write_yaml(root / "configs" / "segmenter.yaml", {
+        "model": {"init_args": {"encoder_layers": cfg.segmenter_layers}},
+        "data": {"init_args": {"dataset_path": cfg.dataset, "max_documents": cfg.segmenter_documents}},
+        "trainer": {"max_epochs": cfg.segmenter_epochs, "accelerator": cfg.accelerator, "callbacks": [{
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(ckpt.parent), "filename": "segmenter", "monitor": "val/loss", "mode": "min",
+                          "enable_version_counter": False}}]},
+    })
+    run(["fit", f"--config={repo / 'experiments/segmenter/segmenter.yaml'}", f"--config={overlay}"])
+    return ckpt
+
+
+def distill_overlay(cfg: PipelineConfig, root: Path, ckpt: Path) -> Path:
+    return write_yaml(root / "configs" / "distill.yaml", {
+        "model": {"init_args": {"teacher": cfg.teacher, "learning_rate": cfg.learning_rate}},
+        "data": {"init_args": {"dataset_path": cfg.dataset, "method": "segmenter", "checkpoint": str(ckpt),
+                               "granularity": cfg.granularity, "min_block_tokens": cfg.min_block_tokens,
+                               "max_block_tokens": cfg.max_block_tokens, "sample_tokens": cfg.sample_tokens,
+                               "global_tokens": cfg.global_tokens, "max_documents": cfg.distill_documents,
+                               "batch_size": cfg.batch_size}},
+        "trainer": {"max_steps": cfg.distill_steps, "val_check_interval": cfg.distill_steps,
+                    "limit_val_batches": cfg.val_batches, "accelerator": cfg.accelerator, "enable_checkpointing": False},
+    })
+
+
+def distill_stage(cfg: PipelineConfig, root: Path, repo: Path, ckpt: Path, force: bool) -> Path:
+    student = root / "exports" / "distilled"
+    if (student / "config.json").is_file() and not force:
+        print(f"reusing {student}")
+        return student
+    configs = [repo / "experiments/distill/full.yaml", *(repo / c for c in cfg.distill_configs), distill_overlay(cfg, root, ckpt)]
+    exporter = json.dumps({"class_path": "callbacks.StudentExporter", "init_args": {"dirpath": str(student)}})
+    run(["fit", *(f"--config={c}" for c in configs), f"--trainer.callbacks+={exporter}"])
+    return student
+
+
+def evaluate_stage(cfg: PipelineConfig, root: Path, ckpt: Path, student: Path, force: bool) -> str:
+    out = root / "eval_lm.md"
+    if out.is_file() and not force:
+        return out.read_text()
+    from lit_block import evaluation_lm
+
+    argv = ["--teacher", cfg.teacher, "--models", f"distilled={student}", "--dataset", cfg.dataset, "--split", "val",
+            "--method", "segmenter", "--checkpoint", str(ckpt), "--granularity", cfg.granularity,
+            "--min-block-tokens", str(cfg.min_block_tokens), "--max-block-tokens", str(cfg.max_block_tokens),
+            "--sample-tokens", str(cfg.sample_tokens), "--global-tokens", str(cfg.global_tokens),
+            "--max-documents", str(cfg.distill_documents), "--max-samples", str(cfg.eval_samples)]
+    print("$ lit-block eval-lm " + " ".join(argv), flush=True)
+    table = evaluation_lm.run(argv)
+    out.write_text(table + "\n")
+    return table
+
+
+def sweep_stage(cfg: PipelineConfig, root: Path, repo: Path) -> str:
+    from lit_block.sweep import load_spec, run_sweep
+
+    spec_path = write_yaml(root / "configs" / "sweep_granularity.yaml", {
+        "name": "pipeline-granularity", "experiment": "sweeps",
+        "command": ["validate", "--config", str(repo / "experiments/distill/full.yaml"), "--config",
+                    str(repo / "experiments/distill/references.yaml"), f"--model.init_args.teacher={cfg.teacher}",
+                    f"--data.init_args.dataset_path={cfg.dataset}", f"--data.init_args.sample_tokens={cfg.sample_tokens}",
+                    f"--data.init_args.global_tokens={cfg.global_tokens}", "--data.init_args.min_block_tokens=16",
+                    "--data.init_args.max_block_tokens=4096", f"--data.init_args.max_documents={cfg.distill_documents}",
+                    f"--trainer.limit_val_batches={cfg.sweep_batches}", f"--trainer.accelerator={cfg.accelerator}"],
+        "grid": {"data.init_args.granularity": list(cfg.sweep_granularities)},
+        "parallel": cfg.sweep_parallel,
+    })
+    parent, ok = run_sweep(load_spec(spec_path), log_root=str(root / "sweeps"))
+    if not ok:
+        raise RuntimeError(f"the granularity sweep had failed points; logs in {root / 'sweeps'}")
+    return parent
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="lit-block pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_PROFILE), help="a pipeline profile (experiments/pipeline/*.yaml)")
+    p.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override profile values (YAML values)")
+    args = p.parse_args(argv)
+    try:
+        cfg = PipelineConfig.load(args.config)
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key not in {f.name for f in fields(PipelineConfig)}:
+                raise ValueError(f"--set {item!r}: unknown key {key!r}")
+            setattr(cfg, key, yaml.safe_load(value))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"lit-block pipeline: {err}", file=sys.stderr)
+        return 2
+    repo, root, start = Path(__file__).resolve().parents[1], Path(cfg.workdir), time.monotonic()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pipeline.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    stage(1, "corpus", cfg.dataset)
+    if Path(cfg.dataset).is_dir() and not args.force:
+        print(f"reusing {cfg.dataset}")
+    else:
+        run(["data", "build", "--output", cfg.dataset])
+    stage(2, "segmenter", f"{cfg.segmenter_epochs} epochs over {cfg.segmenter_documents} documents per split")
+    ckpt = segmenter_stage(cfg, root, repo, args.force)
+    variant = " + ".join(Path(c).stem for c in cfg.distill_configs) or "full method"
+    stage(3, "distill", f"{cfg.teacher} ({variant}), {cfg.distill_steps} steps of {cfg.batch_size} x {cfg.sample_tokens} tokens")
+    student = distill_stage(cfg, root, repo, ckpt, args.force)
+    stage(4, "evaluate", f"{cfg.eval_samples} held-out samples")
+    table = evaluate_stage(cfg, root, ckpt, student, args.force)
+    stage(5, "sweep", f"granularity {cfg.sweep_granularities}")
+    parent = sweep_stage(cfg, root, repo)
+    stage(6, "compare", "the sweep's table and plots")
+    run(["compare", "--experiment", "sweeps", "--parent", parent, "--metrics", "val/block_gap", "val/attention_cost",
+         "--output", str(root / "compare")])
+    from lit_block.tracking import default_tracking_uri
+
+    print(f"\n=== done in {(time.monotonic() - start) / 60:.1f} min\n\nDistillation (held-out samples):\n\n{table}\n")
+    print(f"Granularity sweep: {root / 'compare' / 'table.md'}; plots in {root / 'compare'}")
+    print(f"MLflow: mlflow ui --backend-store-uri {default_tracking_uri()}")
+    return 0

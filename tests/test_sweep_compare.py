@@ -1,0 +1,88 @@
+"""lit-block sweep (grid, nesting, resume, parallel workers) and lit-block compare (selection, table, plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lit_block.cli import main
+from lit_block.sweep import SweepSpec, load_spec, point_args
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rag"
+
+
+def write_sweep(tmp_path: Path, model_dir: Path, parallel: int = 1) -> Path:
+    """A cheap real sweep: eval-rag of the tiny model on a fixture benchmark, over max-new-tokens."""
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(
+        "name: tokens\nexperiment: sweeps\n"
+        f"command: [eval-rag, --teacher={model_dir}, --tasks=, --benchmark, hotpotqa={FIXTURES / 'hotpotqa.json'}, "
+        f"--device=cpu, --experiment=eval-rag]\n"
+        f"grid:\n  max-new-tokens: [1, 2, 3]\nparallel: {parallel}\n")
+    return spec
+
+
+def test_grid_and_points_expand_and_bad_files_name_the_key(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: g\ncommand: [validate, --config, a.yaml]\ngrid:\n  x: [1, 2]\n  y: [a, b, c]\n")
+    spec = load_spec(grid)
+    assert len(spec.points) == 6 and spec.points[0] == {"x": 1, "y": "a"} and spec.experiment == "sweeps"
+    assert point_args(spec, spec.points[0]) == ["validate", "--config", "a.yaml", "--x=1", "--y=a"]
+    spec2 = SweepSpec(**{**spec.__dict__, "extra": ("--z=1",)})
+    assert point_args(spec2, {"x": [1, 2]})[-2:] == ["--x=[1, 2]", "--z=1"] and spec2.digest != spec.digest
+    for body, key in [("command: [x]\ngrid: {a: [1]}\n", "'name'"), ("name: n\ngrid: {a: [1]}\n", "'command'"),
+                      ("name: n\ncommand: [x]\n", "exactly one of 'grid'"), ("name: n\ncommand: [x]\npoints: []\n", "'points'"),
+                      ("name: n\ncommand: [x]\ngrid: {a: [1]}\nparalel: 2\n", "unknown keys")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(body)
+        with pytest.raises(ValueError, match=key):
+            load_spec(bad)
+
+
+def test_an_interrupted_sweep_resumes_and_compare_tables_and_plots_it(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = write_sweep(tmp_path, tiny_model_dir)
+    assert main(["sweep", str(spec), "--max-points", "2"]) == 0  # as if stopped after two points
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sweeps").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.`lit_block.subcommand` = 'sweep'")
+    stale = client.create_run(experiment, run_name="stale", tags={"mlflow.parentRunId": parent.info.run_id,
+                                                                  "sweep.point": "interrupted"})
+    capsys.readouterr()
+    assert main(["sweep", str(spec)]) == 0
+    assert "3 points, 2 already finished (resumed parent run" in capsys.readouterr().out
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags.get("sweep.max-new-tokens", "-") for r in children) == ["-", "1", "2", "3"]
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"  # left running by the interrupt
+    assert main(["compare", "--experiment", "sweeps", "--sweep", "tokens", "--metrics", "teacher_full_attention.all.f1",
+                 "--cost", "teacher_full_attention.ttft_ms", "--quality", "teacher_full_attention.all.f1",
+                 "--output", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert [line.split("|")[2].strip() for line in table[2:]] == ["1", "2", "3"]  # sorted by the swept value
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"table.md", "metrics_vs_max-new-tokens.png", "tradeoff.png"}
+    artifacts = {f.path for f in client.list_artifacts(parent.info.run_id, "compare")}
+    assert "compare/tradeoff.png" in artifacts
+
+
+def test_parallel_points_write_through_a_local_mlflow_server(tiny_model_dir, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["sweep", str(write_sweep(tmp_path, tiny_model_dir, parallel=3))]) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert (tmp_path / "sweeps" / "tokens" / "mlflow-server.log").is_file()
+
+
+def test_compare_errors_are_clear(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["compare", "--experiment", "nothing-here"]) == 2
+    assert "no MLflow experiment named 'nothing-here'" in capsys.readouterr().err

@@ -52,7 +52,7 @@ class SinkTokenInitializer(L.Callback):
                 batch = next(batches)
             batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             with torch.no_grad():
-                target = teacher.model.base_model(input_ids=batch["input_ids"][:, :1]).last_hidden_state[:, 0]
+                target = teacher.full_attention_hidden_states(batch["input_ids"][:, :1])[:, 0]
             layout = student.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"])
             hidden = student.hidden_states_for_layout(layout)
             first_sink = layout.sink_mask & (torch.cumsum(layout.sink_mask.long(), 1) - 1) % student.num_sink_tokens == 0

@@ -32,12 +32,12 @@ def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_atte
     for batch in tqdm(batches, desc="scoring", unit="batch", leave=False):
         ids, blocks, mask, target = batch["input_ids"], batch["block_ids"], batch["attention_mask"], batch["target_mask"]
         if full_attention:
-            hidden = model.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = model.full_attention_hidden_states(ids, mask)
         else:
             hidden, _ = model.token_hidden_states(ids, blocks, mask)
         head = model.model.get_output_embeddings()
         nll, n = next_token_nll(head(hidden), ids, target)
-        t_hidden = teacher.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        t_hidden = teacher.full_attention_hidden_states(ids, mask)
         positions = torch.roll(target, -1, dims=1)
         positions[:, -1] = False
         kl, _ = chunked_distillation_loss(hidden[positions], t_hidden[positions], head,

@@ -130,8 +130,18 @@ class BlockAttentionLM(nn.Module):
             input_ids, block_ids, attention_mask, num_sinks=self.num_sink_tokens, released=released
         )
 
+    # The public methods below that read parameters are FSDP2 entry points (``lit_block.sharding``
+    # registers them); they call private bodies, so no entry point runs inside another.
+
     def hidden_states_for_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Final hidden states ``[B, T, hidden]`` at every packed position (sinks included)."""
+        return self._block_hidden(layout)
+
+    def full_attention_hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Final hidden states ``[B, S, hidden]`` of the same weights with plain causal attention (no sinks)."""
+        return self.model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+    def _block_hidden(self, layout: BlockLayout) -> torch.Tensor:
         if self.model.config._attn_implementation != ATTN_IMPLEMENTATION:
             # e.g. another from_config(...) on this config object: block attention would silently be off
             raise RuntimeError(
@@ -163,9 +173,12 @@ class BlockAttentionLM(nn.Module):
     ) -> tuple[torch.Tensor, BlockLayout]:
         """Final hidden states ``[B, S, hidden]`` at the caller's tokens (sink slots dropped), and the layout."""
         layout = self.layout(input_ids, block_ids, attention_mask, released)
-        hidden = self.hidden_states_for_layout(layout)
-        index = layout.token_index[..., None].expand(-1, -1, hidden.shape[-1])
-        return hidden.gather(1, index), layout
+        return self._at_tokens(self.hidden_states_for_layout(layout), layout), layout
+
+    @staticmethod
+    def _at_tokens(hidden: torch.Tensor, layout: BlockLayout) -> torch.Tensor:
+        """``[B, T, H]`` packed states -> ``[B, S, H]`` at the caller's tokens."""
+        return hidden.gather(1, layout.token_index[..., None].expand(-1, -1, hidden.shape[-1]))
 
     def forward_layout(self, layout: BlockLayout) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` at every packed position of an already packed layout."""
@@ -187,5 +200,6 @@ class BlockAttentionLM(nn.Module):
         if full_attention or block_ids is None:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
             return CausalLMOutputWithPast(logits=out.logits)
-        hidden, _ = self.token_hidden_states(input_ids, block_ids, attention_mask, released)
+        layout = self.layout(input_ids, block_ids, attention_mask, released)
+        hidden = self._at_tokens(self._block_hidden(layout), layout)
         return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(hidden))

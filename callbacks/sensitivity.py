@@ -49,7 +49,10 @@ class AttentionSensitivityWeighting(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         keys = [self._key(i, b) for i, b in zip(batch["input_ids"], batch["block_ids"])]
-        if self.cache and all(k in self._cache for k in keys):
+        hit = self.cache and all(k in self._cache for k in keys)
+        if trainer is not None and trainer.world_size > 1:  # sharded teachers all-gather: every rank must agree
+            hit = trainer.strategy.reduce_boolean_decision(hit, all=True)
+        if hit:
             batch["token_weights"] = torch.stack([self._cache[k] for k in keys]).to(batch["input_ids"].device)
             return
         weights = self.weights(self.sensitivity(pl_module, batch), batch["attention_mask"].bool())

@@ -51,7 +51,7 @@ def select_runs(client, experiment: str, parent: str | None, sweep: str | None, 
         key, value = item.split("=", 1)
         clauses.append(f"tags.`{key}` = '{value}'")
     runs = client.search_runs([exp.experiment_id], filter_string=" and ".join(clauses), order_by=["attributes.start_time ASC"])
-    return [r for r in runs if r.data.tags.get("lit_block.subcommand") != "sweep"], parent
+    return [r for r in runs if r.data.tags.get("lit_block.subcommand") not in ("sweep", "compare")], parent
 
 
 def swept_keys(runs) -> list[str]:
@@ -139,7 +139,7 @@ def plot_tradeoff(runs, cost: str, quality: str, label_key: str, path: Path) -> 
     return path
 
 
-def plot_segmentation(run, method: str | None, path: Path) -> Path | None:
+def plot_segmentation(run, method: str | None, path: Path) -> Path:
     """Pk and WindowDiff per category across levels, from one ``eval-seg`` run's metrics."""
     import matplotlib
 
@@ -153,16 +153,17 @@ def plot_segmentation(run, method: str | None, path: Path) -> Path | None:
         if m:
             methods.add(m["method"])
             found.setdefault((m["method"], m["metric"]), {})[f"{m['category']}@{m['level']}"] = value
-    if not found:
-        return None
     method = method or ("segmenter" if "segmenter" in methods else sorted(methods)[0])
     levels = ["coarse", "middle", "fine"]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, metric in zip(axes, ("pk", "windowdiff")):
         values = found.get((method, metric), {})
-        for category in sorted({k.split("@")[0] for k in values}):
-            ys = [values.get(f"{category}@{lv}") for lv in levels]
-            ax.plot(levels, [float("nan") if y is None else y for y in ys], marker="o", label=category)
+        colors = plt.get_cmap("tab20").colors
+        for i, category in enumerate(sorted({k.split("@")[0] for k in values})):
+            ys = [float("nan") if values.get(f"{category}@{lv}") is None else values[f"{category}@{lv}"] for lv in levels]
+            overall = category == "all"  # the overall score, drawn bold
+            ax.plot(levels, ys, marker="o", label=category, color="black" if overall else colors[i % len(colors)],
+                    linewidth=2.5 if overall else 1.0)
         ax.set_title(f"{method}: {metric} per category (lower is better)", fontsize=9)
         ax.set_xlabel("granularity level")
     axes[1].legend(fontsize=6, ncol=2)
@@ -222,8 +223,11 @@ def main(argv: list[str]) -> int:
     if cost and quality:
         files.append(plot_tradeoff(runs, cost, quality, x or "run", out / "tradeoff.png"))
     if args.segmentation:
-        seg = plot_segmentation(runs[-1], args.method, out / "segmentation_by_category.png")
-        files += [seg] if seg else []
+        scored = [r for r in runs if any(SEG_METRIC.match(k) for k in r.data.metrics)]
+        if not scored:
+            print("lit-block compare: --segmentation: no selected run has eval-seg scores", file=sys.stderr)
+            return 2
+        files.append(plot_segmentation(scored[-1], args.method, out / "segmentation_by_category.png"))
     target = parent or client.create_run(client.get_experiment_by_name(args.experiment).experiment_id,
                                          run_name="compare", tags={"lit_block.subcommand": "compare"}).info.run_id
     for f in files:

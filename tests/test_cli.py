@@ -44,6 +44,8 @@ def overrides_for(text: str, request) -> list[str]:
     overrides = tiny_overrides(model_dir)
     if "BlockFinetuneModule" not in text and ("BlockDistillationModule" in text or "distill/full.yaml" in text):
         overrides[0] = f"--model.init_args.teacher={model_dir}"  # the distillation module names its model `teacher`
+    if "FSDP2Strategy" in text:  # one CPU process (gloo): the sharding path, on a mesh of one
+        overrides.append("--trainer.devices=1")
     if "DistillDataModule" in text or "distill/full.yaml" in text:  # corpus documents instead of text files
         corpus = request.getfixturevalue("tiny_corpus_dir")
         overrides = [o for o in overrides if "block_tokens" not in o and "max_samples" not in o]

@@ -89,7 +89,8 @@ def test_checkpoint_leaves_out_the_teacher_and_export_loads_with_sinks(module_an
     ckpt = tmp_path / "final.ckpt"
     trainer.save_checkpoint(ckpt)
     state = torch.load(ckpt, weights_only=False)
-    assert state["state_dict"] and not any(k.startswith("teacher.") for k in state["state_dict"])
+    assert state["state_dict"] and not any(k.startswith("teacher") for k in state["state_dict"])
+    assert not any(p is q for p in module.parameters() for q in module.teacher.parameters())  # not optimized either
     assert any(k.startswith("student.") for k in state["state_dict"])
     assert state["callbacks"]["BlockDropoutScheduler"]["probability"] == 0.5
     module.export(str(tmp_path / "student"))
@@ -200,8 +201,8 @@ def test_training_resumes_from_a_checkpoint_without_the_teacher(tiny_model_dir, 
     assert second.global_step == 3
     assert second.callbacks[0].probability > 0  # the schedule went on from its saved state
     assert saved["callbacks"]["BlockDropoutScheduler"]["probability"] > 0
-    teacher = {k: v for k, v in resumed.state_dict().items() if k.startswith("teacher.")}
-    assert teacher and all(k not in saved["state_dict"] for k in teacher)  # reloaded from its path, not the file
+    assert resumed.teacher is not None and not any(k.startswith("teacher") for k in saved["state_dict"])
+    assert not any(k.startswith("teacher") for k in resumed.state_dict())  # reloaded from its path, never saved
 
 
 def test_teacher_and_student_vocabularies_must_match(tiny_model_dir, tmp_path):

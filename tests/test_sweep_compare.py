@@ -86,3 +86,19 @@ def test_compare_errors_are_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["compare", "--experiment", "nothing-here"]) == 2
     assert "no MLflow experiment named 'nothing-here'" in capsys.readouterr().err
+
+
+def test_compare_plots_an_eval_seg_runs_scores_per_category_and_level(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("eval-seg"), run_name="eval-seg-test")
+    for level, base in (("coarse", 0.3), ("middle", 0.2), ("fine", 0.1)):
+        for category in ("code", "legal"):
+            for metric in ("pk", "windowdiff"):
+                client.log_metric(run.info.run_id, f"segmenter.{level}.{category}.{metric}", base)
+    client.set_terminated(run.info.run_id)
+    assert main(["compare", "--experiment", "eval-seg", "--segmentation", "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "segmentation_by_category.png").stat().st_size > 10_000

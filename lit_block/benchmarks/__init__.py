@@ -6,9 +6,10 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from lit_block.benchmarks import attention, segmentation, ttft
+    from lit_block.benchmarks import attention, distill_step, segmentation, ttft
 
-    benches = {"attention": attention.main, "segment": segmentation.main, "ttft": ttft.main}
+    benches = {"attention": attention.main, "segment": segmentation.main, "ttft": ttft.main,
+               "distill": distill_step.main}
     if not argv or argv[0] not in benches:
         print(f"usage: lit-block bench {{{','.join(benches)}}} [options]", file=sys.stderr)
         return 2

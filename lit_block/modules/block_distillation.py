@@ -12,10 +12,15 @@ Per batch (dicts of ``[B, S]`` tensors from ``datamodules.TextBlocksDataModule``
    with ``isolated_weight``; multiplied by ``batch["token_weights"]`` when a callback
    (``callbacks.AttentionSensitivityWeighting``) provides them. ``ce_weight`` mixes in cross-entropy.
 
-The teacher is not saved in checkpoints; it is reloaded from its name or path.
+The teacher is not a registered submodule: it stays out of ``state_dict`` (so out of every checkpoint,
+sharded ones included), out of the optimizer and out of ``.train()``; it is reloaded from its name or
+path by ``configure_model`` and placed on the student's device and dtype before each stage (under
+FSDP2, ``fully_shard`` places it).
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import lightning as L
 import torch
@@ -25,6 +30,7 @@ from lit_block.layout import attended_pairs
 from lit_block.losses import chunked_distillation_loss, next_token_nll
 from lit_block.model import BlockAttentionLM
 from lit_block.modules.block_finetune import DTYPES
+from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -55,7 +61,6 @@ def merged_lora_copy(student: BlockAttentionLM) -> BlockAttentionLM:
 
 
 class BlockDistillationModule(L.LightningModule):
-    strict_loading = False  # checkpoints leave out the frozen teacher
 
     def __init__(
         self,
@@ -76,25 +81,40 @@ class BlockDistillationModule(L.LightningModule):
         lora_rank: int = 0,
         lora_alpha: float = 16.0,
         lora_target_modules: list[str] | None = None,
+        sharding: ShardingConfig | None = None,
     ):
+        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``)."""
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-        self.save_hyperparameters()
-        self.teacher: BlockAttentionLM | None = None
+        self.save_hyperparameters(ignore=["sharding"])
+        self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
+        self._frozen: dict[str, BlockAttentionLM] = {}  # the teacher, kept out of the module tree
         self.student: BlockAttentionLM | None = None
         self.release_probability = 0.0  # set by BlockDropoutScheduler
         self.metrics = torch.nn.ModuleDict({name: MeanMetric() for name in
                                             ("nll_student", "nll_teacher_full", "nll_teacher_block", "kl_teacher")})
         self.attention = torch.nn.ModuleDict({name: SumMetric() for name in ("block_pairs", "full_pairs")})
 
+    @property
+    def teacher(self) -> BlockAttentionLM | None:
+        """The frozen teacher, on the student's device and dtype (moved on first use after the student moved;
+        under FSDP2, ``fully_shard`` places it)."""
+        lm = self._frozen.get("teacher")
+        if lm is not None and self.student is not None and self.device_mesh is None:
+            like, own = next(self.student.parameters()), next(lm.parameters())
+            if (own.device, own.dtype) != (like.device, like.dtype):
+                lm.to(device=like.device, dtype=like.dtype)
+        return lm
+
     def configure_model(self) -> None:
         if self.student is not None:
             return
         h = self.hparams
         dtype = DTYPES[h.dtype]
-        self.teacher = BlockAttentionLM.from_pretrained(h.teacher, num_sink_tokens=0, attn_backend=h.attn_backend,
-                                                        dtype=dtype)
+        # a plain dict entry, not `self.teacher = ...`: nn.Module would register the teacher as a submodule
+        self._frozen["teacher"] = BlockAttentionLM.from_pretrained(h.teacher, num_sink_tokens=0,
+                                                                   attn_backend=h.attn_backend, dtype=dtype)
         self.teacher.eval().requires_grad_(False)
         self.student = BlockAttentionLM.from_pretrained(h.student or h.teacher, num_sink_tokens=h.num_sink_tokens,
                                                         attn_backend=h.attn_backend, dtype=dtype)
@@ -104,12 +124,10 @@ class BlockDistillationModule(L.LightningModule):
         t_vocab, s_vocab = self.teacher.config.vocab_size, self.student.config.vocab_size
         if t_vocab != s_vocab:
             raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab})")
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()  # the teacher never leaves eval mode
-        return self
+        if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2, teacher and student in units of their own
+            sharding = ShardingConfig(**(h.sharding or {}))
+            shard_block_lm(self.student, data_parallel_mesh(self.device_mesh), sharding)
+            shard_block_lm(self.teacher, data_parallel_mesh(self.device_mesh), sharding, frozen=True)
 
     # ---------------------------------------------------------------- pieces
 
@@ -132,8 +150,7 @@ class BlockDistillationModule(L.LightningModule):
             return batch["teacher_full_hidden"]
         if block_attention:
             return self.teacher.token_hidden_states(batch["input_ids"], batch["block_ids"], batch["attention_mask"])[0]
-        return self.teacher.model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                             use_cache=False).last_hidden_state
+        return self.teacher.full_attention_hidden_states(batch["input_ids"], batch["attention_mask"])
 
     def student_hidden(self, batch: dict, released: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Student hidden states ``[B, S, H]`` at the caller's tokens, and ``[B, S]`` global-row flags."""
@@ -237,6 +254,3 @@ class BlockDistillationModule(L.LightningModule):
         (LoRA adapters are merged into a copy of the weights first)."""
         student = merged_lora_copy(self.student) if self.hparams.lora_rank > 0 else self.student
         student.save_pretrained(folder)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}

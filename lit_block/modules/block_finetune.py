@@ -8,6 +8,8 @@ Batches are dicts of ``[B, S]`` tensors: ``input_ids``, ``block_ids``, ``attenti
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import lightning as L
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from torchmetrics import MeanMetric
 
 from lit_block.losses import next_token_nll
 from lit_block.model import BlockAttentionLM
+from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -29,11 +32,14 @@ class BlockFinetuneModule(L.LightningModule):
         learning_rate: float = 1e-5,
         weight_decay: float = 0.0,
         eval_full_attention: bool = True,
+        sharding: ShardingConfig | None = None,
     ):
+        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``)."""
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["sharding"])
+        self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
         self.lm: BlockAttentionLM | None = None  # built in configure_model (FSDP-friendly)
         self.nll = nn.ModuleDict(
             {f"{stage}_{mode}": MeanMetric() for stage in ("val", "test") for mode in ("block", "full")}
@@ -47,6 +53,8 @@ class BlockFinetuneModule(L.LightningModule):
             h.model_name_or_path, num_sink_tokens=h.num_sink_tokens, attn_backend=h.attn_backend, dtype=DTYPES[h.dtype]
         )
         self.lm.train()  # from_pretrained returns eval mode
+        if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 per decoder layer
+            shard_block_lm(self.lm, data_parallel_mesh(self.device_mesh), ShardingConfig(**(h.sharding or {})))
 
     def _nll(self, batch: dict, full_attention: bool) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.lm(

@@ -1,0 +1,177 @@
+"""One block-distillation training step: throughput, MFU and peak memory, against a naive baseline.
+
+    lit-block bench distill --model qwen3-0.6b --tokens 8192 32768 --backends sdpa flex varlen   # a GPU
+    lit-block bench distill --model smollm2-135m --tokens 512 --device cpu --backends sdpa        # a smoke run
+
+Teacher and student of the named shape (random weights); one sample of ``--tokens`` tokens cut into
+``--block-tokens`` blocks and a ``--global-tokens`` global block. A step is what the full method
+does: the teacher's full-attention and block-attention passes (the latter for the sensitivity
+weights), the student's forward and backward under block attention with sinks and released blocks,
+the chunked divergence, and an AdamW step. The naive baseline does the same with stock transformers
+models: a dense 4D mask for block attention, the full ``[tokens, vocab]`` logits of both models and
+an unchunked KL. MFU counts the teacher's two forward passes and the student's forward and backward
+(6 x parameters x tokens plus attention, activation recomputation not counted) against
+``--peak-tflops`` (989: the H100 SXM's dense bf16 rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> float:
+    """FLOPs of one step: teacher full + teacher block forward, student block forward + backward."""
+    from lit_block.benchmarks.attention import attention_work, block_sizes
+
+    hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    per_token = layers * (2 * hidden * (heads + 2 * kv) * head_dim + 2 * heads * head_dim * hidden
+                          + 3 * 2 * hidden * config.intermediate_size) + 2 * hidden * vocab  # matmuls, forward
+    full_pairs, block_pairs = attention_work(block_sizes(tokens, block_tokens, global_tokens), global_tokens)
+    attn = lambda pairs: 4 * layers * heads * head_dim * pairs  # noqa: E731 - QK^T and PV, forward
+    teacher = 2 * per_token * tokens + attn(full_pairs) + attn(block_pairs)
+    student = 3 * (per_token * tokens + attn(block_pairs))  # forward + backward (2x)
+    return teacher + student
+
+
+def make_models(shape: str, device: str, sinks: int, backend: str):
+    from lit_block.benchmarks.ttft import random_model
+
+    torch.manual_seed(0)
+    teacher = random_model(shape, device, torch.bfloat16, 0)
+    teacher.attn_backend = backend
+    teacher.requires_grad_(False)
+    student = random_model(shape, device, torch.float32, sinks)  # fp32 master weights, bf16 autocast
+    student.attn_backend = backend
+    student.model.load_state_dict(teacher.model.state_dict())  # the student starts as the teacher
+    return teacher, student.train()
+
+
+def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, device: str) -> dict:
+    from lit_block.benchmarks.attention import block_sizes
+
+    blocks = block_sizes(tokens, block_tokens, global_tokens)
+    block_ids = torch.cat([torch.full((n,), i) for i, n in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
+    ids = torch.randint(0, vocab, (1, tokens))
+    mask = torch.ones(1, tokens, dtype=torch.long)
+    return {k: v.to(device) for k, v in dict(input_ids=ids, block_ids=block_ids[None], attention_mask=mask).items()}
+
+
+def ours_step(teacher, student, batch, optimizer, checkpointing: bool):
+    """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes)."""
+    from lit_block.losses import chunked_distillation_loss
+
+    released = torch.rand(1, int(batch["block_ids"].max()) + 1, device=batch["block_ids"].device) < 0.1
+    with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
+        with torch.no_grad():
+            t_full = teacher.full_attention_hidden_states(batch["input_ids"])
+            t_block, _ = teacher.token_hidden_states(batch["input_ids"], batch["block_ids"])  # sensitivity pass
+        s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
+        weights = torch.ones(s_hidden.shape[1], device=s_hidden.device)
+        weights[-1] = 0
+        div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
+                                           teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048)
+    (div / n).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return t_block
+
+
+def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
+    """Stock transformers: a dense 4D block mask, full logits of both models, unchunked KL."""
+    from lit_block.layout import layout_from_tokens
+
+    layout = layout_from_tokens(batch["input_ids"], batch["block_ids"])
+    with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
+        with torch.no_grad():
+            t_logits = teacher.model(input_ids=batch["input_ids"], use_cache=False).logits.float()
+            teacher.model(input_ids=batch["input_ids"], attention_mask=layout.dense_mask(), use_cache=False)  # sensitivity
+        s_logits = student.model(input_ids=batch["input_ids"], attention_mask=layout.dense_mask(),
+                                 use_cache=False).logits.float()
+        kl = F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True, reduction="batchmean")
+    kl.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, device: str) -> dict:
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
+    if checkpointing:
+        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        student.model.gradient_checkpointing_disable()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    try:
+        step(teacher, student, batch, optimizer, checkpointing)  # warm-up (compilation, allocator)
+        sync()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            step(teacher, student, batch, optimizer, checkpointing)
+            sync()
+            times.append(time.perf_counter() - start)
+    except torch.OutOfMemoryError:
+        return {"ms": float("nan"), "peak_gib": float("nan"), "oom": True}
+    finally:
+        del optimizer
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    return {"ms": 1e3 * statistics.median(times), "peak_gib": peak, "oom": False}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lit-block bench distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="qwen3-0.6b", help="a shape of lit_block.benchmarks.ttft.SHAPES or a config folder")
+    p.add_argument("--tokens", type=int, nargs="+", default=[8192, 32768])
+    p.add_argument("--block-tokens", type=int, default=512)
+    p.add_argument("--global-tokens", type=int, default=512)
+    p.add_argument("--sinks", type=int, default=2)
+    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen"])
+    p.add_argument("--checkpointing", choices=("on", "off", "both"), default="both", help="student activation checkpointing")
+    p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True, help="run the naive baseline")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=989.0)
+    args = p.parse_args(argv)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
+    rows = []
+    for backend in args.backends:
+        teacher, student = make_models(args.model, args.device, args.sinks, backend)
+        for tokens in args.tokens:
+            batch = batch_for(tokens, args.block_tokens, args.global_tokens, teacher.config.vocab_size, args.device)
+            flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens)
+            variants = [(f"lit-block, {backend}", ours_step)]
+            if args.naive and backend == args.backends[0]:
+                variants.insert(0, ("naive (HF, dense mask, full logits)", naive_step))
+            for name, step in variants:
+                for ckpt in modes:
+                    r = measure(step, teacher, student, batch, ckpt, args.repeat, args.device)
+                    rows.append(dict(tokens=tokens, name=name, ckpt=ckpt, flops=flops, **r))
+                    print(f"{tokens} {name} ckpt={ckpt}: {r}", flush=True)
+        del teacher, student
+    print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
+          f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps; "
+          f"MFU against {args.peak_tflops:.0f} TFLOP/s\n")
+    print("| tokens | step | activation checkpointing | step ms | tokens/s | MFU | peak GiB | speed-up vs naive |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        base = next((b for b in rows if b["tokens"] == r["tokens"] and b["name"].startswith("naive") and
+                     b["ckpt"] == r["ckpt"] and not b["oom"]), None)
+        if r["oom"]:
+            print(f"| {r['tokens']} | {r['name']} | {'on' if r['ckpt'] else 'off'} | out of memory | - | - | - | - |")
+            continue
+        mfu = r["flops"] / (r["ms"] / 1e3) / (args.peak_tflops * 1e12)
+        speed = f"{base['ms'] / r['ms']:.2f}x" if base else "-"
+        print(f"| {r['tokens']} | {r['name']} | {'on' if r['ckpt'] else 'off'} | {r['ms']:.0f} | "
+              f"{r['tokens'] / (r['ms'] / 1e3):,.0f} | {100 * mfu:.1f}% | {r['peak_gib']:.1f} | {speed} |")
+    return 0

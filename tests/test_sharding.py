@@ -1,0 +1,120 @@
+"""FSDP2 on CPU (gloo): per-layer units, teacher apart and frozen, exact outputs, and a 2-process
+train / sharded checkpoint / resume run through Lightning's ModelParallelStrategy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from conftest import REPO, tiny_config
+from lit_block import BlockAttentionLM
+from lit_block.sharding import ShardingConfig, decoder_layers, shard_block_lm
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral"])
+def test_decoder_layers_are_the_units_transformers_names(family):
+    lm = BlockAttentionLM.from_pretrained(tiny_config(family))
+    layers = decoder_layers(lm.model)
+    assert len(layers) == lm.config.num_hidden_layers and all("DecoderLayer" in type(m).__name__ for m in layers)
+    lm.model._no_split_modules = []
+    with pytest.raises(ValueError, match="names no decoder layer class"):
+        decoder_layers(lm.model)
+    with pytest.raises(ValueError, match="param_dtype 'fp8'"):
+        ShardingConfig(param_dtype="fp8")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def gloo_group():
+    """A one-process gloo group (the FSDP2 path on a mesh of one CPU rank)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    yield init_device_mesh("cpu", (1,))
+    dist.destroy_process_group()
+
+
+def test_fsdp2_shards_per_layer_keeps_the_teacher_apart_and_computes_the_same_function(gloo_group):
+    torch.manual_seed(0)
+    student = BlockAttentionLM.from_pretrained(tiny_config("qwen3"), num_sink_tokens=2)
+    teacher = BlockAttentionLM.from_pretrained(tiny_config("qwen3"))
+    plain = BlockAttentionLM.from_pretrained(tiny_config("qwen3"), num_sink_tokens=2)
+    plain.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    fp32 = ShardingConfig(param_dtype="float32", activation_checkpointing=True)
+    units = shard_block_lm(student, gloo_group, fp32)
+    teacher_units = shard_block_lm(teacher, gloo_group, fp32, frozen=True)
+    assert len(units) == student.config.num_hidden_layers + 1 and units[-1] is student
+    assert not {id(u) for u in units} & {id(u) for u in teacher_units}  # the teacher's units are its own
+    assert {type(p).__name__ for p in student.parameters()} == {"DTensor"}
+    assert all(p.requires_grad for p in student.parameters()) and not any(p.requires_grad for p in teacher.parameters())
+    assert student.model.is_gradient_checkpointing and not teacher.model.is_gradient_checkpointing
+    ids = torch.randint(0, 128, (2, 24))
+    blocks = torch.tensor([[0] * 8 + [1] * 9 + [-1] * 7, [0] * 3 + [1] * 12 + [-1] * 9])
+    student.train(), plain.train()
+    ours, _ = student.token_hidden_states(ids, blocks)
+    theirs, _ = plain.token_hidden_states(ids, blocks)
+    assert (ours - theirs).abs().max() < 1e-5
+    full = teacher.full_attention_hidden_states(ids)
+    assert full.shape == (2, 24, teacher.config.hidden_size)
+    student.model.get_output_embeddings()(ours).logsumexp(-1).mean().backward()  # the head outside forward
+    assert student.sink_embeddings.grad is not None and torch.isfinite(student.sink_embeddings.grad.full_tensor()).all()
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (REPO / ".venv/bin/torchrun").exists(), reason="no torchrun")
+def test_two_processes_train_save_a_sharded_checkpoint_and_resume_on_the_same_loss_curve(tiny_model_dir, tmp_path):
+    torchrun = shutil.which("torchrun") or str(REPO / ".venv/bin/torchrun")
+    out = tmp_path / "result.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(REPO / "scripts/fsdp_check.py"),
+           "--teacher", str(tiny_model_dir), "--workdir", str(tmp_path / "ckpt"), "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2
+    assert result["max_abs_diff_after_resume"] < 1e-6  # the resumed curve continues the uninterrupted one
+    assert {"__0_0.distcp", "__1_0.distcp"} <= set(result["checkpoint_files"])  # one shard file per rank
+    assert result["teacher_keys_in_checkpoint"] == [] and result["optimizer_keys_in_checkpoint"] > 0
+    assert result["teacher_is_sharded"] and result["trainable"] == ["student"]
+    assert result["parameter_types"] == ["DTensor"]
+
+
+def test_the_distillation_step_benchmark_runs_and_prints_its_table(tiny_model_dir, capsys):
+    from lit_block.cli import main
+
+    assert main(["bench", "distill", "--model", str(tiny_model_dir), "--tokens", "128", "--block-tokens", "32",
+                 "--global-tokens", "32", "--device", "cpu", "--backends", "sdpa", "--repeat", "1",
+                 "--checkpointing", "on"]) == 0
+    out = capsys.readouterr().out
+    assert "| 128 | naive (HF, dense mask, full logits) | on |" in out and "| 128 | lit-block, sdpa | on |" in out
+
+
+def test_a_lora_student_shards_and_trains_only_its_adapters_and_sinks(gloo_group):
+    pytest.importorskip("peft")
+    from lit_block.modules.block_distillation import add_lora
+
+    torch.manual_seed(0)
+    student = BlockAttentionLM.from_pretrained(tiny_config("llama"), num_sink_tokens=1)
+    add_lora(student, rank=4, alpha=8, targets=None)
+    shard_block_lm(student, gloo_group, ShardingConfig(param_dtype="float32"))
+    trainable = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert "sink_embeddings" in trainable and all("lora_" in n for n in trainable - {"sink_embeddings"})
+    ids = torch.randint(0, 128, (1, 16))
+    hidden, _ = student.token_hidden_states(ids, torch.tensor([[0] * 6 + [1] * 5 + [-1] * 5]))
+    student.model.get_output_embeddings()(hidden).logsumexp(-1).mean().backward()
+    grads = [p.grad for n, p in student.named_parameters() if "lora_A" in n]
+    assert grads and all(g is not None for g in grads)

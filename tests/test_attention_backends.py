@@ -109,3 +109,19 @@ def test_resolve_backend():
         resolve_backend("varlen", "cpu")
     with pytest.raises(ValueError, match="unknown attention backend 'dense'"):
         resolve_backend("dense", "cpu")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_mask_from_intervals_equals_create_block_mask(seed):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from lit_block.attention.flex import block_mask_from_intervals, block_mask_mod
+
+    layout = random_layout(seed, batch=3, num_sinks=seed % 3, max_blocks=6, max_block=90, max_global=70,
+                           release_p=0.3)
+    T = layout.seq_len
+    for tile in (8, 16, 128):
+        ours = block_mask_from_intervals(layout, tile=tile)
+        ref = create_block_mask(block_mask_mod(layout), layout.batch_size, None, T, T, device="cpu", BLOCK_SIZE=tile)
+        assert torch.equal(ours.to_dense(), ref.to_dense())  # same tiles visited
+        assert torch.equal(ours.full_kv_num_blocks, ref.full_kv_num_blocks)  # and the same ones skip the mask

@@ -1,7 +1,10 @@
 """``flex``: FlexAttention with one ``BlockMask`` per batch, built from the layout's ``mask_mod``.
 
 The mask is computed once per batch (all layers share it). Backward needs a GPU; on CPU, torch
-only runs the forward.
+only runs the forward. With right padding (every batch lit-block builds) the ``BlockMask`` is built
+from each query row's key interval -- ``[its block's start, itself]`` for isolated rows,
+``[0, itself]`` for global ones -- tile by tile, instead of evaluating the predicate on every
+(query, key) pair as ``create_block_mask`` does (``T x T / 128`` comparisons, not ``T x T``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,47 @@ def block_mask_mod(layout: BlockLayout):
     return mask_mod
 
 
+def block_mask_from_intervals(layout: BlockLayout, tile: int = 128):
+    """The layout's ``BlockMask`` from per-row key intervals; the same mask ``create_block_mask`` builds.
+
+    Needs right padding (valid tokens a prefix of each row); partial tiles keep the exact ``mask_mod``.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    ids, valid = layout.block_ids, layout.attention_mask
+    B, T = ids.shape
+    pos = torch.arange(T, device=ids.device).expand(B, T)
+    prev = torch.cat([torch.full_like(ids[:, :1], -2), ids[:, :-1]], dim=1)
+    block_start = torch.cummax(torch.where(ids != prev, pos, 0), dim=1).values  # start of each row's block
+    lo = torch.where(layout.query_is_global(), 0, block_start)  # first key a row sees
+    hi = torch.where(valid, pos, -1)  # last key a row sees (padding rows see none)
+    n = -(-T // tile)
+    exists = torch.arange(n * tile, device=ids.device) < T  # rows past T (the last tile's tail) do not exist
+    pad = n * tile - T
+    lo_t = torch.nn.functional.pad(lo, (0, pad)).view(B, n, tile, 1)
+    hi_t = torch.nn.functional.pad(hi, (0, pad), value=-1).view(B, n, tile, 1)
+    rows = exists.view(1, n, tile, 1)
+    starts = torch.arange(n, device=ids.device) * tile
+    ends = (starts + tile).clamp(max=T) - 1
+    touches = (lo_t <= ends) & (hi_t >= starts) & (lo_t <= hi_t)  # [B, n, tile, n]: row meets key tile
+    covers = (lo_t <= starts) & (hi_t >= ends)  # row sees the whole key tile
+    any_ = (touches & rows).any(dim=2)
+    full = (covers | ~rows).all(dim=2) & any_
+    partial = any_ & ~full
+
+    def packed(m: torch.Tensor):  # [B, n, n] bool -> counts [B, 1, n] and indices [B, 1, n, n], selected first
+        return m.sum(-1, dtype=torch.int32)[:, None], torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)[:, None]
+
+    (kv_num, kv_idx), (full_num, full_idx) = packed(partial), packed(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=tile, mask_mod=block_mask_mod(layout),
+                                    seq_lengths=(T, T))
+
+
+def right_padded(layout: BlockLayout) -> bool:
+    valid = layout.attention_mask.long()
+    return bool((valid.cummin(dim=1).values == valid).all())
+
+
 class FlexBlockAttention(BlockAttention):
     name = "flex"
 
@@ -44,7 +88,10 @@ class FlexBlockAttention(BlockAttention):
         super().__init__(layout)
         device = layout.block_ids.device
         T = layout.seq_len
-        self.block_mask = create_block_mask(block_mask_mod(layout), layout.batch_size, None, T, T, device=device)
+        if right_padded(layout):
+            self.block_mask = block_mask_from_intervals(layout)
+        else:
+            self.block_mask = create_block_mask(block_mask_mod(layout), layout.batch_size, None, T, T, device=device)
         # eager flex is a slow reference; compiled flex is the fused kernel (GPU)
         self.compile = device.type == "cuda" if compile is None else compile
 

@@ -44,6 +44,27 @@ def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_t
     return samples
 
 
+def add_sample_arguments(parser, max_documents: int) -> None:
+    """The options that shape ``DistillDataModule`` samples, for scripts and commands that build them."""
+    parser.add_argument("--dataset", default="data/semanticseg")
+    parser.add_argument("--method", default="sentence", help="segmentation method for the context blocks")
+    parser.add_argument("--checkpoint", default=None, help="segmenter checkpoint (with --method segmenter)")
+    parser.add_argument("--granularity", default="256")
+    parser.add_argument("--min-block-tokens", type=int, default=128)
+    parser.add_argument("--max-block-tokens", type=int, default=512)
+    parser.add_argument("--sample-tokens", type=int, default=1024)
+    parser.add_argument("--global-tokens", type=int, default=256)
+    parser.add_argument("--max-documents", type=int, default=max_documents, help="documents read per split")
+
+
+def data_from_arguments(args, **kwargs) -> DistillDataModule:
+    """A ``DistillDataModule`` from the options of :func:`add_sample_arguments` (plus ``kwargs``)."""
+    return DistillDataModule(dataset_path=args.dataset, method=args.method, checkpoint=args.checkpoint,
+                             granularity=args.granularity, min_block_tokens=args.min_block_tokens,
+                             max_block_tokens=args.max_block_tokens, sample_tokens=args.sample_tokens,
+                             global_tokens=args.global_tokens, max_documents=args.max_documents, **kwargs)
+
+
 class DistillDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -89,6 +110,7 @@ class DistillDataModule(L.LightningDataModule):
         import warnings
 
         from lit_block.rag.corpus_tasks import build_corpus_tasks
+        from lit_block.segmentation.document import encode
         from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template, pack_rag_sample
 
         h = self.hparams
@@ -96,12 +118,8 @@ class DistillDataModule(L.LightningDataModule):
             warnings.simplefilter("ignore")  # a split without FAQ documents is normal
             rag = build_corpus_tasks(h.dataset_path, tasks=tuple(h.rag_tasks), splits=(split,),
                                      num_passages=h.rag_passages, max_samples_per_task=h.rag_max_samples, seed=h.seed)
-        def encode(text: str) -> list[int]:  # a `tokenizers` Tokenizer or a transformers tokenizer
-            out = tokenizer.encode(text, add_special_tokens=False)
-            return out.ids if hasattr(out, "ids") else out
-
         prompt = RagPrompt(*TEMPLATES[default_template(tokenizer)])
-        packed = [pack_rag_sample(sample, prompt, encode) for sample in rag]
+        packed = [pack_rag_sample(sample, prompt, lambda text: encode(tokenizer, text)[0]) for sample in rag]
         return [p for p in packed if len(p["input_ids"]) <= h.sample_tokens]
 
     def setup(self, stage: str | None = None) -> None:

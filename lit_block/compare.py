@@ -97,12 +97,18 @@ def _sorted_xy(runs, x: str, y: str):
     return sorted(pts, key=lambda p: (isinstance(p[0], str), p[0]))
 
 
-def plot_metrics(runs, x: str, metrics: list[str], path: Path) -> Path:
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display here)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_metrics(runs, x: str, metrics: list[str], path: Path) -> Path:
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         pts = _sorted_xy(runs, x, metric)
@@ -118,11 +124,7 @@ def plot_metrics(runs, x: str, metrics: list[str], path: Path) -> Path:
 
 
 def plot_tradeoff(runs, cost: str, quality: str, label_key: str, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for r in runs:
         c, q = value_of(r, cost), value_of(r, quality)
@@ -141,11 +143,7 @@ def plot_tradeoff(runs, cost: str, quality: str, label_key: str, path: Path) -> 
 
 def plot_segmentation(run, method: str | None, path: Path) -> Path:
     """Pk and WindowDiff per category across levels, from one ``eval-seg`` run's metrics."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     found: dict[tuple[str, str], dict[str, float]] = {}
     methods = set()
     for key, value in run.data.metrics.items():

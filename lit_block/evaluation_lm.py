@@ -23,21 +23,31 @@ from lit_block.model import BlockAttentionLM
 
 
 @torch.no_grad()
-def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_attention: bool = False) -> dict:
-    """Mean global-block NLL and mean KL(teacher_full || model) over the scored tokens."""
+def teacher_states(teacher: BlockAttentionLM, batches) -> list[torch.Tensor]:
+    """The teacher's full-attention hidden states of each batch: computed once, shared by every scored row."""
+    return [teacher.full_attention_hidden_states(b["input_ids"], b["attention_mask"]) for b in batches]
+
+
+@torch.no_grad()
+def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_attention: bool = False,
+          states: list[torch.Tensor] | None = None) -> dict:
+    """Mean global-block NLL and mean KL(teacher_full || model) over the scored tokens (``states``: the teacher's
+    full-attention hidden states per batch, from :func:`teacher_states`; computed here when not given)."""
     nll_sum = kl_sum = count = 0.0
     t_head = teacher.model.get_output_embeddings()
     from tqdm import tqdm
 
-    for batch in tqdm(batches, desc="scoring", unit="batch", leave=False):
+    for i, batch in enumerate(tqdm(batches, desc="scoring", unit="batch", leave=False)):
         ids, blocks, mask, target = batch["input_ids"], batch["block_ids"], batch["attention_mask"], batch["target_mask"]
-        if full_attention:
+        t_hidden = states[i] if states is not None else teacher.full_attention_hidden_states(ids, mask)
+        if full_attention and model is teacher:
+            hidden = t_hidden
+        elif full_attention:
             hidden = model.full_attention_hidden_states(ids, mask)
         else:
             hidden, _ = model.token_hidden_states(ids, blocks, mask)
         head = model.model.get_output_embeddings()
         nll, n = next_token_nll(head(hidden), ids, target)
-        t_hidden = teacher.full_attention_hidden_states(ids, mask)
         positions = torch.roll(target, -1, dims=1)
         positions[:, -1] = False
         kl, _ = chunked_distillation_loss(hidden[positions], t_hidden[positions], head,
@@ -48,13 +58,14 @@ def score(model: BlockAttentionLM, teacher: BlockAttentionLM, batches, full_atte
 
 def evaluate(teacher_name: str, models: dict[str, str], batches) -> dict[str, dict]:
     teacher = BlockAttentionLM.from_pretrained(teacher_name, num_sink_tokens=0, dtype=torch.float32).eval()
-    results = {"teacher, full attention": score(teacher, teacher, batches, full_attention=True),
-               "teacher, block attention (untrained)": score(teacher, teacher, batches)}
+    states = teacher_states(teacher, batches)
+    results = {"teacher, full attention": score(teacher, teacher, batches, full_attention=True, states=states),
+               "teacher, block attention (untrained)": score(teacher, teacher, batches, states=states)}
     for name, path in models.items():
         model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).eval()
         if model.config.vocab_size != teacher.config.vocab_size:
             raise ValueError(f"{name}: vocabulary {model.config.vocab_size} differs from the teacher's")
-        results[name] = score(model, teacher, batches)
+        results[name] = score(model, teacher, batches, states=states)
     full, block = results["teacher, full attention"]["nll"], results["teacher, block attention (untrained)"]["nll"]
     for r in results.values():
         r["gap_recovered"] = (block - r["nll"]) / (block - full) if abs(block - full) > 1e-9 else float("nan")
@@ -74,31 +85,20 @@ def run(argv: list[str]) -> str:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", default="smollm2-135m")
     p.add_argument("--models", nargs="*", default=[], help="NAME=PATH of exported students (or any model name)")
-    p.add_argument("--dataset", default="data/semanticseg")
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--method", default="sentence", help="segmentation method for the context blocks")
-    p.add_argument("--checkpoint", default=None, help="segmenter checkpoint (with --method segmenter)")
-    p.add_argument("--granularity", default="256")
-    p.add_argument("--min-block-tokens", type=int, default=128)
-    p.add_argument("--max-block-tokens", type=int, default=512)
-    p.add_argument("--sample-tokens", type=int, default=1024)
-    p.add_argument("--global-tokens", type=int, default=256)
-    p.add_argument("--max-documents", type=int, default=300, help="documents of the split to read")
     p.add_argument("--max-samples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--experiment", default="eval-lm", help="MLflow experiment ('' to skip logging)")
+    from datamodules.distill import add_sample_arguments, data_from_arguments
+
+    add_sample_arguments(p, max_documents=300)
     args = p.parse_args(argv)
-    from datamodules.distill import DistillDataModule
 
     models = dict(item.split("=", 1) for item in args.models)
     for name, path in models.items():
         if not Path(path).exists() and "/" in path:
             raise FileNotFoundError(f"model {name!r}: {path} does not exist")
-    data = DistillDataModule(dataset_path=args.dataset, tokenizer=args.teacher, method=args.method,
-                             checkpoint=args.checkpoint, granularity=args.granularity,
-                             min_block_tokens=args.min_block_tokens, max_block_tokens=args.max_block_tokens,
-                             sample_tokens=args.sample_tokens, global_tokens=args.global_tokens,
-                             max_documents=args.max_documents, batch_size=args.batch_size)
+    data = data_from_arguments(args, tokenizer=args.teacher, batch_size=args.batch_size)
     data.setup("validate" if args.split == "val" else "test")
     data.samples[args.split] = data.samples[args.split][: args.max_samples]
     loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
         print(f"lit-block sweep: {err}", file=sys.stderr)
         return 2
     if args.extra:
-        spec = SweepSpec(**{**spec.__dict__, "extra": tuple(args.extra)})
+        spec = replace(spec, extra=tuple(args.extra))
     parent, ok = run_sweep(spec, args.parallel, args.restart, args.max_points, args.metrics, args.log_dir)
     print(f"\ncompare: lit-block compare --experiment {spec.experiment} --parent {parent}")
     return 0 if ok else 1

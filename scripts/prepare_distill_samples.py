@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from datamodules.distill import add_sample_arguments, data_from_arguments
+
 
 def stack(samples: list[dict]) -> dict[str, torch.Tensor]:
     """Equal-length packed samples as ``[N, S]`` tensors (block ids fit in int8: at most 127 blocks)."""
@@ -40,15 +42,8 @@ def stack(samples: list[dict]) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="data/semanticseg")
     p.add_argument("--out", default=".gpu/samples.pt")
-    p.add_argument("--method", default="sentence")
-    p.add_argument("--granularity", default="256")
-    p.add_argument("--min-block-tokens", type=int, default=128)
-    p.add_argument("--max-block-tokens", type=int, default=512)
-    p.add_argument("--sample-tokens", type=int, default=1024)
-    p.add_argument("--global-tokens", type=int, default=256)
-    p.add_argument("--max-documents", type=int, default=600, help="per split")
+    add_sample_arguments(p, max_documents=600)
     p.add_argument("--train", type=int, default=2000, help="training samples kept (after shuffling)")
     p.add_argument("--val", type=int, default=64, help="validation samples kept (in order)")
     p.add_argument("--ood-files", nargs="*", default=[], help="out-of-corpus text files")
@@ -60,14 +55,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    from datamodules.distill import DistillDataModule
     from datamodules.text_blocks import window_blocks
-    from lit_block.segmentation.document import load_tokenizer
+    from lit_block.segmentation.document import encode, load_tokenizer
 
-    data = DistillDataModule(dataset_path=args.dataset, method=args.method, granularity=args.granularity,
-                             min_block_tokens=args.min_block_tokens, max_block_tokens=args.max_block_tokens,
-                             sample_tokens=args.sample_tokens, global_tokens=args.global_tokens,
-                             max_documents=args.max_documents)
+    data = data_from_arguments(args)
     data.setup()
     order = torch.randperm(len(data.samples["train"]), generator=torch.Generator().manual_seed(args.seed))
     out = {"train": stack([data.samples["train"][i] for i in order[: args.train].tolist()]),
@@ -78,7 +69,7 @@ def main() -> None:
         for name in args.ood_files:
             text = Path(name).read_text(encoding="utf-8")
             digest.update(text.encode())
-            ids = tokenizer.encode(text, add_special_tokens=False).ids
+            ids = encode(tokenizer, text)[0]
             windows = window_blocks(ids, args.ood_sample_tokens, args.ood_block_tokens, args.global_tokens)
             ood += [w for w in windows if len(w["input_ids"]) == args.ood_sample_tokens]  # full windows only
         out["ood"] = stack(ood)

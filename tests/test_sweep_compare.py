@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lit_block.cli import main
-from lit_block.sweep import SweepSpec, load_spec, point_args
+from lit_block.sweep import load_spec, point_args
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rag"
 
@@ -29,7 +30,7 @@ def test_grid_and_points_expand_and_bad_files_name_the_key(tmp_path):
     spec = load_spec(grid)
     assert len(spec.points) == 6 and spec.points[0] == {"x": 1, "y": "a"} and spec.experiment == "sweeps"
     assert point_args(spec, spec.points[0]) == ["validate", "--config", "a.yaml", "--x=1", "--y=a"]
-    spec2 = SweepSpec(**{**spec.__dict__, "extra": ("--z=1",)})
+    spec2 = replace(spec, extra=("--z=1",))
     assert point_args(spec2, {"x": [1, 2]})[-2:] == ["--x=[1, 2]", "--z=1"] and spec2.digest != spec.digest
     for body, key in [("command: [x]\ngrid: {a: [1]}\n", "'name'"), ("name: n\ngrid: {a: [1]}\n", "'command'"),
                       ("name: n\ncommand: [x]\n", "exactly one of 'grid'"), ("name: n\ncommand: [x]\npoints: []\n", "'points'"),

@@ -7,7 +7,8 @@ Teacher and student of the named shape (random weights); one sample of ``--token
 ``--block-tokens`` blocks and a ``--global-tokens`` global block. A step is what the full method
 does: the teacher's full-attention and block-attention passes (the latter for the sensitivity
 weights), the student's forward and backward under block attention with sinks and released blocks,
-the chunked divergence, and an AdamW step. The naive baseline does the same with stock transformers
+the chunked divergence, and an AdamW step (the weights' own divergence between the two teacher
+passes, two vocabulary projections per token, is not timed). The naive baseline does the same with stock transformers
 models: a dense 4D mask for block attention, the full ``[tokens, vocab]`` logits of both models and
 an unchunked KL. MFU counts the teacher's two forward passes and the student's forward and backward
 (6 x parameters x tokens plus attention, activation recomputation not counted) against

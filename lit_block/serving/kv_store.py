@@ -78,7 +78,6 @@ class BlockKVStore:
         self.entries: OrderedDict[str, BlockKV] = OrderedDict()  # oldest first
         self.bytes = 0
         self.hits = self.misses = self.evictions = 0
-        self._rerotators: dict[int, KeyRerotator] = {}
 
     # ---------------------------------------------------------------- lookup and prefill
 
@@ -97,12 +96,14 @@ class BlockKVStore:
         keys = [self.block_key(fingerprint, ids) for ids in blocks]
         found: dict[str, BlockKV] = {}
         todo: dict[int, dict[str, Sequence[int]]] = {}  # length -> {key: ids} of blocks to prefill
+        missing: set[str] = set()  # a block repeated in one request is prefilled once
         for key, ids in zip(keys, blocks):
             if key in self.entries:
                 self.hits += 1
                 self.entries.move_to_end(key)  # most recently used
                 found[key] = self.entries[key]
-            elif key not in found and all(key not in group for group in todo.values()):
+            elif key not in missing:
+                missing.add(key)
                 self.misses += 1
                 self._check_block(model, ids)
                 todo.setdefault(len(ids), {})[key] = ids
@@ -154,10 +155,12 @@ class BlockKVStore:
 
     # ---------------------------------------------------------------- assembly
 
-    def rerotator(self, model) -> KeyRerotator:
-        if id(model) not in self._rerotators:
-            self._rerotators[id(model)] = KeyRerotator(model.model, model.config)
-        return self._rerotators[id(model)]
+    @staticmethod
+    def rerotator(model) -> KeyRerotator:
+        """The model's key re-rotator, kept on the model (an id-keyed table could outlive it and be reused)."""
+        if getattr(model, "_lit_block_rerotator", None) is None:
+            model._lit_block_rerotator = KeyRerotator(model.model, model.config)
+        return model._lit_block_rerotator
 
     @torch.no_grad()
     def assemble(self, model, blocks: Sequence[BlockKV], extra_positions: int = 0) -> tuple[Cache, int]:

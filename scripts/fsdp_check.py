@@ -1,20 +1,28 @@
 """FSDP2 block distillation through Lightning's ModelParallelStrategy: train, save a sharded checkpoint, resume.
 
     torchrun --nproc_per_node 2 scripts/fsdp_check.py --teacher TEACHER --out result.json            # CPU (gloo)
-    torchrun --nproc_per_node 2 scripts/fsdp_check.py --teacher TEACHER --accelerator gpu --out r.json   # GPUs
+    torchrun --nproc_per_node 2 scripts/fsdp_check.py --teacher TEACHER --accelerator gpu --out r.json \
+        --config experiments/strategies/fsdp2.yaml                                                 # GPUs, the shipped config
 
 Three runs of the same seed and data: an uninterrupted run of ``--steps`` steps; a run stopped
 half-way that saves a sharded (distributed) checkpoint; and a fresh run resumed from that checkpoint.
 Rank 0 writes what a reviewer needs as JSON: the loss per step of each run (the resumed curve must
 continue the uninterrupted one), the checkpoint's files and keys (shards per rank, no teacher), the
-FSDP units, and which parameters train. The data is the bundled public-domain text in fixed blocks.
+FSDP units, and which parameters train; and the uninterrupted run's speed (median step time after
+the first two steps, tokens/s per GPU) and each rank's peak GPU memory. ``--config`` takes the
+trainer's precision, gradient clipping and strategy and the model's sharding settings from a
+strategy YAML (the same keys ``lit-block fit`` reads), so the shipped overlay is what runs.
+The data is the bundled public-domain text in fixed blocks.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import statistics
+import time
 from pathlib import Path
 
 import lightning as L
@@ -22,11 +30,21 @@ import torch
 
 
 class LossRecorder(L.Callback):
+    """Loss and wall time of every step (synchronized on GPUs)."""
+
     def __init__(self):
         self.losses: dict[int, float] = {}
+        self.seconds: list[float] = []
+        self.started = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses[trainer.global_step] = float(outputs["loss"])
+        self.losses[trainer.global_step] = float(outputs["loss"])  # a host sync: the step has finished
+        self.seconds.append(time.perf_counter() - self.started)
         if os.environ.get("FSDP_CHECK_DEBUG"):
             print(f"rank {trainer.global_rank} step {trainer.global_step} epoch {trainer.current_epoch} batch {batch_idx} "
                   f"ids {int(batch['input_ids'].sum())} loss {float(outputs['loss']):.6f}", flush=True)
@@ -38,30 +56,65 @@ def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = N
     uninterrupted one (the loaders are not resumable mid-epoch)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from lightning.pytorch.strategies import ModelParallelStrategy
-
     from callbacks import AttentionSensitivityWeighting, SinkTokenInitializer
     from datamodules import TextBlocksDataModule
     from lit_block.modules import BlockDistillationModule
     from lit_block.sharding import ShardingConfig
 
     L.seed_everything(0, verbose=False)
-    sharding = ShardingConfig(param_dtype=args.param_dtype, activation_checkpointing=True)
+    settings = strategy_settings(args)
+    sharding = ShardingConfig(**settings["sharding"])
     module = BlockDistillationModule(teacher=args.teacher, num_sink_tokens=2, attn_backend="sdpa", isolated_weight=0.1,
                                      learning_rate=1e-3, sharding=sharding)
     data = TextBlocksDataModule(tokenizer=args.teacher, sample_tokens=args.sample_tokens, block_tokens=32,
                                 global_tokens=args.sample_tokens // 4, batch_size=1, max_samples=64)
     recorder = LossRecorder()
-    strategy = ModelParallelStrategy(data_parallel_size=int(os.environ.get("WORLD_SIZE", 1)), tensor_parallel_size=1,
-                                     save_distributed_checkpoint=True)
     trainer = L.Trainer(accelerator=args.accelerator, devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-                        strategy=strategy, max_steps=steps, limit_train_batches=args.steps // 2, precision="32-true", gradient_clip_val=1.0, logger=False,
+                        strategy=settings["strategy"], max_steps=steps, limit_train_batches=args.steps // 2,
+                        precision=settings["precision"], gradient_clip_val=settings["gradient_clip_val"], logger=False,
                         enable_checkpointing=bool(save_every), enable_progress_bar=False, limit_val_batches=0,
                         callbacks=[SinkTokenInitializer("bos"), AttentionSensitivityWeighting(), recorder] + (
                             [ModelCheckpoint(dirpath=args.workdir, filename="half", every_n_train_steps=save_every,
                                              save_top_k=-1, enable_version_counter=False)] if save_every else []))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_in)
-    return trainer, module, recorder.losses
+    return trainer, module, recorder.losses, recorder.seconds
+
+
+def strategy_settings(args) -> dict:
+    """Strategy, precision, clipping and sharding: from ``--config`` (a strategy YAML), else the defaults below."""
+    import yaml
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    settings = {"precision": "32-true", "gradient_clip_val": 1.0,
+                "sharding": {"param_dtype": args.param_dtype, "activation_checkpointing": True},
+                "strategy": ModelParallelStrategy(data_parallel_size=int(os.environ.get("WORLD_SIZE", 1)),
+                                                  tensor_parallel_size=1, save_distributed_checkpoint=True)}
+    if not args.config:
+        return settings
+    config = yaml.safe_load(Path(args.config).read_text())
+    trainer = config.get("trainer", {})
+    for key in ("precision", "gradient_clip_val"):
+        settings[key] = trainer.get(key, settings[key])
+    spec = trainer.get("strategy")
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(f"{args.config}: trainer.strategy must be a class_path with init_args, got {spec!r}")
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    settings["strategy"] = getattr(importlib.import_module(module_name), class_name)(**spec.get("init_args", {}))
+    settings["sharding"] = config.get("model", {}).get("init_args", {}).get("sharding", settings["sharding"])
+    return settings
+
+
+def speed_and_memory(args, seconds: list[float]) -> dict:
+    """The run's median step time (first two steps are warm-up) and every rank's peak GPU memory."""
+    steady = seconds[2:] or seconds
+    step_s = statistics.median(steady)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    peaks = [peak]
+    if torch.distributed.is_initialized():
+        peaks = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(peaks, peak)
+    return {"sample_tokens": args.sample_tokens, "step_s_median": step_s,
+            "tokens_per_s_per_gpu": args.sample_tokens / step_s, "peak_gpu_memory_gib_per_rank": peaks}
 
 
 def main() -> None:
@@ -70,15 +123,17 @@ def main() -> None:
     p.add_argument("--accelerator", default="cpu")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--sample-tokens", type=int, default=128)
-    p.add_argument("--param-dtype", default="float32", help="FSDP2 compute dtype (bfloat16 on GPUs)")
+    p.add_argument("--param-dtype", default="float32", help="FSDP2 compute dtype (bfloat16 on GPUs) without --config")
+    p.add_argument("--config", default=None, help="a strategy YAML, e.g. experiments/strategies/fsdp2.yaml")
     p.add_argument("--workdir", default="fsdp_check")
     p.add_argument("--out", default="fsdp_check.json")
     args = p.parse_args()
     half = args.steps // 2
     ckpt = str(Path(args.workdir) / "half.ckpt")
-    _, module, uninterrupted = run(args, args.steps)
+    _, module, uninterrupted, seconds = run(args, args.steps)
+    speed = speed_and_memory(args, seconds)
     run(args, half, save_every=half)
-    trainer, resumed_module, resumed = run(args, args.steps, ckpt_in=ckpt)
+    trainer, resumed_module, resumed, _ = run(args, args.steps, ckpt_in=ckpt)
     if trainer.global_rank != 0:
         return
     from torch.distributed.checkpoint import FileSystemReader
@@ -101,6 +156,10 @@ def main() -> None:
         "teacher_is_sharded": type(resumed_module.teacher).__name__.startswith("FSDP"),
         "trainable": sorted({n.split(".")[0] for n, q in resumed_module.named_parameters() if q.requires_grad}),
         "parameter_types": sorted({type(q).__name__ for q in resumed_module.parameters()}),
+        "config": args.config,
+        "strategy": type(trainer.strategy).__name__,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        **speed,
     }
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -12,7 +12,7 @@ import torch
 
 from lit_block.benchmarks.ttft import random_model
 from lit_block.serving import BlockKVStore, GenerationConfig, generate
-from lit_block.serving.generation import _step
+from lit_block.serving.query_prefill import QueryPrefill
 
 
 def main() -> None:
@@ -29,19 +29,24 @@ def main() -> None:
     store, one = BlockKVStore(8 << 30), GenerationConfig(max_new_tokens=1, stop_at_eos=False)
     for _ in range(3):
         generate(lm, blocks, query, one, store=store)
-    for _ in range(3):  # the parts, synchronized
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        kvs = store.get_many(lm, blocks)
-        t1 = time.perf_counter()
-        cache, n = store.assemble(lm, kvs, args.query + 1)
-        torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        with torch.no_grad():
-            _step(lm, query, n, cache)
-        torch.cuda.synchronize()
-        t3 = time.perf_counter()
-        print(f"lookup {1e3 * (t1 - t0):.2f} ms, assemble {1e3 * (t2 - t1):.2f} ms, query prefill {1e3 * (t3 - t2):.2f} ms")
+    runner = QueryPrefill.of(lm)
+    for graphs in (True, False):  # the parts, synchronized, with and without the CUDA-graph query prefill
+        runner.use_graphs = graphs
+        for _ in range(3):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            kvs = store.get_many(lm, blocks)
+            t1 = time.perf_counter()
+            total = sum(kv.length for kv in kvs)
+            cache, n = store.assemble(lm, kvs, args.query + 1, buffers=runner.buffers(kvs[0].keys, total + args.query + 1))
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            runner(query, n, cache)
+            torch.cuda.synchronize()
+            t3 = time.perf_counter()
+            print(f"graphs {graphs}: lookup {1e3 * (t1 - t0):.2f} ms, assemble {1e3 * (t2 - t1):.2f} ms, "
+                  f"query prefill {1e3 * (t3 - t2):.2f} ms")
+    runner.use_graphs = True
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
         generate(lm, blocks, query, one, store=store)
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15))

@@ -81,7 +81,8 @@ def test_two_processes_train_save_a_sharded_checkpoint_and_resume_on_the_same_lo
     out = tmp_path / "result.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(REPO / "scripts/fsdp_check.py"),
-           "--teacher", str(tiny_model_dir), "--workdir", str(tmp_path / "ckpt"), "--out", str(out)]
+           "--teacher", str(tiny_model_dir), "--workdir", str(tmp_path / "ckpt"), "--out", str(out),
+           "--config", str(REPO / "experiments/strategies/fsdp2.yaml")]  # the shipped overlay's settings
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -91,6 +92,7 @@ def test_two_processes_train_save_a_sharded_checkpoint_and_resume_on_the_same_lo
     assert result["teacher_keys_in_checkpoint"] == [] and result["optimizer_keys_in_checkpoint"] > 0
     assert result["teacher_is_sharded"] and result["trainable"] == ["student"]
     assert result["parameter_types"] == ["DTensor"]
+    assert result["strategy"] == "FSDP2Strategy" and result["tokens_per_s_per_gpu"] > 0
 
 
 def test_the_distillation_step_benchmark_runs_and_prints_its_table(tiny_model_dir, capsys):

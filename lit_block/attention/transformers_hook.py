@@ -4,12 +4,16 @@ We register one attention implementation, ``lit_block``, with ``AttentionInterfa
 each decoder layer calls) and ``AttentionMaskInterface`` (the mask the model builds). A forward
 call that passes ``block_attention=<BlockAttention>`` (a kwarg transformers forwards to every
 layer) runs under block attention; a call without it is plain causal SDPA with HF's own mask, so
-the same weights serve as the full-attention teacher. No model source is patched.
+the same weights serve as the full-attention teacher. ``cached_prefix=True`` marks new tokens run
+over a cache they see in full (the global block over assembled block caches, and decoding): lower-
+right causal attention, with GQA keys left unexpanded. No model source is patched.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -28,9 +32,17 @@ def block_or_causal_attention(
     scaling: float | None = None,
     dropout: float = 0.0,
     block_attention: BlockAttention | None = None,
+    cached_prefix: bool = False,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: ``query [B, H, T, D]`` -> ``([B, T, H, D], None)``."""
+    if cached_prefix:
+        # row i of the T new tokens sees every cached key and new keys 0..i: lower-right causal, which flash runs
+        # natively on CUDA (HF's mask would force a masked kernel and expand the GQA keys over the whole cache)
+        bias = causal_lower_right(query.shape[2], key.shape[2])
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=scaling,
+                                             enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2).contiguous(), None
     if block_attention is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if key.shape[2] != query.shape[2]:

@@ -9,7 +9,8 @@ For each total length, the context (length minus ``--query-tokens``) is cut into
 * full: the whole prompt prefilled with causal attention (the baseline);
 * cold: block path with an empty store (every block prefilled alone, in batches, then the query);
 * warm: block path with every block already in the store: cache lookup, key re-rotation and
-  assembly, then the query's prefill -- what a reused context costs.
+  assembly, then the query's prefill -- what a reused context costs. On CUDA the query prefill is
+  replayed from a CUDA graph (``QueryPrefill``); "warm, eager" is the same without graphs.
 
 Times are medians of ``--repeat`` runs, synchronized; the ratio columns are against "full" of the same run.
 """
@@ -60,6 +61,7 @@ def random_model(name: str, device: str, dtype: torch.dtype, num_sinks: int):
 
 def measure(lm, length: int, args) -> dict:
     from lit_block.serving import BlockKVStore, GenerationConfig, generate
+    from lit_block.serving.query_prefill import QueryPrefill
 
     g = torch.Generator().manual_seed(length)
     vocab = lm.config.vocab_size
@@ -78,7 +80,12 @@ def measure(lm, length: int, args) -> dict:
     cold = median(lambda: generate(lm, blocks, query, one, store=BlockKVStore(max_bytes=args.store_gib << 30)).ttft_s)
     generate(lm, blocks, query, one, store=store)  # fill the store
     warm = median(lambda: generate(lm, blocks, query, one, store=store).ttft_s)
-    return dict(length=length, blocks=len(blocks), full=full, cold=cold, warm=warm, store_mib=store.bytes / 2**20)
+    runner = QueryPrefill.of(lm)
+    graphs, runner.use_graphs = runner.use_graphs, False
+    eager = median(lambda: generate(lm, blocks, query, one, store=store).ttft_s)
+    runner.use_graphs = graphs
+    return dict(length=length, blocks=len(blocks), full=full, cold=cold, warm=warm, eager=eager, graphs=graphs,
+                store_mib=store.bytes / 2**20)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,15 +111,17 @@ def main(argv: list[str] | None = None) -> int:
     for length in lengths:
         rows.append(measure(lm, length, args))
         r = rows[-1]
-        print(f"{length}: full {r['full']:.1f} ms, cold {r['cold']:.1f} ms, warm {r['warm']:.1f} ms", flush=True)
+        print(f"{length}: full {r['full']:.1f} ms, cold {r['cold']:.1f} ms, warm {r['warm']:.1f} ms "
+              f"(graphs {'on' if r['graphs'] else 'off'}), warm eager {r['eager']:.1f} ms", flush=True)
     name = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"\n{args.model} (random weights, {str(dtype)[6:]}) on {name}, torch {torch.__version__}; blocks of "
           f"{args.block_tokens} tokens, query {args.query_tokens} tokens, {args.sinks} sinks; median of {args.repeat}\n")
-    print("| prompt tokens | blocks | full prefill ms | cached, cold ms | cached, warm ms | warm / full | cold / full | "
-          "store MiB |\n|---|---|---|---|---|---|---|---|")
+    print("| prompt tokens | blocks | full prefill ms | cached, cold ms | cached, warm ms | warm, eager ms | warm / full | "
+          "warm eager / full | cold / full | store MiB |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['length']} | {r['blocks']} | {r['full']:.1f} | {r['cold']:.1f} | {r['warm']:.2f} | "
-              f"{100 * r['warm'] / r['full']:.2f}% | {100 * r['cold'] / r['full']:.0f}% | {r['store_mib']:.0f} |")
+        print(f"| {r['length']} | {r['blocks']} | {r['full']:.1f} | {r['cold']:.1f} | {r['warm']:.2f} | {r['eager']:.2f} | "
+              f"{100 * r['warm'] / r['full']:.2f}% | {100 * r['eager'] / r['full']:.2f}% | {100 * r['cold'] / r['full']:.0f}% | "
+              f"{r['store_mib']:.0f} |")
     if args.experiment:
         log_to_mlflow(args, rows, name)
     return 0
@@ -130,4 +139,5 @@ def log_to_mlflow(args, rows: list[dict], device_name: str) -> None:
         for r in rows:
             n = r["length"]
             mlflow.log_metrics({f"ttft.{n}.full_ms": r["full"], f"ttft.{n}.cold_ms": r["cold"], f"ttft.{n}.warm_ms": r["warm"],
+                                f"ttft.{n}.warm_eager_ms": r["eager"],
                                 f"ttft.{n}.warm_over_full": r["warm"] / r["full"], f"ttft.{n}.store_mib": r["store_mib"]})

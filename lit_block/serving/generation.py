@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache
 
 from lit_block.serving.kv_store import BlockKVStore
+from lit_block.serving.query_prefill import QueryPrefill, forward_step
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,10 @@ def next_token(logits: torch.Tensor, config: GenerationConfig, generator: torch.
     return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
-def _step(model, ids: list[int], start: int, cache: DynamicCache) -> torch.Tensor:
+def _step(model, ids: list[int], start: int, cache: Cache, cached_prefix: bool = True) -> torch.Tensor:
     """Run ``ids`` at positions ``start ..`` over ``cache`` (which grows); the last position's logits ``[vocab]``."""
-    device = model.sink_embeddings.device
-    input_ids = torch.tensor([ids], device=device)
-    positions = torch.arange(start, start + len(ids), device=device)[None]
-    out = model.model(input_ids=input_ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                      logits_to_keep=1)
-    return out.logits[0, -1].float()
+    input_ids = torch.tensor([ids], device=model.sink_embeddings.device)
+    return forward_step(model, input_ids, start, cache, cached_prefix=cached_prefix)[0, -1].float()
 
 
 @torch.no_grad()
@@ -110,14 +108,18 @@ def generate(model, context_blocks: Sequence[str | Sequence[int]], query: str | 
         raise ValueError(f"the model uses a sliding window of {window} tokens; block caches need full attention")
     stats: dict = {}
     if full_attention:
-        cache = DynamicCache()
-        logits = _step(model, [t for b in blocks for t in b] + query_ids, 0, cache)
+        cache = DynamicCache()  # the baseline: transformers' own causal prefill of the whole prompt
+        logits = _step(model, [t for b in blocks for t in b] + query_ids, 0, cache, cached_prefix=False)
     else:
         store = store if store is not None else BlockKVStore()
         hits, misses = store.hits, store.misses
-        cache, context = store.assemble(model, store.get_many(model, blocks), len(query_ids) + config.max_new_tokens)
+        kvs = store.get_many(model, blocks)
+        prefill = QueryPrefill.of(model)  # static buffers and CUDA graphs on a GPU, eager elsewhere
+        extra = len(query_ids) + config.max_new_tokens
+        buffers = prefill.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + extra) if kvs else None
+        cache, context = store.assemble(model, kvs, extra, buffers=buffers)
         stats = {"hits": store.hits - hits, "misses": store.misses - misses}
-        logits = _step(model, query_ids, context, cache)
+        logits = prefill(query_ids, context, cache)
     first_logits = logits.cpu()  # waits for the device: the first token's logits exist now
     ttft = time.perf_counter() - start
     generator = torch.Generator(device=logits.device).manual_seed(config.seed) if config.seed is not None else None

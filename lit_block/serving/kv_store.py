@@ -163,26 +163,29 @@ class BlockKVStore:
         return model._lit_block_rerotator
 
     @torch.no_grad()
-    def assemble(self, model, blocks: Sequence[BlockKV], extra_positions: int = 0) -> tuple[Cache, int]:
+    def assemble(self, model, blocks: Sequence[BlockKV], extra_positions: int = 0,
+                 buffers: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Cache, int]:
         """One cache holding the blocks in order, each block's keys moved to its offset, with room for
-        ``extra_positions`` more (the query and the answer); and the cached length."""
+        ``extra_positions`` more (the query and the answer); and the cached length. ``buffers`` (keys and
+        values ``[layers, 1, kv_heads, capacity, head_dim]``) are written into instead of new ones."""
         if not blocks:
             return DynamicCache(), 0
         total = sum(kv.length for kv in blocks)
         n_layers, heads, _, head_dim = blocks[0].keys.shape
-        keys = blocks[0].keys.new_empty(n_layers, 1, heads, total + extra_positions, head_dim)  # all layers at once
-        values = torch.empty_like(keys)
-        offsets, start = [], 0
-        for kv in blocks:  # two copies per block, whatever the number of layers
-            keys[:, 0, :, start : start + kv.length] = kv.keys
-            values[:, 0, :, start : start + kv.length] = kv.values
-            offsets.append(torch.full((kv.length,), start, dtype=torch.long))
-            start += kv.length
-        token_offsets = torch.cat(offsets).to(keys.device)  # each cached position's block offset
+        if buffers is None:
+            keys = blocks[0].keys.new_empty(n_layers, 1, heads, total + extra_positions, head_dim)  # all layers at once
+            values = torch.empty_like(keys)
+        else:
+            keys, values = buffers
+            if keys.shape[3] < total + extra_positions:
+                raise ValueError(f"the cache buffers hold {keys.shape[3]} positions, {total + extra_positions} needed")
+        starts = torch.tensor([0] + [kv.length for kv in blocks[:-1]]).cumsum(0)  # each block's offset
         rot = self.rerotator(model)
-        for layer in range(n_layers):  # one rotation per layer, every block moved at once
-            view = keys[layer, 0, :, :total]
-            view.copy_(rot.rotate(view, token_offsets))
+        cos, sin = rot.cos_sin(starts, keys.device)  # [blocks, head_dim]: one rotation per block
+        for i, kv in enumerate(blocks):  # two writes per block, all layers at once
+            start = int(starts[i])
+            rot.place(keys[:, 0, :, start : start + kv.length], kv.keys, cos[i], sin[i])
+            values[:, 0, :, start : start + kv.length] = kv.values
         layer_buffers = [(keys[layer], values[layer]) for layer in range(n_layers)]
         return preallocated_cache(layer_buffers, total), total
 

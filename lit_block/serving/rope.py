@@ -14,6 +14,8 @@ rotation cannot move, and are refused.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -34,6 +36,36 @@ def find_rotary_embedding(model: nn.Module) -> nn.Module:
     raise ValueError(f"{type(model).__name__} has no rotary embedding with inv_freq; cached keys cannot be moved")
 
 
+def _rotated(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``keys [..., head_dim]`` rotated by angles whose ``cos``/``sin`` broadcast against them; products in float32."""
+    k = keys.float()
+    half = k.shape[-1] // 2
+    rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)  # transformers' rotate_half
+    return (k * cos + rotated_half * sin).to(keys.dtype)
+
+
+def _place(dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    dst.copy_(_rotated(src, cos, sin))
+
+
+_place_fused = None  # on CUDA: _place compiled into one read-rotate-write kernel (eager it is ~8 memory passes)
+
+
+def _place_any(dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """``_place``, fused where it can be (CUDA); eager for good if compiling fails."""
+    global _place_fused
+    if dst.device.type != "cuda" or _place_fused is False:
+        return _place(dst, src, cos, sin)
+    if _place_fused is None:
+        _place_fused = torch.compile(_place, dynamic=True)
+    try:
+        _place_fused(dst, src, cos, sin)
+    except Exception as error:  # noqa: BLE001 - any compiler failure: the eager path computes the same
+        warnings.warn(f"compiling the key re-rotation failed, running it eagerly: {error}", stacklevel=3)
+        _place_fused = False
+        _place(dst, src, cos, sin)
+
+
 class KeyRerotator:
     """Rotates cached keys ``[..., L, head_dim]`` by a position offset, with the model's own frequencies."""
 
@@ -47,18 +79,23 @@ class KeyRerotator:
         rotary = find_rotary_embedding(model)
         self.inv_freq = rotary.inv_freq.detach().float()  # [head_dim / 2], scaling (linear, llama3, yarn) included
 
+    def cos_sin(self, offsets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos, sin [n, head_dim]`` (float32) of rotations by ``n`` position offsets; angles in float64."""
+        freqs = offsets.to(device, torch.float64)[:, None] * self.inv_freq.to(device, torch.float64)[None]
+        angle = torch.cat([freqs, freqs], dim=-1).float()
+        return angle.cos(), angle.sin()
+
     def rotate(self, keys: torch.Tensor, offsets: int | torch.Tensor) -> torch.Tensor:
         """``keys [..., L, head_dim]`` rotated as if each position were ``offsets`` further on (an int, or a ``[L]``
-        tensor of per-position offsets); same dtype as ``keys``. Angles in float64, products in float32."""
-        offsets = torch.as_tensor(offsets, device=keys.device)
+        tensor of per-position offsets); same dtype as ``keys``."""
+        offsets = torch.as_tensor(offsets)
         if offsets.dim() == 0:
             if int(offsets) == 0:
                 return keys
             offsets = offsets.expand(keys.shape[-2])
-        freqs = offsets.double()[:, None] * self.inv_freq.to(keys.device, torch.float64)[None]  # [L, head_dim / 2]
-        angle = torch.cat([freqs, freqs], dim=-1).float()
-        cos, sin = angle.cos(), angle.sin()
-        k = keys.float()
-        half = k.shape[-1] // 2
-        rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)  # transformers' rotate_half
-        return (k * cos + rotated_half * sin).to(keys.dtype)
+        cos, sin = self.cos_sin(offsets, keys.device)  # [L, head_dim]
+        return _rotated(keys, cos, sin)
+
+    def place(self, dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Write ``src [..., L, head_dim]`` rotated by one offset (its ``cos``/``sin [head_dim]``) into ``dst``."""
+        _place_any(dst, src, cos, sin)

@@ -1,0 +1,165 @@
+"""The global block's prefill over assembled block caches, replayed from CUDA graphs.
+
+Once every context block is cached, what is left of the time to first token is one short forward:
+the query's tokens over the whole cached context. For an 8B model that is ~1,700 kernel launches
+whose GPU work is a few milliseconds, so eager PyTorch spends most of the time launching. On CUDA,
+``QueryPrefill`` keeps the prompt cache in static buffers and captures that forward once per
+(context length, query bucket) in a CUDA graph; a later prompt of the same shape replays it.
+
+Queries are padded at the end to a multiple of ``bucket`` tokens. That is exact: under causal
+attention no real token sees the padding, whose keys are written past the real ones and dropped
+(the cache's length is set to the real end, so decoding overwrites them).
+
+Graphs hold the addresses of the weights and buffers: they are dropped when a parameter is
+replaced (``.to()``, loading) or the buffers grow. In-place weight updates (training) are seen.
+On CPU, or when a capture fails, the same forward runs eagerly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache
+
+
+def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, keep: int | torch.Tensor = 1,
+                 cached_prefix: bool = True) -> torch.Tensor:
+    """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); logits ``[1, kept, vocab]``."""
+    positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
+    return model.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
+                       logits_to_keep=keep, cached_prefix=cached_prefix).logits
+
+
+def set_cache_length(cache: Cache, length: int) -> None:
+    """Mark the first ``length`` positions of a preallocated cache as filled."""
+    for layer in cache.layers:
+        layer.length = length
+        layer._expose()
+
+
+@dataclass
+class _Graph:
+    ids: torch.Tensor  # [1, bucket] static input, padded
+    keep: torch.Tensor  # [1] index of the last real query token
+    run: Callable[[], torch.Tensor]  # the captured forward, eagerly
+    graph: torch.cuda.CUDAGraph | None = None  # None off CUDA: replay runs the forward on the static inputs
+    logits: torch.Tensor | None = None  # [1, 1, vocab] the graph's static output
+
+    def replay(self) -> torch.Tensor:
+        if self.graph is None:
+            return self.run()
+        self.graph.replay()
+        return self.logits
+
+
+class QueryPrefill:
+    """Prefill ``query`` tokens at ``start`` over a cache; on CUDA from captured graphs (see the module doc)."""
+
+    def __init__(self, model, use_graphs: bool | None = None, bucket: int = 64, max_graphs: int = 8):
+        self.model = model
+        device = model.sink_embeddings.device
+        self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
+        self.bucket, self.max_graphs = bucket, max_graphs
+        self.keys: torch.Tensor | None = None  # [layers, 1, kv_heads, capacity, head_dim] static cache buffers
+        self.values: torch.Tensor | None = None
+        self.graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()  # (start, bucket) -> graph, LRU order
+        self.weights: tuple[int, ...] = ()  # parameter addresses the graphs were captured with
+        self.pool = None
+
+    @staticmethod
+    def of(model) -> QueryPrefill:
+        """The model's runner, kept on the model (its graphs and buffers live as long as the model)."""
+        if getattr(model, "_lit_block_query_prefill", None) is None:
+            model._lit_block_query_prefill = QueryPrefill(model)
+        return model._lit_block_query_prefill
+
+    def padded(self, n: int) -> int:
+        return -(-n // self.bucket) * self.bucket
+
+    def buffers(self, like: torch.Tensor, positions: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Static cache buffers with room for ``positions`` (+ query padding), shaped like a block's
+        ``keys [layers, kv_heads, L, head_dim]``; ``None`` without graphs (the caller allocates)."""
+        if not self.use_graphs:
+            return None
+        layers, heads, _, dim = like.shape
+        need = positions + self.bucket
+        if self.keys is None or self.keys.shape[3] < need or self.keys.dtype != like.dtype \
+                or self.keys.shape[0] != layers or self.keys.shape[2] != heads or self.keys.device != like.device:
+            capacity = -(-need // 4096) * 4096  # grow in 4k steps: fewer reallocations, each drops the graphs
+            self.keys = self.values = None  # free the old buffers first
+            self.graphs.clear()
+            self.keys = like.new_empty(layers, 1, heads, capacity, dim)
+            self.values = torch.empty_like(self.keys)
+        return self.keys, self.values
+
+    @torch.no_grad()
+    def __call__(self, query: list[int], start: int, cache: Cache) -> torch.Tensor:
+        """Logits ``[vocab]`` (float32) after ``query`` placed at ``start``; the cache then holds the query too."""
+        device = self.model.sink_embeddings.device
+        bucket = self.padded(len(query))
+        static = self.keys is not None and len(cache.layers) == self.keys.shape[0] and all(
+            getattr(layer, "buffer_keys", None) is not None and layer.buffer_keys.data_ptr() == self.keys[i].data_ptr()
+            for i, layer in enumerate(cache.layers))  # the cache lives in this runner's buffers
+        if not (self.use_graphs and static and start + bucket <= self.keys.shape[3]):
+            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+        weights = tuple(p.data_ptr() for p in self.model.parameters())
+        if weights != self.weights:  # a parameter was replaced: the graphs would read freed memory
+            self.graphs.clear()
+            self.weights = weights
+        graph = self.graphs.get((start, bucket))
+        if graph is None:
+            graph = self._capture(start, bucket, cache)
+            if graph is None:  # capture failed: eager from now on
+                return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+        self.graphs.move_to_end((start, bucket))
+        ids = torch.tensor(query + [query[-1]] * (bucket - len(query)))  # padding: any real token id
+        graph.ids.copy_(ids[None], non_blocking=True)
+        graph.keep.fill_(len(query) - 1)
+        logits = graph.replay()
+        set_cache_length(cache, start + len(query))  # the padding's keys are past the end: dropped
+        return logits[0, -1].float()
+
+    def _capture(self, start: int, bucket: int, cache: Cache) -> _Graph | None:
+        device = self.model.sink_embeddings.device
+        ids = torch.zeros(1, bucket, dtype=torch.long, device=device)
+        keep = torch.full((1,), bucket - 1, dtype=torch.long, device=device)
+
+        def run() -> torch.Tensor:
+            set_cache_length(cache, start)
+            return forward_step(self.model, ids, start, cache, keep=keep)
+
+        entry = _Graph(ids, keep, run)
+        if device.type == "cuda":
+            try:
+                entry.graph, entry.logits = self._record(run)
+            except RuntimeError as error:  # something in the forward cannot be captured (a host sync, say)
+                warnings.warn(f"CUDA graph capture of the query prefill failed, running it eagerly: {error}",
+                              stacklevel=3)
+                self.use_graphs = False
+                self.graphs.clear()
+                set_cache_length(cache, start)
+                return None
+        set_cache_length(cache, start)
+        while len(self.graphs) >= self.max_graphs:
+            self.graphs.popitem(last=False)
+        self.graphs[(start, bucket)] = entry
+        return entry
+
+    def _record(self, run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Warm ``run`` up on a side stream, then capture it; the graph and its output tensor."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture: lazy inits, allocator, library handles
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()  # graphs share one memory pool (replayed one at a time)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = run()
+        return graph, logits

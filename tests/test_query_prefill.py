@@ -1,0 +1,90 @@
+"""QueryPrefill: static cache buffers, padded query buckets and graph replay give the eager path's answers.
+
+On CPU the "graph" re-runs the captured forward on its static inputs, so the padding, the static
+buffers, the kept-logits index and the cache length are checked here; the CUDA test checks the
+captured graph itself on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lit_block.serving import BlockKVStore, GenerationConfig, generate
+from lit_block.serving.query_prefill import QueryPrefill
+from test_serving import forward_last_logits, random_blocks, tiny_lm
+
+
+def with_runner(lm, **kwargs) -> QueryPrefill:
+    lm._lit_block_query_prefill = runner = QueryPrefill(lm, use_graphs=True, **kwargs)
+    return runner
+
+
+@pytest.mark.parametrize("query_len", [1, 5, 8, 9])
+def test_padded_static_prefill_equals_the_block_attention_forward(query_len):
+    lm = tiny_lm("qwen3", sinks=2)
+    runner = with_runner(lm, bucket=8)
+    *blocks, query = random_blocks([7, 12, 3, query_len], seed=query_len)
+    store = BlockKVStore()
+    expected = forward_last_logits(lm, blocks, query)
+    first = generate(lm, blocks, query, GenerationConfig(max_new_tokens=1), store=store)
+    again = generate(lm, blocks, query, GenerationConfig(max_new_tokens=1), store=store)  # replays the same entry
+    assert list(runner.graphs) == [(first.context_tokens, runner.padded(query_len))]
+    assert (first.first_token_logits - expected).abs().max() < 1e-4
+    assert (again.first_token_logits - expected).abs().max() < 1e-4
+
+
+def test_decoding_after_a_padded_prefill_matches_the_eager_path():
+    lm = tiny_lm("llama", sinks=1)
+    *blocks, query = random_blocks([9, 6, 5], seed=3)
+    greedy = GenerationConfig(max_new_tokens=6, stop_at_eos=False)
+    eager = generate(lm, blocks, query, greedy)  # no runner: fresh buffers, eager forward
+    with_runner(lm, bucket=16)  # the query's 5 tokens padded to 16: the padding must not leak into decoding
+    static = generate(lm, blocks, query, greedy)
+    assert static.token_ids == eager.token_ids
+    assert (static.first_token_logits - eager.first_token_logits).abs().max() < 1e-5
+
+
+def test_graphs_are_kept_per_shape_evicted_lru_and_dropped_when_weights_move():
+    lm = tiny_lm("llama", sinks=0)
+    runner = with_runner(lm, bucket=4, max_graphs=2)
+    one = GenerationConfig(max_new_tokens=1)
+    for lengths in ([5, 3], [6, 3], [6, 7], [5, 3]):
+        *blocks, query = random_blocks(lengths, seed=sum(lengths))
+        result = generate(lm, blocks, query, one)
+        assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
+    assert list(runner.graphs) == [(6, 8), (5, 4)]  # (context, bucket); (6, 4) was least recently used
+    lm.to(torch.float64).to(torch.float32)  # every parameter replaced: graphs captured with the old ones must go
+    *blocks, query = random_blocks([4, 2], seed=11)
+    result = generate(lm, blocks, query, one)
+    assert list(runner.graphs) == [(4, 4)]
+    assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
+
+
+def test_buffers_grow_to_fit_and_off_graphs_there_are_none():
+    lm = tiny_lm("llama", sinks=0)
+    assert QueryPrefill(lm).buffers(torch.zeros(2, 1, 3, 4), 10) is None  # CPU default: eager, fresh buffers
+    runner = QueryPrefill(lm, use_graphs=True, bucket=8)
+    keys, values = runner.buffers(torch.zeros(2, 1, 3, 4), 10)
+    assert keys.shape == (2, 1, 1, 4096, 4) and values.shape == keys.shape
+    runner.graphs[(1, 8)] = None  # stands for a captured graph over the old buffers
+    keys, _ = runner.buffers(torch.zeros(2, 1, 3, 4), 5000)
+    assert keys.shape[3] == 8192 and not runner.graphs
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_prefill_equals_the_eager_prefill_on_gpu():
+    lm = tiny_lm("qwen3", sinks=2).to("cuda", torch.bfloat16)
+    *blocks, query = random_blocks([30, 17, 64, 9], seed=5)
+    greedy = GenerationConfig(max_new_tokens=4, stop_at_eos=False)
+    runner = QueryPrefill.of(lm)
+    assert runner.use_graphs
+    store = BlockKVStore()
+    results = [generate(lm, blocks, query, greedy, store=store) for _ in range(3)]  # capture, then replays
+    assert runner.use_graphs and len(runner.graphs) == 1 and runner.graphs[next(iter(runner.graphs))].graph is not None
+    runner.use_graphs = False
+    eager = generate(lm, blocks, query, greedy, store=BlockKVStore())
+    for r in results:
+        assert r.token_ids == eager.token_ids
+        assert (r.first_token_logits - eager.first_token_logits).abs().max() < 2e-2

@@ -63,13 +63,14 @@ def test_graphs_are_kept_per_shape_evicted_lru_and_dropped_when_weights_move():
 
 def test_buffers_grow_to_fit_and_off_graphs_there_are_none():
     lm = tiny_lm("llama", sinks=0)
-    assert QueryPrefill(lm).buffers(torch.zeros(2, 1, 3, 4), 10) is None  # CPU default: eager, fresh buffers
+    block = torch.zeros(3, 2, 1, 4)  # a block's keys: [length, layers, kv_heads, head_dim]
+    assert QueryPrefill(lm).buffers(block, 10) is None  # CPU default: eager, fresh buffers
     runner = QueryPrefill(lm, use_graphs=True, bucket=8)
-    keys, values = runner.buffers(torch.zeros(2, 1, 3, 4), 10)
-    assert keys.shape == (2, 1, 1, 4096, 4) and values.shape == keys.shape
+    keys, values = runner.buffers(block, 10)
+    assert keys.shape == (4096, 2, 1, 4) and values.shape == keys.shape
     runner.graphs[(1, 8)] = None  # stands for a captured graph over the old buffers
-    keys, _ = runner.buffers(torch.zeros(2, 1, 3, 4), 5000)
-    assert keys.shape[3] == 8192 and not runner.graphs
+    keys, _ = runner.buffers(block, 5000)
+    assert keys.shape[0] == 8192 and not runner.graphs
 
 
 @pytest.mark.cuda
@@ -85,6 +86,34 @@ def test_cuda_graph_prefill_equals_the_eager_prefill_on_gpu():
     assert runner.use_graphs and len(runner.graphs) == 1 and runner.graphs[next(iter(runner.graphs))].graph is not None
     runner.use_graphs = False
     eager = generate(lm, blocks, query, greedy, store=BlockKVStore())
+    ids = torch.tensor([[t for b in blocks for t in b] + query], device="cuda")
+    block_ids = torch.tensor([[i for i, b in enumerate(blocks) for _ in b] + [-1] * len(query)], device="cuda")
+    with torch.no_grad():  # the block-attention forward on the packed sequence, same bf16 weights
+        expected = lm(ids, block_ids).logits[0, -1].float().cpu()
+    scale = expected.abs().max()
     for r in results:
         assert r.token_ids == eager.token_ids
-        assert (r.first_token_logits - eager.first_token_logits).abs().max() < 2e-2
+        assert (r.first_token_logits - eager.first_token_logits).abs().max() < 2e-2 * scale
+        assert (r.first_token_logits - expected).abs().max() < 5e-2 * scale  # bf16: rounding differs, not the maths
+
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_block_placing_kernel_equals_the_torch_formula(dtype):
+    from lit_block.serving.rope import KeyRerotator
+    from lit_block.serving.rope_kernel import can_place_blocks
+
+    lm = tiny_lm("llama", sinks=0)
+    rot = KeyRerotator(lm.model, lm.config)
+    head_dim = lm.config.hidden_size // lm.config.num_attention_heads
+    blocks = [torch.randn(n, 3, 2, head_dim, device="cuda").to(dtype) for n in (5, 300, 1, 77)]
+    starts = [0, 5, 305, 306]
+    fused = torch.full((400, 3, 2, head_dim), 7.0, device="cuda", dtype=dtype)
+    assert can_place_blocks(fused[:383], blocks)
+    rot.place_blocks(fused[:383], blocks, starts)
+    offsets = torch.repeat_interleave(torch.tensor(starts), torch.tensor([5, 300, 1, 77]))
+    reference = rot.rotate(torch.cat(blocks).transpose(0, 2), offsets).transpose(0, 2)  # the [..., L, dim] torch path
+    assert (fused[:383].float() - reference.float()).abs().max() < (1e-5 if dtype == torch.float32 else 5e-2)
+    assert (fused[383:] == 7).all()  # nothing written past the blocks

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,13 +25,14 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
-from lit_block.serving.prompt_cache import preallocated_cache
+from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
 from lit_block.serving.rope import KeyRerotator
 
 
 @dataclass(frozen=True)
 class BlockKV:
-    """One block's cache at local positions: keys and values ``[layers, kv_heads, length, head_dim]``."""
+    """One block's cache at local positions: keys and values ``[length, layers, kv_heads, head_dim]``
+    (position-major, so the blocks of a prompt concatenate into one contiguous cache)."""
 
     key: str  # content key: model fingerprint + token ids
     keys: torch.Tensor
@@ -83,8 +85,7 @@ class BlockKVStore:
 
     @staticmethod
     def block_key(fingerprint: str, token_ids: Sequence[int]) -> str:
-        ids = torch.as_tensor(list(token_ids), dtype=torch.int64).numpy().tobytes()
-        return hashlib.sha256(fingerprint.encode() + ids).hexdigest()
+        return hashlib.sha256(fingerprint.encode() + array("q", token_ids).tobytes()).hexdigest()
 
     def get(self, model, token_ids: Sequence[int]) -> BlockKV:
         """The cache of one block (prefilled now if it is not stored)."""
@@ -137,9 +138,10 @@ class BlockKVStore:
         positions = torch.arange(length, device=device)[None].expand(len(blocks), -1)
         cache = DynamicCache()
         model.model.base_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
-        all_keys = torch.stack([layer.keys for layer in cache.layers], dim=1)  # [n_blocks, layers, heads, L, dim]
-        all_values = torch.stack([layer.values for layer in cache.layers], dim=1)
-        return [BlockKV(key, all_keys[i].clone(), all_values[i].clone(), length) for i, key in enumerate(keys)]
+        all_keys = torch.stack([layer.keys for layer in cache.layers], dim=2)  # [n_blocks, heads, layers, L, dim]
+        all_values = torch.stack([layer.values for layer in cache.layers], dim=2)
+        return [BlockKV(key, all_keys[i].permute(2, 1, 0, 3).contiguous(), all_values[i].permute(2, 1, 0, 3).contiguous(),
+                        length) for i, key in enumerate(keys)]
 
     def _insert(self, kv: BlockKV) -> None:
         if kv.nbytes > self.max_bytes:
@@ -167,27 +169,22 @@ class BlockKVStore:
                  buffers: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Cache, int]:
         """One cache holding the blocks in order, each block's keys moved to its offset, with room for
         ``extra_positions`` more (the query and the answer); and the cached length. ``buffers`` (keys and
-        values ``[layers, 1, kv_heads, capacity, head_dim]``) are written into instead of new ones."""
+        values ``[capacity, layers, kv_heads, head_dim]``) are written into instead of new ones."""
         if not blocks:
             return DynamicCache(), 0
-        total = sum(kv.length for kv in blocks)
-        n_layers, heads, _, head_dim = blocks[0].keys.shape
+        lengths = [kv.length for kv in blocks]
+        total = sum(lengths)
         if buffers is None:
-            keys = blocks[0].keys.new_empty(n_layers, 1, heads, total + extra_positions, head_dim)  # all layers at once
+            keys = blocks[0].keys.new_empty(total + extra_positions, *blocks[0].keys.shape[1:])
             values = torch.empty_like(keys)
         else:
             keys, values = buffers
-            if keys.shape[3] < total + extra_positions:
-                raise ValueError(f"the cache buffers hold {keys.shape[3]} positions, {total + extra_positions} needed")
-        starts = torch.tensor([0] + [kv.length for kv in blocks[:-1]]).cumsum(0)  # each block's offset
-        rot = self.rerotator(model)
-        cos, sin = rot.cos_sin(starts, keys.device)  # [blocks, head_dim]: one rotation per block
-        for i, kv in enumerate(blocks):  # two writes per block, all layers at once
-            start = int(starts[i])
-            rot.place(keys[:, 0, :, start : start + kv.length], kv.keys, cos[i], sin[i])
-            values[:, 0, :, start : start + kv.length] = kv.values
-        layer_buffers = [(keys[layer], values[layer]) for layer in range(n_layers)]
-        return preallocated_cache(layer_buffers, total), total
+            if keys.shape[0] < total + extra_positions:
+                raise ValueError(f"the cache buffers hold {keys.shape[0]} positions, {total + extra_positions} needed")
+        torch.cat([kv.values for kv in blocks], out=values[:total])  # values carry no position: one copy
+        starts = [sum(lengths[:i]) for i in range(len(blocks))]
+        self.rerotator(model).place_blocks(keys[:total], [kv.keys for kv in blocks], starts)  # copied and moved
+        return preallocated_cache(position_major_layers(keys, values), total), total
 
     # ---------------------------------------------------------------- bookkeeping
 

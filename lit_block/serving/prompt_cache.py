@@ -48,3 +48,8 @@ class PreallocatedLayer(DynamicLayer):
 def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
     """A cache over per-layer ``(keys, values)`` buffers whose first ``length`` positions are filled."""
     return Cache(layers=[PreallocatedLayer(k, v, length) for k, v in layers])
+
+
+def position_major_layers(keys: torch.Tensor, values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer ``[1, kv_heads, capacity, head_dim]`` views of ``[capacity, layers, kv_heads, head_dim]`` buffers."""
+    return [(keys[:, i].permute(1, 0, 2)[None], values[:, i].permute(1, 0, 2)[None]) for i in range(keys.shape[1])]

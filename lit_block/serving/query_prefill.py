@@ -64,7 +64,7 @@ class QueryPrefill:
         device = model.sink_embeddings.device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
         self.bucket, self.max_graphs = bucket, max_graphs
-        self.keys: torch.Tensor | None = None  # [layers, 1, kv_heads, capacity, head_dim] static cache buffers
+        self.keys: torch.Tensor | None = None  # [capacity, layers, kv_heads, head_dim] static cache buffers
         self.values: torch.Tensor | None = None
         self.graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()  # (start, bucket) -> graph, LRU order
         self.weights: tuple[int, ...] = ()  # parameter addresses the graphs were captured with
@@ -82,17 +82,16 @@ class QueryPrefill:
 
     def buffers(self, like: torch.Tensor, positions: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Static cache buffers with room for ``positions`` (+ query padding), shaped like a block's
-        ``keys [layers, kv_heads, L, head_dim]``; ``None`` without graphs (the caller allocates)."""
+        ``keys [L, layers, kv_heads, head_dim]``; ``None`` without graphs (the caller allocates)."""
         if not self.use_graphs:
             return None
-        layers, heads, _, dim = like.shape
         need = positions + self.bucket
-        if self.keys is None or self.keys.shape[3] < need or self.keys.dtype != like.dtype \
-                or self.keys.shape[0] != layers or self.keys.shape[2] != heads or self.keys.device != like.device:
+        if self.keys is None or self.keys.shape[0] < need or self.keys.shape[1:] != like.shape[1:] \
+                or self.keys.dtype != like.dtype or self.keys.device != like.device:
             capacity = -(-need // 4096) * 4096  # grow in 4k steps: fewer reallocations, each drops the graphs
             self.keys = self.values = None  # free the old buffers first
-            self.graphs.clear()
-            self.keys = like.new_empty(layers, 1, heads, capacity, dim)
+            self._drop_graphs()
+            self.keys = like.new_empty(capacity, *like.shape[1:])
             self.values = torch.empty_like(self.keys)
         return self.keys, self.values
 
@@ -101,14 +100,14 @@ class QueryPrefill:
         """Logits ``[vocab]`` (float32) after ``query`` placed at ``start``; the cache then holds the query too."""
         device = self.model.sink_embeddings.device
         bucket = self.padded(len(query))
-        static = self.keys is not None and len(cache.layers) == self.keys.shape[0] and all(
-            getattr(layer, "buffer_keys", None) is not None and layer.buffer_keys.data_ptr() == self.keys[i].data_ptr()
+        static = self.keys is not None and len(cache.layers) == self.keys.shape[1] and all(
+            getattr(layer, "buffer_keys", None) is not None and layer.buffer_keys.data_ptr() == self.keys[:, i].data_ptr()
             for i, layer in enumerate(cache.layers))  # the cache lives in this runner's buffers
-        if not (self.use_graphs and static and start + bucket <= self.keys.shape[3]):
+        if not (self.use_graphs and static and start + bucket <= self.keys.shape[0]):
             return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
         weights = tuple(p.data_ptr() for p in self.model.parameters())
         if weights != self.weights:  # a parameter was replaced: the graphs would read freed memory
-            self.graphs.clear()
+            self._drop_graphs()
             self.weights = weights
         graph = self.graphs.get((start, bucket))
         if graph is None:
@@ -122,6 +121,10 @@ class QueryPrefill:
         logits = graph.replay()
         set_cache_length(cache, start + len(query))  # the padding's keys are past the end: dropped
         return logits[0, -1].float()
+
+    def _drop_graphs(self) -> None:
+        self.graphs.clear()
+        self.pool = None  # a pool outlives no graph of its own: capturing into a released one is an error
 
     def _capture(self, start: int, bucket: int, cache: Cache) -> _Graph | None:
         device = self.model.sink_embeddings.device
@@ -140,7 +143,7 @@ class QueryPrefill:
                 warnings.warn(f"CUDA graph capture of the query prefill failed, running it eagerly: {error}",
                               stacklevel=3)
                 self.use_graphs = False
-                self.graphs.clear()
+                self._drop_graphs()
                 set_cache_length(cache, start)
                 return None
         set_cache_length(cache, start)

@@ -14,10 +14,10 @@ rotation cannot move, and are refused.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
+
+from lit_block.serving.rope_kernel import can_place_blocks, place_blocks
 
 EXACT_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
@@ -37,33 +37,12 @@ def find_rotary_embedding(model: nn.Module) -> nn.Module:
 
 
 def _rotated(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """``keys [..., head_dim]`` rotated by angles whose ``cos``/``sin`` broadcast against them; products in float32."""
+    """``keys [..., head_dim]`` rotated by angles whose ``cos``/``sin`` (full ``head_dim``) broadcast against them;
+    products in float32."""
     k = keys.float()
     half = k.shape[-1] // 2
     rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)  # transformers' rotate_half
     return (k * cos + rotated_half * sin).to(keys.dtype)
-
-
-def _place(dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    dst.copy_(_rotated(src, cos, sin))
-
-
-_place_fused = None  # on CUDA: _place compiled into one read-rotate-write kernel (eager it is ~8 memory passes)
-
-
-def _place_any(dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    """``_place``, fused where it can be (CUDA); eager for good if compiling fails."""
-    global _place_fused
-    if dst.device.type != "cuda" or _place_fused is False:
-        return _place(dst, src, cos, sin)
-    if _place_fused is None:
-        _place_fused = torch.compile(_place, dynamic=True)
-    try:
-        _place_fused(dst, src, cos, sin)
-    except Exception as error:  # noqa: BLE001 - any compiler failure: the eager path computes the same
-        warnings.warn(f"compiling the key re-rotation failed, running it eagerly: {error}", stacklevel=3)
-        _place_fused = False
-        _place(dst, src, cos, sin)
 
 
 class KeyRerotator:
@@ -80,10 +59,10 @@ class KeyRerotator:
         self.inv_freq = rotary.inv_freq.detach().float()  # [head_dim / 2], scaling (linear, llama3, yarn) included
 
     def cos_sin(self, offsets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos, sin [n, head_dim]`` (float32) of rotations by ``n`` position offsets; angles in float64."""
-        freqs = offsets.to(device, torch.float64)[:, None] * self.inv_freq.to(device, torch.float64)[None]
-        angle = torch.cat([freqs, freqs], dim=-1).float()
-        return angle.cos(), angle.sin()
+        """``cos, sin [n, head_dim / 2]`` (float32) of rotations by ``n`` position offsets, one angle per channel
+        pair; angles in float64."""
+        angle = offsets.to(device, torch.float64)[:, None] * self.inv_freq.to(device, torch.float64)[None]
+        return angle.cos().float(), angle.sin().float()
 
     def rotate(self, keys: torch.Tensor, offsets: int | torch.Tensor) -> torch.Tensor:
         """``keys [..., L, head_dim]`` rotated as if each position were ``offsets`` further on (an int, or a ``[L]``
@@ -93,9 +72,19 @@ class KeyRerotator:
             if int(offsets) == 0:
                 return keys
             offsets = offsets.expand(keys.shape[-2])
-        cos, sin = self.cos_sin(offsets, keys.device)  # [L, head_dim]
-        return _rotated(keys, cos, sin)
+        cos, sin = self.cos_sin(offsets, keys.device)  # [L, head_dim / 2]
+        return _rotated(keys, torch.cat([cos, cos], -1), torch.cat([sin, sin], -1))
 
-    def place(self, dst: torch.Tensor, src: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-        """Write ``src [..., L, head_dim]`` rotated by one offset (its ``cos``/``sin [head_dim]``) into ``dst``."""
-        _place_any(dst, src, cos, sin)
+    def place_blocks(self, dst: torch.Tensor, blocks: list[torch.Tensor], starts: list[int]) -> None:
+        """Write position-major block keys ``blocks[i] [L_i, ..., head_dim]`` (local positions) into ``dst [P, ...,
+        head_dim]`` from position ``starts[i]`` on, each moved there: one Triton pass on CUDA (``rope_kernel``),
+        a concatenation and the torch formula elsewhere."""
+        lengths = [b.shape[0] for b in blocks]
+        offsets = torch.repeat_interleave(torch.tensor(starts), torch.tensor(lengths))  # each position's block offset
+        cos, sin = self.cos_sin(offsets, dst.device)  # [P, head_dim / 2]
+        if can_place_blocks(dst, blocks):
+            place_blocks(dst, blocks, starts, cos, sin)
+            return
+        shape = (len(offsets),) + (1,) * (dst.dim() - 2) + (dst.shape[-1],)  # broadcast over the middle dims
+        cos, sin = torch.cat([cos, cos], -1).view(shape), torch.cat([sin, sin], -1).view(shape)
+        dst[: len(offsets)].copy_(_rotated(torch.cat(blocks), cos, sin))

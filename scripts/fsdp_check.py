@@ -13,6 +13,13 @@ the first two steps, tokens/s per GPU) and each rank's peak GPU memory. ``--conf
 trainer's precision, gradient clipping and strategy and the model's sharding settings from a
 strategy YAML (the same keys ``lit-block fit`` reads), so the shipped overlay is what runs.
 The data is the bundled public-domain text in fixed blocks.
+
+Resuming is checked twice: the resumed run must start from exactly the state (student parameters and
+optimizer state, by checksum) the checkpoint was saved from, and its loss curve must continue the
+uninterrupted one. On CPUs the curves agree bitwise. On GPUs two fresh runs of the same seed already
+differ slightly (atomics in attention and embedding backward passes; ``--deterministic`` removes
+what it can), and a high ``--lr`` amplifies that: ``max_abs_diff_between_fresh_runs`` says how much
+of a curve difference is that noise rather than the checkpoint.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ import torch
 
 
 class LossRecorder(L.Callback):
-    """Loss and wall time of every step (synchronized on GPUs)."""
+    """Loss and wall time of every step (synchronized on GPUs), and checksums of the trained state where a run
+    starts and ends (the resumed run must start from exactly the state its checkpoint was saved from)."""
 
     def __init__(self):
         self.losses: dict[int, float] = {}
         self.seconds: list[float] = []
         self.started = 0.0
+        self.state_at_start: dict = {}
+        self.state_at_end: dict = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if torch.cuda.is_available():
@@ -46,8 +56,29 @@ class LossRecorder(L.Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])  # a host sync: the step has finished
         self.seconds.append(time.perf_counter() - self.started)
         if os.environ.get("FSDP_CHECK_DEBUG"):
+            weights = batch.get("token_weights")
             print(f"rank {trainer.global_rank} step {trainer.global_step} epoch {trainer.current_epoch} batch {batch_idx} "
-                  f"ids {int(batch['input_ids'].sum())} loss {float(outputs['loss']):.6f}", flush=True)
+                  f"ids {int(batch['input_ids'].sum())} weights {float(weights.sum()) if weights is not None else None} "
+                  f"loss {float(outputs['loss']):.6f} state {checksums(pl_module, trainer)}", flush=True)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.state_at_start = {"step": trainer.global_step, **checksums(pl_module, trainer)}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.state_at_end = {"step": trainer.global_step, **checksums(pl_module, trainer)}
+
+
+def checksums(pl_module, trainer) -> dict:
+    """Sums of the student's gathered parameters and of this rank's optimizer state (a collective: all ranks call it)."""
+    def full(t):
+        return t.full_tensor() if hasattr(t, "full_tensor") else t  # a collective for DTensors: every rank calls it
+
+    sums = {"sinks": float(full(pl_module.student.sink_embeddings).float().sum()),
+            "params": float(sum(full(q).float().abs().sum() for q in pl_module.student.parameters()))}
+    state = trainer.optimizers[0].state if trainer.optimizers else {}
+    local = [v.to_local() if hasattr(v, "to_local") else v for s in state.values() for v in s.values() if torch.is_tensor(v)]
+    sums["optimizer_local"] = float(sum(v.float().abs().sum() for v in local)) if local else 0.0
+    return sums
 
 
 def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = None):
@@ -62,10 +93,11 @@ def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = N
     from lit_block.sharding import ShardingConfig
 
     L.seed_everything(0, verbose=False)
+    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)  # GPU backward passes use atomics otherwise
     settings = strategy_settings(args)
     sharding = ShardingConfig(**settings["sharding"])
     module = BlockDistillationModule(teacher=args.teacher, num_sink_tokens=2, attn_backend="sdpa", isolated_weight=0.1,
-                                     learning_rate=1e-3, sharding=sharding)
+                                     learning_rate=args.lr, sharding=sharding)
     data = TextBlocksDataModule(tokenizer=args.teacher, sample_tokens=args.sample_tokens, block_tokens=32,
                                 global_tokens=args.sample_tokens // 4, batch_size=1, max_samples=64)
     recorder = LossRecorder()
@@ -77,7 +109,7 @@ def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = N
                             [ModelCheckpoint(dirpath=args.workdir, filename="half", every_n_train_steps=save_every,
                                              save_top_k=-1, enable_version_counter=False)] if save_every else []))
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_in)
-    return trainer, module, recorder.losses, recorder.seconds
+    return trainer, module, recorder
 
 
 def strategy_settings(args) -> dict:
@@ -125,15 +157,20 @@ def main() -> None:
     p.add_argument("--sample-tokens", type=int, default=128)
     p.add_argument("--param-dtype", default="float32", help="FSDP2 compute dtype (bfloat16 on GPUs) without --config")
     p.add_argument("--config", default=None, help="a strategy YAML, e.g. experiments/strategies/fsdp2.yaml")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.use_deterministic_algorithms (warn-only) so that GPU runs repeat bitwise where they can")
     p.add_argument("--workdir", default="fsdp_check")
     p.add_argument("--out", default="fsdp_check.json")
     args = p.parse_args()
+    if args.deterministic:  # cuBLAS repeats its reductions only with a fixed workspace, set before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     half = args.steps // 2
     ckpt = str(Path(args.workdir) / "half.ckpt")
-    _, module, uninterrupted, seconds = run(args, args.steps)
-    speed = speed_and_memory(args, seconds)
-    run(args, half, save_every=half)
-    trainer, resumed_module, resumed, _ = run(args, args.steps, ckpt_in=ckpt)
+    uninterrupted = run(args, args.steps)[2]
+    speed = speed_and_memory(args, uninterrupted.seconds)
+    halted = run(args, half, save_every=half)[2]
+    trainer, resumed_module, resumed = run(args, args.steps, ckpt_in=ckpt)
     if trainer.global_rank != 0:
         return
     from torch.distributed.checkpoint import FileSystemReader
@@ -144,9 +181,16 @@ def main() -> None:
     student_units = [type(m).__name__ for m in decoder_layers(resumed_module.student.model)]
     result = {
         "world_size": trainer.world_size,
-        "uninterrupted": uninterrupted,
-        "resumed": resumed,
-        "max_abs_diff_after_resume": max(abs(uninterrupted[s] - resumed[s]) for s in resumed),
+        "uninterrupted": uninterrupted.losses,
+        "halted": halted.losses,
+        "resumed": resumed.losses,
+        "max_abs_diff_after_resume": max(abs(uninterrupted.losses[s] - resumed.losses[s]) for s in resumed.losses),
+        # the direct test of resuming: the state the resumed run starts from is the one the checkpoint was saved from
+        "state_at_checkpoint": halted.state_at_end,
+        "state_at_resume": resumed.state_at_start,
+        "resume_state_exact": halted.state_at_end == resumed.state_at_start,
+        # same seed, same data: differences here (GPU nondeterminism) are what a resumed curve can differ by
+        "max_abs_diff_between_fresh_runs": max(abs(uninterrupted.losses[s] - halted.losses[s]) for s in halted.losses),
         "checkpoint_files": sorted(f.name for f in Path(ckpt).iterdir()),
         "checkpoint_keys": len(keys),
         "teacher_keys_in_checkpoint": [k for k in keys if "teacher" in k],

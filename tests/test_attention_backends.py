@@ -125,3 +125,27 @@ def test_block_mask_from_intervals_equals_create_block_mask(seed):
         ref = create_block_mask(block_mask_mod(layout), layout.batch_size, None, T, T, device="cpu", BLOCK_SIZE=tile)
         assert torch.equal(ours.to_dense(), ref.to_dense())  # same tiles visited
         assert torch.equal(ours.full_kv_num_blocks, ref.full_kv_num_blocks)  # and the same ones skip the mask
+
+
+def test_uneven_benchmark_blocks_fill_the_context_with_segmenter_like_lengths():
+    from lit_block.benchmarks.attention import attention_work, uneven_block_sizes
+
+    g = torch.Generator().manual_seed(0)
+    rows = [uneven_block_sizes(8192, 512, 512, g) for _ in range(3)]
+    for sizes in rows:
+        assert sum(sizes) == 8192 - 512
+        assert all(128 <= n <= 896 for n in sizes[:-1]) and 1 <= sizes[-1] <= 896
+    assert rows[0] != rows[1]  # every batch row is cut differently
+    full, block = attention_work(rows[0], 512)
+    assert full == 8192 * 8193 // 2 and block < full / 5  # ~ L / (2 * mean block) less work than causal
+
+
+def test_attention_benchmark_times_auto_with_gqa_uneven_blocks_and_batches_on_cpu(capsys):
+    from lit_block.benchmarks.attention import main
+
+    main(["--device", "cpu", "--dtype", "float32", "--shapes", "512/64", "--global-tokens", "64", "--heads", "4",
+          "--kv-heads", "2", "--batch", "2", "--uneven", "--backends", "sdpa", "auto", "--warmup", "0", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "B=2, 4 heads (2 key/value)" in out
+    rows = [line for line in out.splitlines() if line.startswith("| 512/64 uneven")]
+    assert [r.split(" | ")[1] for r in rows] == ["causal sdpa", "sdpa", "auto (= sdpa)"]  # auto is sdpa on CPUs

@@ -76,3 +76,22 @@ def test_block_attention_lm_on_gpu_matches_sdpa_backend(backend):
     err = (got - ref).abs().max().item()
     print(f"\nMAXERR lm backend={backend} bf16 logits={err:.2e}")
     assert err <= 5e-2
+
+
+@pytest.mark.parametrize("backend", ["varlen", "flash"])
+def test_flash_kernels_take_fp32_under_autocast_and_refuse_it_without(backend):
+    """RoPE in fp32 hands fp32 queries to attention under bf16 autocast; the flash kernels cast them (as SDPA
+    does under autocast) and name the problem when there is no autocast to say which half precision to use."""
+    reason = backend_unavailable_reason(backend, torch.device("cuda"))
+    if reason:
+        pytest.skip(reason)
+    layout = random_layout(**CASES[0]).to("cuda")
+    inputs = qkv(layout, torch.float32)
+    valid = layout.attention_mask
+    with pytest.raises(ValueError, match=f"attn_backend='{backend}'.*float32"):
+        BACKENDS[backend](layout)(*inputs, scaling=0.125)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = BACKENDS[backend](layout)(*inputs, scaling=0.125)
+    ref = SdpaBlockAttention(layout)(*inputs, scaling=0.125)
+    assert out.dtype == torch.bfloat16
+    assert (out[valid].float() - ref[valid]).abs().max().item() <= TOLERANCE[torch.bfloat16]

@@ -88,6 +88,8 @@ def test_two_processes_train_save_a_sharded_checkpoint_and_resume_on_the_same_lo
     result = json.loads(out.read_text())
     assert result["world_size"] == 2
     assert result["max_abs_diff_after_resume"] < 1e-6  # the resumed curve continues the uninterrupted one
+    assert result["resume_state_exact"] and result["state_at_resume"]["step"] == 3  # starts where the checkpoint was
+    assert result["state_at_resume"]["optimizer_local"] > 0  # the optimizer state came back too
     assert {"__0_0.distcp", "__1_0.distcp"} <= set(result["checkpoint_files"])  # one shard file per rank
     assert result["teacher_keys_in_checkpoint"] == [] and result["optimizer_keys_in_checkpoint"] > 0
     assert result["teacher_is_sharded"] and result["trainable"] == ["student"]

@@ -86,6 +86,7 @@ class _SplitBlockAttention(BlockAttention):
 
     def __call__(self, query, key, value, scaling=None, dropout=0.0):
         self._no_dropout(self.name, dropout)
+        query, key, value = _kernel_dtype(self.name, query, key, value)
         B, H, T, D = query.shape
         plan = self.plan
         out = query.new_zeros(B * T, H, D)
@@ -100,6 +101,19 @@ class _SplitBlockAttention(BlockAttention):
             ]  # each [e - s, H, D]
             out = out.index_copy(0, plan.global_index, torch.cat(parts))
         return out.view(B, T, H, D)
+
+
+def _kernel_dtype(name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Half-precision inputs for the flash kernels: under autocast, cast to its dtype (autocast does not cover
+    ``varlen_attn`` or flash-attn, and RoPE in fp32 turns bf16 projections back into fp32); otherwise refuse fp32."""
+    q = tensors[0]
+    if q.dtype in (torch.float16, torch.bfloat16) or q.device.type != "cuda":
+        return tensors
+    if torch.is_autocast_enabled(q.device.type):
+        dtype = torch.get_autocast_dtype(q.device.type)
+        return tuple(t.to(dtype) for t in tensors)
+    raise ValueError(f"attn_backend={name!r} runs flash kernels, which need bfloat16 or float16 inputs on CUDA; got "
+                     f"{q.dtype}: load the model in bfloat16, train under bf16 autocast, or use 'sdpa' or 'flex'")
 
 
 @functools.cache

@@ -1,10 +1,14 @@
 """Attention backends against dense causal SDPA, forward and forward+backward.
 
     lit-block bench attention                      # GPU: 8k/512, 32k/512, 32k/2048, bf16, B=1, 32 heads, d=128
+    lit-block bench attention --uneven --kv-heads 8 --batch 4 --shapes 8192/512   # segmenter-like blocks, GQA
     lit-block bench attention --device cpu --shapes 2048/256 --dtype float32
 
-Layout: context blocks of the given size, then a global block of ``--global-tokens``. Speed-up is
-dense causal SDPA time / backend time, in the same run; "ideal" is the ratio of attention FLOPs.
+Layout: context blocks of the given size (``--uneven``: lengths drawn uniformly from a quarter to 7/4
+of it, different in every row, as a segmenter cuts), then a global block of ``--global-tokens``.
+Speed-up is dense causal SDPA time / backend time, in the same run; "ideal" is the ratio of attention
+FLOPs. ``auto`` is timed as the backend it picks on the device. TF/s count only the attention the
+layout needs (4 * heads * head_dim per attended pair forward, 3.5 times that forward + backward).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lit_block.attention import BACKENDS, backend_unavailable_reason
+from lit_block.attention import BACKEND_NAMES, BACKENDS, resolve_backend
 from lit_block.layout import layout_from_tokens
 
 
@@ -33,9 +37,20 @@ def attention_work(blocks: list[int], global_tokens: int) -> tuple[int, int]:
     return full, block
 
 
-def make_layout(blocks: list[int], global_tokens: int, device: str):
-    ids = torch.cat([torch.full((b,), i) for i, b in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
-    return layout_from_tokens(torch.zeros_like(ids)[None], ids[None]).to(device)
+def uneven_block_sizes(length: int, block: int, global_tokens: int, generator: torch.Generator) -> list[int]:
+    """Segmenter-like context blocks: lengths uniform in ``[block / 4, 7 * block / 4]``, the last one cut to fit."""
+    context, sizes = length - global_tokens, []
+    while sum(sizes) < context:
+        n = int(torch.randint(max(1, block // 4), 7 * block // 4 + 1, (1,), generator=generator))
+        sizes.append(min(n, context - sum(sizes)))
+    return sizes
+
+
+def make_layout(rows: list[list[int]], global_tokens: int, device: str):
+    """One layout row per list of context block sizes (every row of the same total length)."""
+    ids = torch.stack([torch.cat([torch.full((b,), i) for i, b in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
+                       for blocks in rows])
+    return layout_from_tokens(torch.zeros_like(ids), ids).to(device)
 
 
 def _sync(device: str) -> None:
@@ -58,12 +73,18 @@ def time_ms(fn, device: str, warmup: int, repeat: int) -> float:
 
 
 def bench_shape(length, block, args) -> list[dict]:
-    blocks = block_sizes(length, block, args.global_tokens)
-    full_pairs, block_pairs = attention_work(blocks, args.global_tokens)
+    g = torch.Generator().manual_seed(0)
+    rows_blocks = [uneven_block_sizes(length, block, args.global_tokens, g) if args.uneven
+                   else block_sizes(length, block, args.global_tokens) for _ in range(args.batch)]
+    work = [attention_work(blocks, args.global_tokens) for blocks in rows_blocks]
+    full_pairs, block_pairs = sum(w[0] for w in work), sum(w[1] for w in work)
     dtype = getattr(torch, args.dtype)
-    H, D, dev = args.heads, args.head_dim, args.device
-    q, k, v = (torch.randn(1, H, length, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(3))
-    grad = torch.randn(1, length, H, D, device=dev, dtype=dtype)
+    B, H, D, dev = args.batch, args.heads, args.head_dim, args.device
+    kv_heads = args.kv_heads or H
+    q = torch.randn(B, H, length, D, device=dev, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(B, kv_heads, length, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
+    grad = torch.randn(B, length, H, D, device=dev, dtype=dtype)
+    shape = f"{length}/{block}" + (" uneven" if args.uneven else "")
 
     def fwd_bwd(call):
         def run():
@@ -72,35 +93,41 @@ def bench_shape(length, block, args) -> list[dict]:
 
         return run
 
-    dense = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)  # noqa: E731
+    def tflops(pairs, f, fb):  # forward, forward + backward
+        return 4 * H * D * pairs / f / 1e9, 3.5 * 4 * H * D * pairs / fb / 1e9
+
+    gqa = {"enable_gqa": True} if kv_heads != H else {}
+    dense = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa).transpose(1, 2)  # noqa: E731
     base_f = time_ms(lambda: dense().detach(), dev, args.warmup, args.repeat)
     base_fb = time_ms(fwd_bwd(dense), dev, args.warmup, args.repeat)
-    rows = [dict(shape=f"{length}/{block}", backend="causal sdpa", prep=0.0, fwd=base_f, fwdbwd=base_fb,
-                 ideal=1.0, sp_f=1.0, sp_fb=1.0, tflops=4 * H * D * full_pairs / base_f / 1e9)]
-    layout = make_layout(blocks, args.global_tokens, dev)
+    rows = [dict(shape=shape, backend="causal sdpa", prep=0.0, fwd=base_f, fwdbwd=base_fb,
+                 ideal=1.0, sp_f=1.0, sp_fb=1.0, tflops=tflops(full_pairs, base_f, base_fb))]
+    layout = make_layout(rows_blocks, args.global_tokens, dev)
     for name in args.backends:
-        reason = backend_unavailable_reason(name, torch.device(dev))
-        if reason:
-            print(f"skip {name}: {reason}")
+        try:
+            picked = resolve_backend(name, dev)
+        except ValueError as err:
+            print(f"skip {name}: {err}")
             continue
-        prep = time_ms(lambda: BACKENDS[name](layout), dev, 1, 3)
-        attn = BACKENDS[name](layout)
+        prep = time_ms(lambda: BACKENDS[picked](layout), dev, 1, 3)
+        attn = BACKENDS[picked](layout)
         call = lambda: attn(q, k, v)  # noqa: E731
         f = time_ms(lambda: call().detach(), dev, args.warmup, args.repeat)
-        fb = time_ms(fwd_bwd(call), dev, args.warmup, args.repeat) if dev == "cuda" or name == "sdpa" else float("nan")
-        rows.append(dict(shape=f"{length}/{block}", backend=name, prep=prep, fwd=f, fwdbwd=fb,
-                         ideal=full_pairs / block_pairs, sp_f=base_f / f, sp_fb=base_fb / fb,
-                         tflops=4 * H * D * block_pairs / f / 1e9))
+        fb = time_ms(fwd_bwd(call), dev, args.warmup, args.repeat) if dev == "cuda" or picked == "sdpa" else float("nan")
+        rows.append(dict(shape=shape, backend=name if name == picked else f"{name} (= {picked})", prep=prep, fwd=f,
+                         fwdbwd=fb, ideal=full_pairs / block_pairs, sp_f=base_f / f, sp_fb=base_fb / fb,
+                         tflops=tflops(block_pairs, f, fb)))
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ("length/block", "backend", "prep ms", "fwd ms", "fwd+bwd ms", "ideal", "fwd x", "fwd+bwd x", "fwd TF/s")
+    head = ("length/block", "backend", "prep ms", "fwd ms", "fwd+bwd ms", "ideal", "fwd x", "fwd+bwd x", "fwd TF/s",
+            "fwd+bwd TF/s")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['shape']} | {r['backend']} | {r['prep']:.2f} | {r['fwd']:.2f} | {r['fwdbwd']:.2f} | "
-              f"{r['ideal']:.1f}x | {r['sp_f']:.2f}x | {r['sp_fb']:.2f}x | {r['tflops']:.0f} |")
+              f"{r['ideal']:.1f}x | {r['sp_f']:.2f}x | {r['sp_fb']:.2f}x | {r['tflops'][0]:.0f} | {r['tflops'][1]:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes", nargs="+", default=["8192/512", "32768/512", "32768/2048"], help="LENGTH/BLOCK")
     p.add_argument("--global-tokens", type=int, default=512)
     p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA); default: --heads")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--uneven", action="store_true", help="segmenter-like uneven block lengths, different per row")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen", "flash"], choices=list(BACKENDS))
+    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen", "flash", "auto"],
+                   choices=list(BACKEND_NAMES))
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=10)
     args = p.parse_args(argv)
@@ -121,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         length, block = map(int, shape.split("/"))
         rows.extend(bench_shape(length, block, args))
     print(f"\ndevice {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"B=1, {args.heads} heads, d={args.head_dim}, {args.dtype}, global block {args.global_tokens}")
+          f"B={args.batch}, {args.heads} heads ({args.kv_heads or args.heads} key/value), d={args.head_dim}, {args.dtype}, "
+          f"global block {args.global_tokens}")
     print_table(rows)
     return 0

@@ -64,24 +64,52 @@ def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, de
     return {k: v.to(device) for k, v in dict(input_ids=ids, block_ids=block_ids[None], attention_mask=mask).items()}
 
 
-def ours_step(teacher, student, batch, optimizer, checkpointing: bool):
-    """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes)."""
+def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None):
+    """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes).
+    ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
     from lit_block.losses import chunked_distillation_loss
 
     released = torch.rand(1, int(batch["block_ids"].max()) + 1, device=batch["block_ids"].device) < 0.1
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
         with torch.no_grad():
             t_full = teacher.full_attention_hidden_states(batch["input_ids"])
+            tick("teacher forward, full attention")
             t_block, _ = teacher.token_hidden_states(batch["input_ids"], batch["block_ids"])  # sensitivity pass
+            tick("teacher forward, block attention")
         s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
+        tick("student forward")
         weights = torch.ones(s_hidden.shape[1], device=s_hidden.device)
         weights[-1] = 0
         div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
                                            teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048)
+        tick("divergence (chunked, forward)")
     (div / n).backward()
+    tick("backward")
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    tick("optimizer step")
     return t_block
+
+
+def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int) -> dict[str, float]:
+    """Median milliseconds of each phase of ``ours_step`` (a device sync between phases)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
+    samples: dict[str, list[float]] = {}
+    for i in range(repeat + 1):  # the first step warms up
+        sync()
+        last = [time.perf_counter()]
+
+        def tick(phase):
+            sync()
+            now = time.perf_counter()
+            if i:
+                samples.setdefault(phase, []).append(1e3 * (now - last[0]))
+            last[0] = now
+
+        ours_step(teacher, student, batch, optimizer, checkpointing, tick)
+    del optimizer
+    return {phase: statistics.median(ms) for phase, ms in samples.items()}
 
 
 def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
@@ -143,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
     args = p.parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     rows = []
@@ -159,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                     r = measure(step, teacher, student, batch, ckpt, args.repeat, args.device)
                     rows.append(dict(tokens=tokens, name=name, ckpt=ckpt, flops=flops, **r))
                     print(f"{tokens} {name} ckpt={ckpt}: {r}", flush=True)
+            if args.breakdown:
+                for ckpt in modes:
+                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat)
+                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phase ms "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
           f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps; "

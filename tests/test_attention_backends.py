@@ -127,6 +127,21 @@ def test_block_mask_from_intervals_equals_create_block_mask(seed):
         assert torch.equal(ours.full_kv_num_blocks, ref.full_kv_num_blocks)  # and the same ones skip the mask
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_interval_mask_mod_is_the_layout_predicate(seed):
+    """Partial tiles evaluate the interval ``mask_mod``: it must equal the layout's own predicate everywhere."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from lit_block.attention.flex import block_mask_mod, interval_mask_mod, key_intervals
+
+    layout = random_layout(seed, batch=3, num_sinks=seed % 3, max_blocks=6, max_block=90, max_global=70,
+                           release_p=0.3)
+    B, T = layout.batch_size, layout.seq_len
+    ours = create_mask(interval_mask_mod(*key_intervals(layout)), B, None, T, T, device="cpu")
+    ref = create_mask(block_mask_mod(layout), B, None, T, T, device="cpu")
+    assert ref.any() and torch.equal(ours, ref)
+
+
 def test_uneven_benchmark_blocks_fill_the_context_with_segmenter_like_lengths():
     from lit_block.benchmarks.attention import attention_work, uneven_block_sizes
 

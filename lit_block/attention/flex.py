@@ -38,20 +38,41 @@ def block_mask_mod(layout: BlockLayout):
     return mask_mod
 
 
-def block_mask_from_intervals(layout: BlockLayout, tile: int = 128):
-    """The layout's ``BlockMask`` from per-row key intervals; the same mask ``create_block_mask`` builds.
+def key_intervals(layout: BlockLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, T]`` first and last key each query row sees (``hi = -1`` for padding rows, which see none).
 
-    Needs right padding (valid tokens a prefix of each row); partial tiles keep the exact ``mask_mod``.
+    Exact for right-padded layouts whose blocks are contiguous runs (as every ``BlockLayout`` builds them).
     """
-    from torch.nn.attention.flex_attention import BlockMask
-
     ids, valid = layout.block_ids, layout.attention_mask
     B, T = ids.shape
     pos = torch.arange(T, device=ids.device).expand(B, T)
     prev = torch.cat([torch.full_like(ids[:, :1], -2), ids[:, :-1]], dim=1)
     block_start = torch.cummax(torch.where(ids != prev, pos, 0), dim=1).values  # start of each row's block
-    lo = torch.where(layout.query_is_global(), 0, block_start)  # first key a row sees
-    hi = torch.where(valid, pos, -1)  # last key a row sees (padding rows see none)
+    lo = torch.where(layout.query_is_global(), 0, block_start)
+    hi = torch.where(valid, pos, -1)
+    return lo, hi
+
+
+def interval_mask_mod(lo: torch.Tensor, hi: torch.Tensor):
+    """``mask_mod`` of key intervals: two loads indexed by the query row only (hoisted out of the key loop),
+    instead of the ``block_mask_mod``'s loads indexed by the key."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (kv_idx >= lo[b, q_idx]) & (kv_idx <= hi[b, q_idx])
+
+    return mask_mod
+
+
+def block_mask_from_intervals(layout: BlockLayout, tile: int = 128):
+    """The layout's ``BlockMask`` from per-row key intervals; the same mask ``create_block_mask`` builds.
+
+    Needs right padding (valid tokens a prefix of each row); partial tiles use the interval ``mask_mod``.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    ids = layout.block_ids
+    B, T = ids.shape
+    lo, hi = key_intervals(layout)
     n = -(-T // tile)
     exists = torch.arange(n * tile, device=ids.device) < T  # rows past T (the last tile's tail) do not exist
     pad = n * tile - T
@@ -70,7 +91,7 @@ def block_mask_from_intervals(layout: BlockLayout, tile: int = 128):
         return m.sum(-1, dtype=torch.int32)[:, None], torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)[:, None]
 
     (kv_num, kv_idx), (full_num, full_idx) = packed(partial), packed(full)
-    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=tile, mask_mod=block_mask_mod(layout),
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=tile, mask_mod=interval_mask_mod(lo, hi),
                                     seq_lengths=(T, T))
 
 

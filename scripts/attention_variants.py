@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--flex-options", action="store_true", help="also try flex kernel options (compiles more)")
+    p.add_argument("--parts", nargs="+", default=["dense", "whole", "blocks", "global"],
+                   help="which parts to time (dense causal baselines, flex on the whole layout, blocks, global rows)")
     p.add_argument("--budget-s", type=float, default=420)
     p.add_argument("--out", default="variants.json")
     args = p.parse_args()
@@ -70,7 +72,7 @@ def main() -> None:
     print("| shape | part | variant | fwd ms | fwd+bwd ms | fwd TF/s | fwd+bwd TF/s |\n|---|---|---|---|---|---|---|", flush=True)
 
     def record(shape, part, name, pairs, fn, inputs):
-        if time.monotonic() - t0 > args.budget_s:
+        if time.monotonic() - t0 > args.budget_s or part.split(":")[0] not in args.parts:
             return
         try:
             f, fb = fwd_and_fwdbwd(fn, inputs)
@@ -149,6 +151,26 @@ def main() -> None:
             record(shape, "blocks", "varlen_attn view", block_pairs, varlen_blocks, (q, k, v))
         except Exception as e:  # noqa: BLE001
             print(f"varlen unavailable: {e}")
+        # the same on contiguous copies (copy and its backward timed): is the slow backward a layout effect?
+        for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+            def blk_copy(be=be):
+                qb, kb, vb = (blocks_view(x).contiguous() for x in (q, k, v))  # [n, H, bs, D], BHSD-contiguous
+                with sdpa_kernel([be]):
+                    return F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)
+            record(shape, "blocks", f"sdpa {name}, contiguous copies", block_pairs, blk_copy, (q, k, v))
+        if "blocks" in args.parts:  # backward alone, contiguous leaves: the kernel without any copy
+            qb, kb, vb = (blocks_view(x).detach().contiguous().requires_grad_(True) for x in (q, k, v))
+            for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+                with sdpa_kernel([be]):
+                    out = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)
+                    g = torch.randn_like(out)
+                    try:
+                        ms = bench(lambda: torch.autograd.grad(out, (qb, kb, vb), g, retain_graph=True))
+                        print(f"| {shape} | blocks | {name} backward alone, contiguous | - | {ms:.3f} (bwd) | - | "
+                              f"{2.5 * 4 * H * D * block_pairs / ms / 1e9:.0f} (bwd) |", flush=True)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"| {shape} | blocks | {name} backward alone | error: {str(e)[:160]} |", flush=True)
+            del qb, kb, vb, out, g
         bid = torch.arange(n, device="cuda").repeat_interleave(bs)
         bmb = create_block_mask(lambda b, h, qi, ki: (ki <= qi) & (bid[qi] == bid[ki]), 1, None, Lc, Lc, device="cuda")
         record(shape, "blocks", "flex", block_pairs,
@@ -168,7 +190,7 @@ def main() -> None:
 
         # forward only: unmasked context (optionally in key chunks, batched) + causal self, merged by LSE
         flash = torch.ops.aten._scaled_dot_product_flash_attention
-        for chunk in (Lc, 8192, 4096):
+        for chunk in ((Lc, 8192, 4096) if "global" in args.parts else ()):
             if chunk > Lc or Lc % chunk:
                 continue
             nc = Lc // chunk

@@ -116,6 +116,16 @@ class BlockAttentionLM(nn.Module):
         settings = {"num_sink_tokens": self.num_sink_tokens, "attn_backend": self.attn_backend}
         (folder / CONFIG_FILE).write_text(json.dumps(settings, indent=2))
 
+    def compile_decoder_layers(self, backend: str = "inductor") -> None:
+        """``torch.compile`` every decoder layer in place (parameter names unchanged, so checkpoints and
+        ``save_pretrained`` are unaffected); identical layers share the compiled code. Fuses each layer's pointwise
+        work (norms, RoPE, activations, casts): 1.6x a distillation step on an H200 (docs/distillation_notes.md).
+        ``backend``: any ``torch.compile`` backend (``aot_eager`` traces without generating kernels, for debugging)."""
+        from lit_block.sharding import decoder_layers
+
+        for layer in decoder_layers(self.model):
+            layer.compile(backend=backend, dynamic=False)
+
     # ------------------------------------------------------------------ forward passes
 
     def layout(

@@ -97,7 +97,8 @@ def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = N
     settings = strategy_settings(args)
     sharding = ShardingConfig(**settings["sharding"])
     module = BlockDistillationModule(teacher=args.teacher, num_sink_tokens=2, attn_backend="sdpa", isolated_weight=0.1,
-                                     learning_rate=args.lr, sharding=sharding)
+                                     learning_rate=args.lr, sharding=sharding,
+                                     compile_layers=args.compile_layers or False)
     data = TextBlocksDataModule(tokenizer=args.teacher, sample_tokens=args.sample_tokens, block_tokens=32,
                                 global_tokens=args.sample_tokens // 4, batch_size=1, max_samples=64)
     recorder = LossRecorder()
@@ -158,6 +159,7 @@ def main() -> None:
     p.add_argument("--param-dtype", default="float32", help="FSDP2 compute dtype (bfloat16 on GPUs) without --config")
     p.add_argument("--config", default=None, help="a strategy YAML, e.g. experiments/strategies/fsdp2.yaml")
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--compile-layers", default=None, help="torch.compile backend for every decoder layer (inductor)")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.use_deterministic_algorithms (warn-only) so that GPU runs repeat bitwise where they can")
     p.add_argument("--workdir", default="fsdp_check")

@@ -102,9 +102,23 @@ def test_the_distillation_step_benchmark_runs_and_prints_its_table(tiny_model_di
 
     assert main(["bench", "distill", "--model", str(tiny_model_dir), "--tokens", "128", "--block-tokens", "32",
                  "--global-tokens", "32", "--device", "cpu", "--backends", "sdpa", "--repeat", "1",
-                 "--checkpointing", "on"]) == 0
+                 "--checkpointing", "on", "--breakdown"]) == 0
     out = capsys.readouterr().out
     assert "| 128 | naive (HF, dense mask, full logits) | on |" in out and "| 128 | lit-block, sdpa | on |" in out
+    phases = out.split("phases: ")[1].splitlines()[0]  # --breakdown: every phase of the step, timed
+    assert [p.rsplit(" ", 2)[0] for p in phases.split("; ")] == [
+        "teacher forward, full attention", "teacher forward, block attention", "student forward",
+        "divergence (chunked, forward)", "backward", "optimizer step"]
+
+
+def test_the_distillation_benchmark_compiles_every_decoder_layer_of_both_models_in_place(tiny_model_dir):
+    from lit_block.benchmarks.distill_step import make_models
+    from lit_block.sharding import decoder_layers
+
+    teacher, student = make_models(str(tiny_model_dir), "cpu", 2, "sdpa", compile=True)
+    layers = decoder_layers(teacher.model) + decoder_layers(student.model)
+    assert layers and all(layer._compiled_call_impl is not None for layer in layers)
+    assert not any("_orig_mod" in name for name, _ in student.named_parameters())  # checkpoints keep their names
 
 
 def test_a_lora_student_shards_and_trains_only_its_adapters_and_sinks(gloo_group):

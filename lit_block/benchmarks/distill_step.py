@@ -41,7 +41,7 @@ def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> fl
     return teacher + student
 
 
-def make_models(shape: str, device: str, sinks: int, backend: str):
+def make_models(shape: str, device: str, sinks: int, backend: str, compile: bool = False):
     from lit_block.benchmarks.ttft import random_model
 
     torch.manual_seed(0)
@@ -51,6 +51,9 @@ def make_models(shape: str, device: str, sinks: int, backend: str):
     student = random_model(shape, device, torch.float32, sinks)  # fp32 master weights, bf16 autocast
     student.attn_backend = backend
     student.model.load_state_dict(teacher.model.state_dict())  # the student starts as the teacher
+    if compile:
+        teacher.compile_decoder_layers()
+        student.compile_decoder_layers()
     return teacher, student.train()
 
 
@@ -172,17 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
+    p.add_argument("--compile", action="store_true", help="torch.compile every decoder layer of both models")
     args = p.parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     rows = []
     for backend in args.backends:
-        teacher, student = make_models(args.model, args.device, args.sinks, backend)
+        teacher, student = make_models(args.model, args.device, args.sinks, backend, args.compile)
         for tokens in args.tokens:
             batch = batch_for(tokens, args.block_tokens, args.global_tokens, teacher.config.vocab_size, args.device)
             flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens)
-            variants = [(f"lit-block, {backend}", ours_step)]
+            variants = [(f"lit-block, {backend}" + (", compiled" if args.compile else ""), ours_step)]
             if args.naive and backend == args.backends[0]:
-                variants.insert(0, ("naive (HF, dense mask, full logits)", naive_step))
+                variants.insert(0, ("naive (HF, dense mask, full logits)" + (", compiled layers" if args.compile else ""),
+                                    naive_step))
             for name, step in variants:
                 for ckpt in modes:
                     r = measure(step, teacher, student, batch, ckpt, args.repeat, args.device)
@@ -191,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.breakdown:
                 for ckpt in modes:
                     phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat)
-                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phase ms "
-                          + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()), flush=True)
+                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
+                          + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
           f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps; "

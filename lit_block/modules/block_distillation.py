@@ -82,8 +82,11 @@ class BlockDistillationModule(L.LightningModule):
         lora_alpha: float = 16.0,
         lora_target_modules: list[str] | None = None,
         sharding: ShardingConfig | None = None,
+        compile_layers: bool | str = False,
     ):
-        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``)."""
+        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
+        ``compile_layers``: ``torch.compile`` every decoder layer of teacher and student (after sharding); ``True``
+        for the default backend (inductor), or a backend's name."""
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -128,6 +131,10 @@ class BlockDistillationModule(L.LightningModule):
             sharding = ShardingConfig(**(h.sharding or {}))
             shard_block_lm(self.student, data_parallel_mesh(self.device_mesh), sharding)
             shard_block_lm(self.teacher, data_parallel_mesh(self.device_mesh), sharding, frozen=True)
+        if h.compile_layers:  # in place, after fully_shard
+            backend = h.compile_layers if isinstance(h.compile_layers, str) else "inductor"
+            self.student.compile_decoder_layers(backend)
+            self.teacher.compile_decoder_layers(backend)
 
     # ---------------------------------------------------------------- pieces
 

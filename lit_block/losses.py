@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -51,6 +52,20 @@ def _token_divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, ki
     return beta * kl_t + (1 - beta) * kl_s
 
 
+def _logits_divergence(s_logits: torch.Tensor, t_logits: torch.Tensor, w: torch.Tensor, temperature: float,
+                       divergence: str, beta: float) -> torch.Tensor:
+    """Weighted divergence sum of one chunk: ``[n, V]`` student and teacher logits, ``[n]`` weights -> scalar."""
+    s_logp = (s_logits.float() / temperature).log_softmax(-1)
+    t_logp = (t_logits.float() / temperature).log_softmax(-1)
+    return (_token_divergence(s_logp, t_logp, divergence, beta) * w.float()).sum()
+
+
+@functools.cache
+def _compiled_logits_divergence(backend: str):
+    # the vocabulary-sized softmaxes and the divergence fused into a few kernels; chunk lengths vary (dynamic)
+    return torch.compile(_logits_divergence, backend=backend)
+
+
 def chunked_distillation_loss(
     student_hidden: torch.Tensor,
     teacher_hidden: torch.Tensor,
@@ -61,6 +76,7 @@ def chunked_distillation_loss(
     temperature: float = 1.0,
     beta: float = 0.5,
     chunk_size: int = 1024,
+    compile: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-weighted divergence between teacher and student next-token distributions, in chunks.
 
@@ -77,6 +93,7 @@ def chunked_distillation_loss(
         divergence: ``forward_kl``, ``reverse_kl`` or ``jsd``.
         temperature: softens both distributions; the loss is scaled by ``temperature ** 2``.
         beta: the JSD mixture weight of the teacher (ignored otherwise).
+        compile: a ``torch.compile`` backend (``inductor``) for the per-chunk softmaxes and divergence.
 
     Returns:
         ``(weighted divergence sum, weight sum)``; both 0 (with a graph) when ``N == 0``.
@@ -95,11 +112,12 @@ def chunked_distillation_loss(
     if s_vocab != t_vocab:
         raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab}): distillation needs one")
 
+    logits_divergence = _compiled_logits_divergence(compile) if compile else _logits_divergence
+
     def chunk_loss(s_hidden: torch.Tensor, t_hidden: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        s_logp = (lm_head(s_hidden).float() / temperature).log_softmax(-1)
         with torch.no_grad():
-            t_logp = (teacher_lm_head(t_hidden).float() / temperature).log_softmax(-1)
-        return (_token_divergence(s_logp, t_logp, divergence, beta) * w.float()).sum()
+            t_logits = teacher_lm_head(t_hidden)  # no graph: the teacher is a constant target
+        return logits_divergence(lm_head(s_hidden), t_logits, w, temperature, divergence, beta)
 
     total = student_hidden.sum() * 0.0
     for start in range(0, student_hidden.shape[0], chunk_size):

@@ -18,6 +18,7 @@ an unchunked KL. MFU counts the teacher's two forward passes and the student's f
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -67,7 +68,7 @@ def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, de
     return {k: v.to(device) for k, v in dict(input_ids=ids, block_ids=block_ids[None], attention_mask=mask).items()}
 
 
-def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None):
+def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, compile=None):
     """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes).
     ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
     from lit_block.losses import chunked_distillation_loss
@@ -84,7 +85,8 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
         weights = torch.ones(s_hidden.shape[1], device=s_hidden.device)
         weights[-1] = 0
         div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
-                                           teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048)
+                                           teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048,
+                                           compile=compile)
         tick("divergence (chunked, forward)")
     (div / n).backward()
     tick("backward")
@@ -94,7 +96,7 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
     return t_block
 
 
-def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int) -> dict[str, float]:
+def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, compile=None) -> dict[str, float]:
     """Median milliseconds of each phase of ``ours_step`` (a device sync between phases)."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
@@ -110,7 +112,7 @@ def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat:
                 samples.setdefault(phase, []).append(1e3 * (now - last[0]))
             last[0] = now
 
-        ours_step(teacher, student, batch, optimizer, checkpointing, tick)
+        ours_step(teacher, student, batch, optimizer, checkpointing, tick, compile)
     del optimizer
     return {phase: statistics.median(ms) for phase, ms in samples.items()}
 
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
-    p.add_argument("--compile", action="store_true", help="torch.compile every decoder layer of both models")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every decoder layer of both models and the loss's per-chunk softmaxes")
     args = p.parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     rows = []
@@ -184,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         for tokens in args.tokens:
             batch = batch_for(tokens, args.block_tokens, args.global_tokens, teacher.config.vocab_size, args.device)
             flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens)
-            variants = [(f"lit-block, {backend}" + (", compiled" if args.compile else ""), ours_step)]
+            compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss
+            variants = [(f"lit-block, {backend}" + (", compiled" if args.compile else ""),
+                         functools.partial(ours_step, compile=compiled))]
             if args.naive and backend == args.backends[0]:
                 variants.insert(0, ("naive (HF, dense mask, full logits)" + (", compiled layers" if args.compile else ""),
                                     naive_step))
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tokens} {name} ckpt={ckpt}: {r}", flush=True)
             if args.breakdown:
                 for ckpt in modes:
-                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat)
+                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, compiled)
                     print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
                           + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
         del teacher, student

@@ -85,8 +85,8 @@ class BlockDistillationModule(L.LightningModule):
         compile_layers: bool | str = False,
     ):
         """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
-        ``compile_layers``: ``torch.compile`` every decoder layer of teacher and student (after sharding); ``True``
-        for the default backend (inductor), or a backend's name."""
+        ``compile_layers``: ``torch.compile`` every decoder layer of teacher and student (after sharding) and the
+        training loss's per-chunk softmaxes; ``True`` for the default backend (inductor), or a backend's name."""
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -132,9 +132,13 @@ class BlockDistillationModule(L.LightningModule):
             shard_block_lm(self.student, data_parallel_mesh(self.device_mesh), sharding)
             shard_block_lm(self.teacher, data_parallel_mesh(self.device_mesh), sharding, frozen=True)
         if h.compile_layers:  # in place, after fully_shard
-            backend = h.compile_layers if isinstance(h.compile_layers, str) else "inductor"
-            self.student.compile_decoder_layers(backend)
-            self.teacher.compile_decoder_layers(backend)
+            self.student.compile_decoder_layers(self._compile_backend())
+            self.teacher.compile_decoder_layers(self._compile_backend())
+
+    def _compile_backend(self) -> str | None:
+        """The ``torch.compile`` backend for layers and the training loss (``None``: eager)."""
+        flag = self.hparams.compile_layers
+        return flag if isinstance(flag, str) else ("inductor" if flag else None)
 
     # ---------------------------------------------------------------- pieces
 
@@ -187,6 +191,7 @@ class BlockDistillationModule(L.LightningModule):
             s_hidden[keep], t_hidden[keep], self.student.model.get_output_embeddings(), w[keep],
             teacher_lm_head=self.teacher.model.get_output_embeddings(), divergence=self.hparams.divergence,
             temperature=self.hparams.temperature, beta=self.hparams.beta, chunk_size=self.hparams.chunk_size,
+            compile=self._compile_backend(),
         )
         loss = div / wsum.clamp(min=1e-6)
         if self.hparams.ce_weight > 0:

@@ -31,6 +31,11 @@ def _has_rotary_embedding(model: PreTrainedModel) -> bool:
     return any("rotary" in type(m).__name__.lower() for m in model.modules())
 
 
+def compile_backend(flag: bool | str) -> str | None:
+    """A module's ``compile_layers`` setting as a ``torch.compile`` backend: ``True`` -> inductor, off -> ``None``."""
+    return flag if isinstance(flag, str) else ("inductor" if flag else None)
+
+
 class BlockAttentionLM(nn.Module):
     """A causal LM with block attention and ``num_sink_tokens`` learned sinks per context block."""
 

@@ -191,3 +191,13 @@ def test_pipeline_profile_errors_name_the_key(tmp_path, capsys):
     bad.write_text("distill_stepz: 3\n")
     assert main(["pipeline", "--config", str(bad)]) == 2
     assert "distill_stepz" in capsys.readouterr().err
+
+
+def test_compile_layers_parses_as_a_switch_or_a_backend_and_trains(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = [f"--config={REPO / 'experiments/demo/teacher_block_nll.yaml'}", *tiny_overrides(tiny_model_dir)]
+    with pytest.raises(SystemExit):
+        main(["fit", *config, "--model.init_args.compile_layers=true", "--print_config"])
+    assert "compile_layers: true" in capsys.readouterr().out  # a switch (inductor), not the backend name "true"
+    main(["fit", *config, "--model.init_args.compile_layers=aot_eager", "--trainer.fast_dev_run=1",
+          "--trainer.logger=false"])  # a backend by name: traced layers train under the CLI

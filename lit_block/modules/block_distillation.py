@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from lit_block.layout import attended_pairs
 from lit_block.losses import chunked_distillation_loss, next_token_nll
-from lit_block.model import BlockAttentionLM
+from lit_block.model import BlockAttentionLM, compile_backend
 from lit_block.modules.block_finetune import DTYPES
 from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
 
@@ -132,13 +132,8 @@ class BlockDistillationModule(L.LightningModule):
             shard_block_lm(self.student, data_parallel_mesh(self.device_mesh), sharding)
             shard_block_lm(self.teacher, data_parallel_mesh(self.device_mesh), sharding, frozen=True)
         if h.compile_layers:  # in place, after fully_shard
-            self.student.compile_decoder_layers(self._compile_backend())
-            self.teacher.compile_decoder_layers(self._compile_backend())
-
-    def _compile_backend(self) -> str | None:
-        """The ``torch.compile`` backend for layers and the training loss (``None``: eager)."""
-        flag = self.hparams.compile_layers
-        return flag if isinstance(flag, str) else ("inductor" if flag else None)
+            self.student.compile_decoder_layers(compile_backend(h.compile_layers))
+            self.teacher.compile_decoder_layers(compile_backend(h.compile_layers))
 
     # ---------------------------------------------------------------- pieces
 
@@ -191,7 +186,7 @@ class BlockDistillationModule(L.LightningModule):
             s_hidden[keep], t_hidden[keep], self.student.model.get_output_embeddings(), w[keep],
             teacher_lm_head=self.teacher.model.get_output_embeddings(), divergence=self.hparams.divergence,
             temperature=self.hparams.temperature, beta=self.hparams.beta, chunk_size=self.hparams.chunk_size,
-            compile=self._compile_backend(),
+            compile=compile_backend(self.hparams.compile_layers),
         )
         loss = div / wsum.clamp(min=1e-6)
         if self.hparams.ce_weight > 0:

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lit_block.losses import next_token_nll
-from lit_block.model import BlockAttentionLM
+from lit_block.model import BlockAttentionLM, compile_backend
 from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,8 +33,11 @@ class BlockFinetuneModule(L.LightningModule):
         weight_decay: float = 0.0,
         eval_full_attention: bool = True,
         sharding: ShardingConfig | None = None,
+        compile_layers: bool | str = False,
     ):
-        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``)."""
+        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
+        ``compile_layers``: ``torch.compile`` every decoder layer (after sharding); ``True`` for inductor, or a
+        backend's name (as in ``BlockDistillationModule``)."""
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -55,6 +58,8 @@ class BlockFinetuneModule(L.LightningModule):
         self.lm.train()  # from_pretrained returns eval mode
         if self.device_mesh is not None:  # ModelParallelStrategy: FSDP2 per decoder layer
             shard_block_lm(self.lm, data_parallel_mesh(self.device_mesh), ShardingConfig(**(h.sharding or {})))
+        if h.compile_layers:
+            self.lm.compile_decoder_layers(compile_backend(h.compile_layers))
 
     def _nll(self, batch: dict, full_attention: bool) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.lm(

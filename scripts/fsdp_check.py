@@ -93,7 +93,6 @@ def run(args, steps: int, ckpt_in: str | None = None, save_every: int | None = N
     from lit_block.sharding import ShardingConfig
 
     L.seed_everything(0, verbose=False)
-    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)  # GPU backward passes use atomics otherwise
     settings = strategy_settings(args)
     sharding = ShardingConfig(**settings["sharding"])
     module = BlockDistillationModule(teacher=args.teacher, num_sink_tokens=2, attn_backend="sdpa", isolated_weight=0.1,
@@ -167,6 +166,7 @@ def main() -> None:
     args = p.parse_args()
     if args.deterministic:  # cuBLAS repeats its reductions only with a fixed workspace, set before its first use
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)  # GPU backward passes use atomics otherwise
     half = args.steps // 2
     ckpt = str(Path(args.workdir) / "half.ckpt")
     uninterrupted = run(args, args.steps)[2]

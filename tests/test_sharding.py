@@ -136,3 +136,13 @@ def test_a_lora_student_shards_and_trains_only_its_adapters_and_sinks(gloo_group
     student.model.get_output_embeddings()(hidden).logsumexp(-1).mean().backward()
     grads = [p.grad for n, p in student.named_parameters() if "lora_A" in n]
     assert grads and all(g is not None for g in grads)
+
+
+def test_the_phase_breakdown_runs_with_the_checkpointing_it_reports(tiny_model_dir):
+    from lit_block.benchmarks.distill_step import batch_for, breakdown, make_models
+
+    teacher, student = make_models(str(tiny_model_dir), "cpu", 2, "sdpa")
+    batch = batch_for(64, 16, 16, teacher.config.vocab_size, "cpu")
+    for checkpointing in (True, False):  # the second call must undo the first's setting
+        phases = breakdown(teacher, student, batch, checkpointing, "cpu", repeat=1)
+        assert student.model.is_gradient_checkpointing == checkpointing and len(phases) == 6

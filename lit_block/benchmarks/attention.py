@@ -46,14 +46,19 @@ def uneven_block_sizes(length: int, block: int, global_tokens: int, generator: t
     return sizes
 
 
+def block_id_row(blocks: list[int], global_tokens: int) -> torch.Tensor:
+    """``[sum(blocks) + global_tokens]`` block ids: ``i`` over context block ``i``, then ``-1`` (the global block)."""
+    return torch.cat([torch.full((n,), i) for i, n in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
+
+
 def make_layout(rows: list[list[int]], global_tokens: int, device: str):
     """One layout row per list of context block sizes (every row of the same total length)."""
-    ids = torch.stack([torch.cat([torch.full((b,), i) for i, b in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
-                       for blocks in rows])
+    ids = torch.stack([block_id_row(blocks, global_tokens) for blocks in rows])
     return layout_from_tokens(torch.zeros_like(ids), ids).to(device)
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (no-op on CPUs)."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -62,12 +67,12 @@ def time_ms(fn, device: str, warmup: int, repeat: int) -> float:
     """Median wall time of ``fn()`` in milliseconds, synchronized."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 

@@ -59,10 +59,9 @@ def make_models(shape: str, device: str, sinks: int, backend: str, compile: bool
 
 
 def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, device: str) -> dict:
-    from lit_block.benchmarks.attention import block_sizes
+    from lit_block.benchmarks.attention import block_id_row, block_sizes
 
-    blocks = block_sizes(tokens, block_tokens, global_tokens)
-    block_ids = torch.cat([torch.full((n,), i) for i, n in enumerate(blocks)] + [torch.full((global_tokens,), -1)])
+    block_ids = block_id_row(block_sizes(tokens, block_tokens, global_tokens), global_tokens)
     ids = torch.randint(0, vocab, (1, tokens))
     mask = torch.ones(1, tokens, dtype=torch.long)
     return {k: v.to(device) for k, v in dict(input_ids=ids, block_ids=block_ids[None], attention_mask=mask).items()}
@@ -96,17 +95,27 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
     return t_block
 
 
+def prepare_student(student, checkpointing: bool, device: str) -> torch.optim.Optimizer:
+    """Set the student's activation checkpointing and return a fresh optimizer for it."""
+    if checkpointing:
+        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        student.model.gradient_checkpointing_disable()
+    return torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
+
+
 def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, compile=None) -> dict[str, float]:
     """Median milliseconds of each phase of ``ours_step`` (a device sync between phases)."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
+    from lit_block.benchmarks.attention import sync
+
+    optimizer = prepare_student(student, checkpointing, device)
     samples: dict[str, list[float]] = {}
     for i in range(repeat + 1):  # the first step warms up
-        sync()
+        sync(device)
         last = [time.perf_counter()]
 
         def tick(phase):
-            sync()
+            sync(device)
             now = time.perf_counter()
             if i:
                 samples.setdefault(phase, []).append(1e3 * (now - last[0]))
@@ -135,22 +144,19 @@ def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
 
 
 def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, device: str) -> dict:
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
-    if checkpointing:
-        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        student.model.gradient_checkpointing_disable()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    from lit_block.benchmarks.attention import sync
+
+    optimizer = prepare_student(student, checkpointing, device)
     try:
         step(teacher, student, batch, optimizer, checkpointing)  # warm-up (compilation, allocator)
-        sync()
+        sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
             step(teacher, student, batch, optimizer, checkpointing)
-            sync()
+            sync(device)
             times.append(time.perf_counter() - start)
     except torch.OutOfMemoryError:
         return {"ms": float("nan"), "peak_gib": float("nan"), "oom": True}
@@ -181,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch.compile every decoder layer of both models and the loss's per-chunk softmaxes")
     args = p.parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
+    compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss (ours_step)
     rows = []
     for backend in args.backends:
         teacher, student = make_models(args.model, args.device, args.sinks, backend, args.compile)
         for tokens in args.tokens:
             batch = batch_for(tokens, args.block_tokens, args.global_tokens, teacher.config.vocab_size, args.device)
             flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens)
-            compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss
             variants = [(f"lit-block, {backend}" + (", compiled" if args.compile else ""),
                          functools.partial(ours_step, compile=compiled))]
             if args.naive and backend == args.backends[0]:

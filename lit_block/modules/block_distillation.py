@@ -132,8 +132,8 @@ class BlockDistillationModule(L.LightningModule):
             shard_block_lm(self.student, data_parallel_mesh(self.device_mesh), sharding)
             shard_block_lm(self.teacher, data_parallel_mesh(self.device_mesh), sharding, frozen=True)
         if h.compile_layers:  # in place, after fully_shard
-            self.student.compile_decoder_layers(compile_backend(h.compile_layers))
-            self.teacher.compile_decoder_layers(compile_backend(h.compile_layers))
+            for lm in (self.student, self.teacher):
+                lm.compile_decoder_layers(compile_backend(h.compile_layers))
 
     # ---------------------------------------------------------------- pieces
 

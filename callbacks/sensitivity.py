@@ -4,7 +4,8 @@ For each position, the divergence ``KL(teacher_full || teacher_block)`` measures
 prediction is to losing cross-block context. Weights are that divergence normalised to mean 1 over
 the valid positions of the batch, sharpened or flattened by ``1 / temperature``, and clipped to
 ``[min_weight, max_weight]``; they are put in ``batch["token_weights"]`` for the module's loss.
-Weights are cached per sample (keyed by its tokens and blocks) when the data repeats.
+Weights are cached per sample (keyed by its tokens and blocks) when the data repeats. The divergence
+is computed ``chunk_size`` positions at a time, so long samples never hold ``[tokens, vocab]`` logits.
 """
 
 from __future__ import annotations
@@ -14,13 +15,19 @@ import hashlib
 import lightning as L
 import torch
 
+from lit_block.losses import chunked_token_divergence
+
 
 class AttentionSensitivityWeighting(L.Callback):
-    def __init__(self, temperature: float = 1.0, min_weight: float = 0.1, max_weight: float = 10.0, cache: bool = True):
+    def __init__(self, temperature: float = 1.0, min_weight: float = 0.1, max_weight: float = 10.0, cache: bool = True,
+                 chunk_size: int = 1024):
         if temperature <= 0 or not 0 <= min_weight <= max_weight:
             raise ValueError(f"need temperature > 0 and 0 <= min_weight <= max_weight, got {temperature}, "
                              f"{min_weight}, {max_weight}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.temperature, self.min_weight, self.max_weight, self.cache = temperature, min_weight, max_weight, cache
+        self.chunk_size = chunk_size  # positions per vocabulary projection: memory is one chunk's logits
         self._cache: dict[str, torch.Tensor] = {}
 
     @staticmethod
@@ -34,12 +41,8 @@ class AttentionSensitivityWeighting(L.Callback):
         full = pl_module.teacher_hidden(batch)
         batch["teacher_full_hidden"] = full  # the module's loss needs the same states: computed once per step
         block = pl_module.teacher_hidden(batch, block_attention=True)
-        out = torch.zeros(full.shape[:2], device=full.device)
-        for b in range(full.shape[0]):
-            t = head(full[b]).float().log_softmax(-1)
-            s = head(block[b]).float().log_softmax(-1)
-            out[b] = (t.exp() * (t - s)).sum(-1)
-        return out
+        return torch.stack([chunked_token_divergence(block[b], full[b], head, chunk_size=self.chunk_size)
+                            for b in range(full.shape[0])])
 
     def weights(self, kl: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Normalise ``[B, S]`` divergences to weights (mean 1 over ``valid``), temper and clip."""

@@ -124,3 +124,40 @@ def chunked_distillation_loss(
         sl = slice(start, start + chunk_size)
         total = total + checkpoint(chunk_loss, student_hidden[sl], teacher_hidden[sl], weights[sl], use_reentrant=False)
     return total * temperature**2, weights.float().sum()
+
+
+@torch.no_grad()
+def chunked_token_divergence(
+    hidden: torch.Tensor,
+    reference_hidden: torch.Tensor,
+    lm_head: torch.nn.Module,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Per-position divergence between the next-token distributions of two sets of hidden states, in chunks.
+
+    Both go through the same ``lm_head``; ``forward_kl`` is ``KL(reference || hidden)``. Memory is one
+    chunk's logits (the whole ``[N, V]`` fp32 logits of a 32k-token sample would take 20 GB each).
+
+    Args:
+        hidden: ``[N, H]`` hidden states (e.g. the teacher under block attention).
+        reference_hidden: ``[N, H]`` reference hidden states (e.g. the teacher under full attention).
+        lm_head: the output projection (``H -> V``).
+
+    Returns:
+        ``[N]`` float32 divergences (``[0]`` when ``N == 0``).
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if hidden.shape != reference_hidden.shape:
+        raise ValueError(f"hidden states disagree: {tuple(hidden.shape)} vs reference {tuple(reference_hidden.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out = torch.empty(hidden.shape[0], device=hidden.device, dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        logp = lm_head(hidden[sl]).float().log_softmax(-1)
+        ref_logp = lm_head(reference_hidden[sl]).float().log_softmax(-1)
+        out[sl] = _token_divergence(logp, ref_logp, divergence, beta)
+    return out

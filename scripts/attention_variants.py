@@ -49,6 +49,81 @@ def fwd_and_fwdbwd(call, inputs, grad_shape_like=None):
     return f, bench(fb)
 
 
+def cudnn_variants(shape, T, bs, n, Lc, G, q, k, v, record, flex_out):
+    """cuDNN's ragged (varlen) kernel for the blocks and cuDNN with a lower-right mask for the global rows.
+
+    Packed ``[T, H, D]`` views of the physical ``[1, T, H, D]`` memory, no copies. Prints each variant's largest
+    forward difference from flex on the same layout (``flex_out``, ``[1, H, T, D]``)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    from lit_block.attention.split import _varlen_api
+
+    packed = lambda x: x.transpose(1, 2)[0]  # noqa: E731 - [T, H, D]
+    cu_blocks = torch.arange(0, Lc + 1, bs, device="cuda", dtype=torch.int32)
+    cu_all = torch.cat([cu_blocks, torch.tensor([T], device="cuda", dtype=torch.int32)])  # global rows: a dummy block
+    ref = flex_out[0].transpose(0, 1)  # [T, H, D]
+
+    def ragged(qp, kp, vp, cu, m):  # causal per sequence of cu
+        return torch.ops.aten._cudnn_attention_forward(qp, kp, vp, None, cu, cu, m, m, True, 0.0, True)[0]
+
+    def report(name, out, rows):
+        print(f"#   {shape} {name}: max |out - flex| {float((out.float() - ref[rows].float()).abs().max()):.4f}", flush=True)
+
+    try:
+        out = ragged(packed(q)[:Lc], packed(k)[:Lc], packed(v)[:Lc], cu_blocks, bs)
+        report("cudnn ragged blocks", out, slice(0, Lc))
+        record(shape, "cudnn", "ragged blocks", n * bs * (bs + 1) // 2,
+               lambda: ragged(packed(q)[:Lc], packed(k)[:Lc], packed(v)[:Lc], cu_blocks, bs), (q, k, v))
+    except Exception as e:  # noqa: BLE001
+        print(f"#   cudnn ragged blocks: error {type(e).__name__}: {str(e)[:300]}", flush=True)
+    try:  # GQA: 8 key/value heads
+        k8, v8 = (x[:, :8].detach().contiguous() for x in (k, v))
+        ragged(packed(q)[:Lc], packed(k8)[:Lc], packed(v8)[:Lc], cu_blocks, bs)
+        print("#   cudnn ragged with 8 key/value heads: runs", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"#   cudnn ragged GQA: error {type(e).__name__}: {str(e)[:200]}", flush=True)
+
+    mask = torch.ones(G, T, dtype=torch.bool, device="cuda").tril(T - G)  # lower-right causal, materialized
+    pairs_g = G * Lc + G * (G + 1) // 2
+    for name, attn_mask in (("bool", mask), ("additive", torch.zeros(G, T, device="cuda", dtype=q.dtype)
+                                               .masked_fill(~mask, float("-inf")))):
+        def glob(attn_mask=attn_mask):
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                return F.scaled_dot_product_attention(q[:, :, Lc:], k, v, attn_mask=attn_mask)
+        try:
+            report(f"cudnn global, {name} mask", glob()[0].transpose(0, 1), slice(Lc, T))
+            record(shape, "cudnn", f"global rows, {name} mask", pairs_g, glob, (q, k, v))
+        except Exception as e:  # noqa: BLE001
+            print(f"#   cudnn global {name}: error {type(e).__name__}: {str(e)[:300]}", flush=True)
+    causal, _ = _varlen_api()
+    cu_q = torch.tensor([0, G], device="cuda", dtype=torch.int32)
+    cu_k = torch.tensor([0, T], device="cuda", dtype=torch.int32)
+    glob_fa = lambda: varlen_attn(packed(q)[Lc:], packed(k), packed(v), cu_q, cu_k, G, T, **causal)  # noqa: E731
+    try:
+        report("varlen_attn global (is causal bottom-right?)", glob_fa(), slice(Lc, T))
+        record(shape, "cudnn", "global rows, varlen_attn (FA2)", pairs_g, glob_fa, (q, k, v))
+    except Exception as e:  # noqa: BLE001
+        print(f"#   varlen global: error {type(e).__name__}: {str(e)[:300]}", flush=True)
+
+    def layer():  # the whole layout: every row through the ragged call, global rows replaced by the masked call
+        o = ragged(packed(q), packed(k), packed(v), cu_all, max(bs, G))
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            og = F.scaled_dot_product_attention(q[:, :, Lc:], k, v, attn_mask=mask)
+        return torch.cat([o[:Lc], og[0].transpose(0, 1)])
+    try:
+        out = layer()
+        report("cudnn layer", out, slice(0, T))
+        g = torch.randn_like(out)
+        grads = torch.autograd.grad(out, (q, k, v), g)
+        ref_grads = torch.autograd.grad(ref, (q, k, v), g, retain_graph=True)
+        diffs = [float((a.float() - b.float()).abs().max()) for a, b in zip(grads, ref_grads)]
+        print(f"#   {shape} cudnn layer: max |grad - flex grad| q/k/v {diffs[0]:.4f} / {diffs[1]:.4f} / {diffs[2]:.4f}",
+              flush=True)
+        record(shape, "cudnn", "layer: ragged + masked global", n * bs * (bs + 1) // 2 + pairs_g, layer, (q, k, v))
+    except Exception as e:  # noqa: BLE001
+        print(f"#   cudnn layer: error {type(e).__name__}: {str(e)[:300]}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", nargs="+", default=["32768/512", "8192/512", "32768/2048"])
@@ -57,7 +132,8 @@ def main() -> None:
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--flex-options", action="store_true", help="also try flex kernel options (compiles more)")
     p.add_argument("--parts", nargs="+", default=["dense", "whole", "blocks", "global"],
-                   help="which parts to time (dense causal baselines, flex on the whole layout, blocks, global rows)")
+                   help="which parts to time (dense causal baselines, flex on the whole layout, blocks, global rows, "
+                        "cudnn: ragged blocks + masked global rows)")
     p.add_argument("--budget-s", type=float, default=420)
     p.add_argument("--out", default="variants.json")
     args = p.parse_args()
@@ -72,7 +148,7 @@ def main() -> None:
     print("| shape | part | variant | fwd ms | fwd+bwd ms | fwd TF/s | fwd+bwd TF/s |\n|---|---|---|---|---|---|---|", flush=True)
 
     def record(shape, part, name, pairs, fn, inputs):
-        if time.monotonic() - t0 > args.budget_s or part.split(":")[0] not in args.parts:
+        if time.monotonic() - t0 > args.budget_s or part.split(":")[0].split()[0] not in args.parts:
             return
         try:
             f, fb = fwd_and_fwdbwd(fn, inputs)
@@ -123,6 +199,10 @@ def main() -> None:
         for name, opts in options.items():
             record(shape, "whole", f"flex {name}", block_pairs + global_pairs,
                    lambda opts=opts: flex(q, k, v, block_mask=bm, kernel_options=opts), (q, k, v))
+        if "cudnn" in args.parts:
+            flex_out = flex(q, k, v, block_mask=bm)
+            cudnn_variants(shape, T, bs, n, Lc, G, q, k, v, record, flex_out)
+            del flex_out
 
         # block-diagonal part alone, zero-copy views [n, H, bs, D]
         def blocks_view(x):

@@ -74,6 +74,17 @@ def test_sensitivity_is_zero_in_the_first_block_and_positive_after_it(module_and
     assert kl[later & batch["attention_mask"].bool()].max() > 1e-4
 
 
+def test_sensitivity_does_not_depend_on_its_chunk_size(module_and_data):
+    module, data = module_and_data
+    batch = next(iter(data.val_dataloader()))
+    whole = AttentionSensitivityWeighting(chunk_size=100_000).sensitivity(module, dict(batch))
+    chunked = AttentionSensitivityWeighting(chunk_size=5).sensitivity(module, dict(batch))
+    assert whole.shape == batch["input_ids"].shape
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="chunk_size"):
+        AttentionSensitivityWeighting(chunk_size=0)
+
+
 def test_sink_warmup_lowers_its_loss(module_and_data):
     module, data = module_and_data
     losses = SinkTokenInitializer("warmup", warmup_steps=15, warmup_lr=0.05).warm_up(module, data.train_dataloader())

@@ -96,3 +96,32 @@ def test_vocabulary_mismatch_is_named():
     other = torch.nn.Linear(6, 12, bias=False)
     with pytest.raises(ValueError, match="teacher vocabulary \\(12\\) differs from the student's \\(11\\)"):
         chunked_distillation_loss(s_h, t_h, head, torch.ones(9), teacher_lm_head=other)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_chunked_token_divergence_equals_kl_div_on_whole_logits(chunk):
+    from lit_block.losses import chunked_token_divergence
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(6, 11, bias=False)
+    hidden, reference = torch.randn(7, 6), torch.randn(7, 6)
+    got = chunked_token_divergence(hidden, reference, head, chunk_size=chunk)
+    # KL(reference || hidden) per position, by torch's own kl_div on the whole [N, V] logits
+    want = torch.nn.functional.kl_div(head(hidden).log_softmax(-1), head(reference).log_softmax(-1), log_target=True,
+                                      reduction="none").sum(-1)
+    assert got.shape == (7,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert (chunked_token_divergence(reference, reference, head, chunk_size=chunk).abs() < 1e-6).all()
+
+
+def test_chunked_token_divergence_edge_cases_and_errors():
+    from lit_block.losses import chunked_token_divergence
+
+    head = torch.nn.Linear(4, 5, bias=False)
+    assert chunked_token_divergence(torch.zeros(0, 4), torch.zeros(0, 4), head).shape == (0,)
+    with pytest.raises(ValueError, match="disagree"):
+        chunked_token_divergence(torch.zeros(3, 4), torch.zeros(2, 4), head)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_token_divergence(torch.zeros(3, 4), torch.zeros(3, 4), head, chunk_size=0)
+    with pytest.raises(ValueError, match="divergence"):
+        chunked_token_divergence(torch.zeros(3, 4), torch.zeros(3, 4), head, divergence="kl")

@@ -7,11 +7,11 @@ Teacher and student of the named shape (random weights); one sample of ``--token
 ``--block-tokens`` blocks and a ``--global-tokens`` global block. A step is what the full method
 does: the teacher's full-attention and block-attention passes (the latter for the sensitivity
 weights), the student's forward and backward under block attention with sinks and released blocks,
-the chunked divergence, and an AdamW step (the weights' own divergence between the two teacher
-passes, two vocabulary projections per token, is not timed). The naive baseline does the same with stock transformers
-models: a dense 4D mask for block attention, the full ``[tokens, vocab]`` logits of both models and
-an unchunked KL. MFU counts the teacher's two forward passes and the student's forward and backward
-(6 x parameters x tokens plus attention, activation recomputation not counted) against
+the weights' own divergence between the two teacher passes, the chunked divergence, and an AdamW
+step. The naive baseline does the same with stock transformers models: a dense 4D mask for block
+attention, the full ``[tokens, vocab]`` logits of the models and unchunked KLs. MFU counts the
+teacher's two forward passes and the student's forward and backward (6 x parameters x tokens plus
+attention; activation recomputation not counted) against
 ``--peak-tflops`` (989: the H100 SXM's dense bf16 rate).
 """
 
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 
 def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> float:
-    """FLOPs of one step: teacher full + teacher block forward, student block forward + backward."""
+    """FLOPs of one step: teacher full + teacher block forward (each with its vocabulary projection), student block
+    forward + backward (released blocks, sinks and recomputation not counted)."""
     from lit_block.benchmarks.attention import attention_work, block_sizes
 
     hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
@@ -70,7 +71,7 @@ def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, de
 def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, compile=None):
     """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes).
     ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
-    from lit_block.losses import chunked_distillation_loss
+    from lit_block.losses import chunked_distillation_loss, chunked_token_divergence
 
     released = torch.rand(1, int(batch["block_ids"].max()) + 1, device=batch["block_ids"].device) < 0.1
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
@@ -79,9 +80,12 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
             tick("teacher forward, full attention")
             t_block, _ = teacher.token_hidden_states(batch["input_ids"], batch["block_ids"])  # sensitivity pass
             tick("teacher forward, block attention")
+            sensitivity = chunked_token_divergence(t_block[0], t_full[0], teacher.model.get_output_embeddings(),
+                                                   chunk_size=2048)  # the weights' KL(full || block) per position
+            tick("sensitivity divergence (chunked)")
         s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
         tick("student forward")
-        weights = torch.ones(s_hidden.shape[1], device=s_hidden.device)
+        weights = sensitivity / sensitivity.mean().clamp(min=1e-8)  # as AttentionSensitivityWeighting normalises them
         weights[-1] = 0
         div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
                                            teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048,
@@ -126,6 +130,29 @@ def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat:
     return {phase: statistics.median(ms) for phase, ms in samples.items()}
 
 
+def profile(teacher, student, batch, checkpointing: bool, device: str, compile=None, top: int = 15) -> str:
+    """One profiled ``ours_step`` (after a warm-up step): GPU kernel time against wall time, then the top kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from lit_block.benchmarks.attention import sync
+
+    optimizer = prepare_student(student, checkpointing, device)
+    ours_step(teacher, student, batch, optimizer, checkpointing, compile=compile)
+    sync(device)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        ours_step(teacher, student, batch, optimizer, checkpointing, compile=compile)
+        sync(device)
+        wall = 1e3 * (time.perf_counter() - start)
+    del optimizer
+    events = prof.key_averages()
+    kernels = sum(e.device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA) / 1e3  # us -> ms
+    return (f"kernels {kernels:.1f} ms of a {wall:.1f} ms step (profiled; GPU idle {100 * (1 - kernels / wall):.0f}%)\n"
+            + events.table(sort_by="self_device_time_total", row_limit=top, max_name_column_width=70))
+
+
 def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
     """Stock transformers: a dense 4D block mask, full logits of both models, unchunked KL."""
     from lit_block.layout import layout_from_tokens
@@ -134,10 +161,15 @@ def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
         with torch.no_grad():
             t_logits = teacher.model(input_ids=batch["input_ids"], use_cache=False).logits.float()
-            teacher.model(input_ids=batch["input_ids"], attention_mask=layout.dense_mask(), use_cache=False)  # sensitivity
+            t_block = teacher.model(input_ids=batch["input_ids"], attention_mask=layout.dense_mask(),
+                                    use_cache=False).logits.float()  # sensitivity pass
+            t_logp = t_logits.log_softmax(-1)
+            weights = (t_logp.exp() * (t_logp - t_block.log_softmax(-1))).sum(-1)  # [1, T] KL(full || block)
+            del t_block
         s_logits = student.model(input_ids=batch["input_ids"], attention_mask=layout.dense_mask(),
                                  use_cache=False).logits.float()
-        kl = F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True, reduction="batchmean")
+        kl = F.kl_div(s_logits.log_softmax(-1), t_logp, log_target=True, reduction="none").sum(-1)
+        kl = (kl * weights / weights.mean()).mean()
     kl.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -183,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
+    p.add_argument("--profile", action="store_true", help="also profile one lit-block step: kernel time and top kernels")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every decoder layer of both models and the loss's per-chunk softmaxes")
     args = p.parse_args(argv)
@@ -209,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                     phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, compiled)
                     print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
                           + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
+            if args.profile and args.device == "cuda":
+                for ckpt in modes:
+                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}, profiled: "
+                          + profile(teacher, student, batch, ckpt, args.device, compiled), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
           f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps; "

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from lit_block.losses import chunked_token_divergence
+from lit_block.model import compile_backend
 
 
 class AttentionSensitivityWeighting(L.Callback):
@@ -41,7 +42,8 @@ class AttentionSensitivityWeighting(L.Callback):
         full = pl_module.teacher_hidden(batch)
         batch["teacher_full_hidden"] = full  # the module's loss needs the same states: computed once per step
         block = pl_module.teacher_hidden(batch, block_attention=True)
-        return torch.stack([chunked_token_divergence(block[b], full[b], head, chunk_size=self.chunk_size)
+        compile = compile_backend(getattr(pl_module.hparams, "compile_layers", False))  # as the module's own loss
+        return torch.stack([chunked_token_divergence(block[b], full[b], head, chunk_size=self.chunk_size, compile=compile)
                             for b in range(full.shape[0])])
 
     def weights(self, kl: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

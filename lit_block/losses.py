@@ -60,10 +60,15 @@ def _logits_divergence(s_logits: torch.Tensor, t_logits: torch.Tensor, w: torch.
     return (_token_divergence(s_logp, t_logp, divergence, beta) * w.float()).sum()
 
 
+def _logits_token_divergence(logits: torch.Tensor, ref_logits: torch.Tensor, divergence: str, beta: float) -> torch.Tensor:
+    """Per-position divergence ``[n]`` of one chunk's ``[n, V]`` logits from its ``[n, V]`` reference logits."""
+    return _token_divergence(logits.float().log_softmax(-1), ref_logits.float().log_softmax(-1), divergence, beta)
+
+
 @functools.cache
-def _compiled_logits_divergence(backend: str):
+def _compiled(fn, backend: str):
     # the vocabulary-sized softmaxes and the divergence fused into a few kernels; chunk lengths vary (dynamic)
-    return torch.compile(_logits_divergence, backend=backend)
+    return torch.compile(fn, backend=backend)
 
 
 def chunked_distillation_loss(
@@ -112,7 +117,7 @@ def chunked_distillation_loss(
     if s_vocab != t_vocab:
         raise ValueError(f"teacher vocabulary ({t_vocab}) differs from the student's ({s_vocab}): distillation needs one")
 
-    logits_divergence = _compiled_logits_divergence(compile) if compile else _logits_divergence
+    logits_divergence = _compiled(_logits_divergence, compile) if compile else _logits_divergence
 
     def chunk_loss(s_hidden: torch.Tensor, t_hidden: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -134,6 +139,7 @@ def chunked_token_divergence(
     divergence: str = "forward_kl",
     beta: float = 0.5,
     chunk_size: int = 1024,
+    compile: str | None = None,
 ) -> torch.Tensor:
     """Per-position divergence between the next-token distributions of two sets of hidden states, in chunks.
 
@@ -144,6 +150,7 @@ def chunked_token_divergence(
         hidden: ``[N, H]`` hidden states (e.g. the teacher under block attention).
         reference_hidden: ``[N, H]`` reference hidden states (e.g. the teacher under full attention).
         lm_head: the output projection (``H -> V``).
+        compile: a ``torch.compile`` backend (``inductor``) for the per-chunk softmaxes and divergence.
 
     Returns:
         ``[N]`` float32 divergences (``[0]`` when ``N == 0``).
@@ -154,10 +161,9 @@ def chunked_token_divergence(
         raise ValueError(f"hidden states disagree: {tuple(hidden.shape)} vs reference {tuple(reference_hidden.shape)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    token_divergence = _compiled(_logits_token_divergence, compile) if compile else _logits_token_divergence
     out = torch.empty(hidden.shape[0], device=hidden.device, dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
-        logp = lm_head(hidden[sl]).float().log_softmax(-1)
-        ref_logp = lm_head(reference_hidden[sl]).float().log_softmax(-1)
-        out[sl] = _token_divergence(logp, ref_logp, divergence, beta)
+        out[sl] = token_divergence(lm_head(hidden[sl]), lm_head(reference_hidden[sl]), divergence, beta)
     return out

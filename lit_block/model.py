@@ -125,11 +125,17 @@ class BlockAttentionLM(nn.Module):
         """``torch.compile`` every decoder layer in place (parameter names unchanged, so checkpoints and
         ``save_pretrained`` are unaffected); identical layers share the compiled code. Fuses each layer's pointwise
         work (norms, RoPE, activations, casts): 1.6x a distillation step on an H200 (docs/distillation_notes.md).
-        ``backend``: any ``torch.compile`` backend (``aot_eager`` traces without generating kernels, for debugging)."""
+        ``backend``: any ``torch.compile`` backend (``aot_eager`` traces without generating kernels, for debugging).
+
+        Shapes are automatically dynamic: the first length compiles a static graph, the first change of length
+        one dynamic graph that serves every later length (batches padded to their longest sample vary in length)."""
         from lit_block.sharding import decoder_layers
 
         for layer in decoder_layers(self.model):
-            layer.compile(backend=backend, dynamic=False)
+            layer.compile(backend=backend)
+        # all layers share one code object whose graphs multiply with the pass (teacher or student, grad or not,
+        # attention backend, static or dynamic length); at dynamo's default limit of 8 the rest would run eager
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
     # ------------------------------------------------------------------ forward passes
 

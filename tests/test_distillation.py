@@ -288,3 +288,34 @@ def test_compiled_layers_train_like_eager_layers_and_keep_parameter_names(tiny_m
     assert comp == pytest.approx(eager, rel=1e-4, abs=1e-6)  # the second loss comes after a step: gradients agree too
     layers = module.student.model.model.layers
     assert all(layer._compiled_call_impl is not None for layer in layers)
+
+
+def test_compiled_layers_serve_every_sequence_length_without_falling_back_to_eager(tiny_model_dir):
+    """Batches padded to their longest sample vary in length; teacher and student passes (grad or not) share the
+    layers' code. One static graph per pass kind, then one dynamic graph, must serve them all: with a graph per
+    length, dynamo's recompile limit (8) would be hit and the layers would silently run eager."""
+    torch._dynamo.reset()
+    graphs, calls = [], []
+
+    def counting_backend(gm, example_inputs):  # a torch.compile backend: counts graphs built and graph calls
+        graphs.append(gm)
+
+        def run(*args):
+            calls.append(1)
+            return gm.forward(*args)
+
+        return run
+
+    lm = BlockAttentionLM.from_pretrained(str(tiny_model_dir), attn_backend="sdpa")
+    lm.compile_decoder_layers(counting_backend)
+    n_layers = len(lm.model.model.layers)
+    for length in (16, 24, 40, 48, 56, 72, 80, 96, 104, 120):
+        ids = torch.randint(0, 100, (1, length))
+        blocks = torch.cat([torch.arange(length - 8) // 8, torch.full((8,), -1)])[None]
+        with torch.no_grad():  # a teacher's pass
+            lm.token_hidden_states(ids, blocks)
+        calls.clear()
+        hidden, _ = lm.token_hidden_states(ids, blocks)  # a student's pass, with grad
+        hidden.sum().backward()
+        assert len(calls) == n_layers, f"length {length}: {len(calls)} of {n_layers} layers ran compiled"
+    assert len(graphs) <= 4  # static and dynamic, with and without grad: not one per length

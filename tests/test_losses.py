@@ -98,14 +98,14 @@ def test_vocabulary_mismatch_is_named():
         chunked_distillation_loss(s_h, t_h, head, torch.ones(9), teacher_lm_head=other)
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
-def test_chunked_token_divergence_equals_kl_div_on_whole_logits(chunk):
+@pytest.mark.parametrize("chunk,compile", [(1, None), (3, None), (7, None), (100, None), (3, "aot_eager")])
+def test_chunked_token_divergence_equals_kl_div_on_whole_logits(chunk, compile):
     from lit_block.losses import chunked_token_divergence
 
     torch.manual_seed(0)
     head = torch.nn.Linear(6, 11, bias=False)
     hidden, reference = torch.randn(7, 6), torch.randn(7, 6)
-    got = chunked_token_divergence(hidden, reference, head, chunk_size=chunk)
+    got = chunked_token_divergence(hidden, reference, head, chunk_size=chunk, compile=compile)
     # KL(reference || hidden) per position, by torch's own kl_div on the whole [N, V] logits
     want = torch.nn.functional.kl_div(head(hidden).log_softmax(-1), head(reference).log_softmax(-1), log_target=True,
                                       reduction="none").sum(-1)

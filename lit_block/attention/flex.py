@@ -120,7 +120,8 @@ class FlexBlockAttention(BlockAttention):
         from torch.nn.attention.flex_attention import flex_attention
 
         self._no_dropout(self.name, dropout)
-        attend = _compiled_flex_attention() if self.compile else flex_attention
+        # inside a compiled layer, dynamo already compiles the call; outside, use the cached compiled function
+        attend = _compiled_flex_attention() if self.compile and not torch.compiler.is_compiling() else flex_attention
         groups = query.shape[1] // key.shape[1]
         out = attend(query, key, value, block_mask=self.block_mask, scale=scaling, enable_gqa=groups > 1)
         return out.transpose(1, 2).contiguous()

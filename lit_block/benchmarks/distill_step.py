@@ -81,7 +81,7 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
             t_block, _ = teacher.token_hidden_states(batch["input_ids"], batch["block_ids"])  # sensitivity pass
             tick("teacher forward, block attention")
             sensitivity = chunked_token_divergence(t_block[0], t_full[0], teacher.model.get_output_embeddings(),
-                                                   chunk_size=2048)  # the weights' KL(full || block) per position
+                                                   chunk_size=2048, compile=compile)  # KL(full || block) per position
             tick("sensitivity divergence (chunked)")
         s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
         tick("student forward")

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from lit_block.attention import prepare_block_attention, resolve_backend
+from lit_block.attention import prepare_block_attention
 from lit_block.attention.transformers_hook import ATTN_IMPLEMENTATION, register_block_attention
 from lit_block.layout import BlockLayout, layout_from_tokens
 from lit_block.model_sources import resolve_model_path
@@ -175,8 +175,7 @@ class BlockAttentionLM(nn.Module):
             rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
             sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
             embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
-        backend = resolve_backend(self.attn_backend, embeds.device)
-        block_attention = prepare_block_attention(layout, backend)
+        block_attention = prepare_block_attention(layout, self.attn_backend)  # auto: picked for this layout
         out = self.model.base_model(
             inputs_embeds=embeds,
             position_ids=layout.position_ids,

@@ -111,6 +111,67 @@ def test_resolve_backend():
         resolve_backend("dense", "cpu")
 
 
+def _layout(rows, num_sinks=0, released=None, mask=None):
+    from lit_block.layout import layout_from_tokens
+
+    ids = torch.tensor(rows)
+    mask = None if mask is None else torch.tensor(mask)
+    return layout_from_tokens(torch.zeros_like(ids), ids, mask, num_sinks=num_sinks, released=released)
+
+
+def test_uniform_blocks_takes_equal_blocks_then_global_rows_and_names_what_else_it_refuses():
+    from lit_block.attention.cudnn import uniform_blocks
+
+    row = [0] * 4 + [1] * 4 + [2] * 4 + [-1] * 3
+    assert uniform_blocks(_layout([row])) == (4, 12)
+    assert uniform_blocks(_layout([row, row])) == (4, 12)
+    assert uniform_blocks(_layout([row], num_sinks=2)) == (6, 18)  # sinks lengthen every block alike
+    assert uniform_blocks(_layout([[0, 0, 1, 1, -1, -1]])) == (2, 4)
+    assert uniform_blocks(_layout([[0] * 4 + [1] * 4 + [2] * 2 + [-1] * 3])) == (4, 10)  # a shorter last block
+    refusals = {
+        "one length": _layout([[0] * 4 + [1] * 3 + [2] * 4 + [-1] * 2]),
+        "may be shorter": _layout([[0] * 4 + [1] * 5 + [-1] * 2]),
+        "at least 2 tokens": _layout([[0, 1, 2, -1, -1]]),  # cuDNN refuses 1 x 1 attention
+        "at least 2": _layout([[0, 0, 1, 1, -1]]),
+        "same layout": _layout([row, [0] * 6 + [1] * 6 + [-1] * 3]),
+        "padding": _layout([row, row], mask=[[1] * 15, [1] * 14 + [0]]),
+        "no released": _layout([row], released=torch.tensor([[False, True, False]])),
+        "followed by global": _layout([[0] * 4 + [1] * 4]),
+    }
+    for reason, layout in refusals.items():
+        assert reason in uniform_blocks(layout)
+
+
+def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(monkeypatch):
+    """``pick_backend``'s rule, with a GPU's answers to "which backend runs here" put in for the CPU's."""
+    import lit_block.attention as attention
+
+    monkeypatch.setattr(attention, "resolve_backend", lambda name, device: "flex" if name == "auto" else name)
+    monkeypatch.setattr(attention, "backend_unavailable_reason", lambda name, device: None)
+
+    def layout(sizes, global_rows=512):
+        return _layout([sum(([i] * n for i, n in enumerate(sizes)), []) + [-1] * global_rows])
+
+    long_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_TRAINING // 512))
+    mid_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_INFERENCE // 512))
+    assert attention.pick_backend("auto", long_uniform) == "cudnn"
+    assert attention.pick_backend("auto", mid_uniform) == "flex"  # training at 16k: flex is faster
+    with torch.no_grad():
+        assert attention.pick_backend("auto", mid_uniform) == "cudnn"  # forward only at 16k: cudnn is faster
+    assert attention.pick_backend("auto", layout([500, 524] * 30)) == "flex"  # long, but blocks of two lengths
+    assert attention.pick_backend("flex", long_uniform) == "flex"  # a named backend is kept
+
+
+def test_pick_backend_keeps_cpus_on_sdpa_and_refuses_cudnn_there():
+    from lit_block.attention import pick_backend, prepare_block_attention
+
+    layout = _layout([[0] * 4 + [1] * 4 + [-1] * 2])
+    assert pick_backend("auto", layout) == "sdpa"
+    assert isinstance(prepare_block_attention(layout, "auto"), SdpaBlockAttention)
+    with pytest.raises(ValueError, match="cudnn backend needs a CUDA device"):
+        pick_backend("cudnn", layout)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_block_mask_from_intervals_equals_create_block_mask(seed):
     from torch.nn.attention.flex_attention import create_block_mask
@@ -164,3 +225,54 @@ def test_attention_benchmark_times_auto_with_gqa_uneven_blocks_and_batches_on_cp
     assert "B=2, 4 heads (2 key/value)" in out
     rows = [line for line in out.splitlines() if line.startswith("| 512/64 uneven")]
     assert [r.split(" | ")[1] for r in rows] == ["causal sdpa", "sdpa", "auto (= sdpa)"]  # auto is sdpa on CPUs
+
+
+def _math_fwd(q, k, v, causal, scale):
+    """What ``cudnn._fwd`` computes, in fp32 math on any device: output, log-sum-exp, no state."""
+    s = (q.float() @ k.float().transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+    if causal:
+        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
+    lse = s.logsumexp(-1)
+    return (torch.softmax(s, -1) @ v.float()).to(q.dtype), lse, None
+
+
+def _math_bwd(dout, q, k, v, out, lse, state, causal, scale):
+    """The flash-attention backward from the *given* output and log-sum-exp (what ``cudnn._bwd`` relies on)."""
+    scale = scale or q.shape[-1] ** -0.5
+    s = (q.float() @ k.float().transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
+    p = torch.exp(s - lse.reshape(s.shape[:-1])[..., None])
+    do = dout.float()
+    dp = do @ v.float().transpose(-1, -2)
+    ds = p * (dp - (do * out.float()).sum(-1, keepdim=True))
+    return (ds @ k.float()) * scale, (ds.transpose(-1, -2) @ q.float()) * scale, p.transpose(-1, -2) @ do
+
+
+@pytest.mark.parametrize("rows,sinks,kv_heads", [
+    ([[0] * 4 + [1] * 4 + [2] * 4 + [-1] * 3], 0, 4),
+    ([[0] * 5 + [1] * 5 + [2] * 2 + [-1] * 4] * 2, 0, 2),  # a shorter last block, batch 2, GQA
+    ([[0] * 3 + [1] * 3 + [-1] * 2] * 3, 2, 1),  # sinks
+])
+def test_cudnn_backend_merges_parts_into_the_layouts_attention_and_gradients(monkeypatch, rows, sinks, kv_heads):
+    """The cudnn backend's plan -- block views, the global rows' two parts merged by log-sum-exp, each part's backward
+    given the merged output and lse, the gradients assembled -- equals sdpa, with the cuDNN calls replaced by the same
+    math on the CPU (the kernels themselves are checked against sdpa on a GPU in test_gpu_backends.py)."""
+    from lit_block.attention import cudnn
+
+    monkeypatch.setattr(cudnn, "_fwd", _math_fwd)
+    monkeypatch.setattr(cudnn, "_bwd", _math_bwd)
+    layout = _layout(rows, num_sinks=sinks)
+    B, T = layout.batch_size, layout.seq_len
+    torch.manual_seed(0)
+    q = torch.randn(B, T, 4, 8).transpose(1, 2)  # [B, H, T, D] views of [B, T, H, D] memory
+    k, v = (torch.randn(B, kv_heads, T, 8) for _ in range(2))
+
+    def run(attn):
+        leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = attn(*leaves, scaling=0.3)
+        grads = torch.autograd.grad(out, leaves, torch.linspace(-1, 1, out.numel()).view_as(out))
+        return [out, *grads]
+
+    for got, want in zip(run(cudnn.CudnnBlockAttention(layout)), run(SdpaBlockAttention(layout))):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

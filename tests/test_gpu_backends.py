@@ -95,3 +95,75 @@ def test_flash_kernels_take_fp32_under_autocast_and_refuse_it_without(backend):
     ref = SdpaBlockAttention(layout)(*inputs, scaling=0.125)
     assert out.dtype == torch.bfloat16
     assert (out[valid].float() - ref[valid]).abs().max().item() <= TOLERANCE[torch.bfloat16]
+
+
+UNIFORM = [  # (rows, context blocks, block length, global rows, sinks)
+    dict(batch=1, blocks=4, block=64, global_rows=32, sinks=0),
+    dict(batch=2, blocks=6, block=2, global_rows=2, sinks=0),  # the shortest blocks and global run cuDNN takes
+    dict(batch=3, blocks=5, block=46, global_rows=17, sinks=2),  # sinks: blocks of 48
+    dict(batch=1, blocks=9, block=128, global_rows=200, sinks=0),
+    dict(batch=2, blocks=3, block=96, global_rows=40, sinks=0, last=33),  # a shorter last block
+]
+
+
+def uniform_layout(batch, blocks, block, global_rows, sinks, last=0):
+    from lit_block.layout import layout_from_tokens
+
+    row = torch.cat([torch.arange(blocks).repeat_interleave(block), torch.full((last,), blocks),
+                     torch.full((global_rows,), -1)])
+    ids = row.expand(batch, -1)
+    return layout_from_tokens(torch.zeros_like(ids), ids, num_sinks=sinks).to("cuda")
+
+
+@pytest.mark.parametrize("physical", [True, False], ids=["BTHD memory", "BHTD memory"])
+@pytest.mark.parametrize("kv_heads", [8, 2])
+@pytest.mark.parametrize("case", UNIFORM, ids=[str(c) for c in UNIFORM])
+def test_cudnn_backend_matches_sdpa_on_uniform_layouts(case, kv_heads, physical):
+    reason = backend_unavailable_reason("cudnn", torch.device("cuda"))
+    if reason:
+        pytest.skip(reason)
+    layout = uniform_layout(**case)
+    inputs = qkv(layout, torch.bfloat16, heads=8, kv_heads=kv_heads, dim=128)
+    if physical:  # as transformers passes them: [B, H, T, D] views of [B, T, H, D] memory
+        inputs = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in inputs]
+
+    def run(attn, tensors):
+        tensors = [t.detach().requires_grad_(True) for t in tensors]
+        out = attn(*tensors, scaling=0.1)
+        grads = torch.autograd.grad(out, tensors, torch.ones_like(out) * 0.01)
+        return [out.float()] + [g.float() for g in grads]
+
+    got = run(BACKENDS["cudnn"](layout), inputs)
+    ref = run(SdpaBlockAttention(layout), [t.float() for t in inputs])
+    errors = [(a - b).abs().max().item() for a, b in zip(got, ref)]
+    print(f"\nMAXERR backend=cudnn case={case} kv_heads={kv_heads} physical={physical} out={errors[0]:.2e} "
+          f"dq={errors[1]:.2e} dk={errors[2]:.2e} dv={errors[3]:.2e}")
+    assert max(errors) <= TOLERANCE[torch.bfloat16]
+
+
+def test_auto_takes_cudnn_only_for_long_uniform_layouts():
+    from lit_block.attention import CUDNN_MIN_TOKENS_TRAINING, pick_backend
+
+    if backend_unavailable_reason("cudnn", torch.device("cuda")):
+        pytest.skip("no cuDNN")
+    blocks = CUDNN_MIN_TOKENS_TRAINING // 512
+    assert pick_backend("auto", uniform_layout(1, blocks, 512, 512, 0)) == "cudnn"
+    assert pick_backend("auto", uniform_layout(1, 4, 512, 512, 0)) == "flex"  # short: flex is faster
+
+
+def test_block_attention_lm_on_cudnn_matches_sdpa_backend():
+    from conftest import tiny_config
+    from lit_block import BlockAttentionLM
+
+    torch.manual_seed(0)
+    lm = BlockAttentionLM.from_pretrained(tiny_config("qwen3"), num_sink_tokens=2, attn_backend="sdpa")
+    lm = lm.to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 128, (2, 300), device="cuda")
+    blocks = torch.cat([torch.arange(5).repeat_interleave(50), torch.full((50,), -1)]).expand(2, -1).to("cuda")
+    with torch.no_grad():
+        ref = lm(ids, blocks).logits.float()
+        lm.attn_backend = "cudnn"
+        got = lm(ids, blocks).logits.float()
+    err = (got - ref).abs().max().item()
+    print(f"\nMAXERR lm backend=cudnn bf16 logits={err:.2e}")
+    assert err <= 5e-2

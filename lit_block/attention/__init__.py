@@ -6,7 +6,9 @@
 | `flex`   | GPU (CPU: forward only)    | FlexAttention ``BlockMask`` from one ``mask_mod``          |
 | `varlen` | GPU                        | ``varlen_attn`` for blocks + lower-right causal SDPA       |
 | `flash`  | GPU with flash-attn        | flash-attn varlen for blocks + bottom-right causal kernel  |
-| `auto`   | anywhere                   | the best available for the device                          |
+| `cudnn`  | GPU, uniform layouts       | dense cuDNN calls on block views, merged by log-sum-exp    |
+| `auto`   | anywhere                   | the fastest that applies: cudnn for long uniform layouts on|
+|          |                            | GPUs, else flex; sdpa on CPU                               |
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib.util
 import torch
 
 from lit_block.attention.base import BlockAttention
+from lit_block.attention.cudnn import CudnnBlockAttention, uniform_blocks
 from lit_block.attention.dense import SdpaBlockAttention
 from lit_block.attention.flex import FlexBlockAttention
 from lit_block.attention.split import FlashBlockAttention, SplitPlan, VarlenBlockAttention
@@ -26,7 +29,12 @@ BACKENDS: dict[str, type[BlockAttention]] = {
     "flex": FlexBlockAttention,
     "varlen": VarlenBlockAttention,
     "flash": FlashBlockAttention,
+    "cudnn": CudnnBlockAttention,
 }
+# from this many tokens on, auto prefers cudnn where the layout allows it (H200, docs/attention_notes.md): forward
+# only, flex wins at 8k and cudnn from 16k; forward and backward, flex wins at 16k and cudnn at 31k and 32k
+CUDNN_MIN_TOKENS_INFERENCE = 16384
+CUDNN_MIN_TOKENS_TRAINING = 24576  # between the measured 16k and 31k
 BACKEND_NAMES = (*BACKENDS, "auto")
 
 
@@ -42,6 +50,8 @@ def backend_unavailable_reason(name: str, device: torch.device) -> str | None:
         return "this torch has no torch.nn.attention.varlen (needs torch >= 2.10)"
     if name == "flash" and importlib.util.find_spec("flash_attn") is None:
         return "flash-attn is not installed (pip install 'lit-block[flash]')"
+    if name == "cudnn" and not torch.backends.cudnn.is_available():
+        return "cuDNN is not available to this torch"
     return None
 
 
@@ -58,20 +68,35 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     return name
 
 
+def pick_backend(name: str, layout: BlockLayout) -> str:
+    """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays (CUDA, a uniform layout, at
+    least ``CUDNN_MIN_TOKENS_TRAINING`` tokens when gradients are on, ``CUDNN_MIN_TOKENS_INFERENCE`` when off), else
+    flex on CUDA and sdpa elsewhere."""
+    device = layout.block_ids.device
+    picked = resolve_backend(name, device)
+    min_tokens = CUDNN_MIN_TOKENS_TRAINING if torch.is_grad_enabled() else CUDNN_MIN_TOKENS_INFERENCE
+    if (name == "auto" and picked == "flex" and layout.seq_len >= min_tokens
+            and backend_unavailable_reason("cudnn", device) is None and not isinstance(uniform_blocks(layout), str)):
+        return "cudnn"
+    return picked
+
+
 def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa") -> BlockAttention:
-    """Build backend ``backend`` for one batch; the result is called once per decoder layer."""
-    return BACKENDS[resolve_backend(backend, layout.block_ids.device)](layout)
+    """Build backend ``backend`` (a name or ``auto``) for one batch; the result is called once per decoder layer."""
+    return BACKENDS[pick_backend(backend, layout)](layout)
 
 
 __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
     "BlockAttention",
+    "CudnnBlockAttention",
     "FlashBlockAttention",
     "FlexBlockAttention",
     "SdpaBlockAttention",
     "SplitPlan",
     "VarlenBlockAttention",
+    "pick_backend",
     "prepare_block_attention",
     "resolve_backend",
 ]

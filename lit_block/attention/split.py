@@ -112,7 +112,7 @@ def _kernel_dtype(name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]
     if torch.is_autocast_enabled(q.device.type):
         dtype = torch.get_autocast_dtype(q.device.type)
         return tuple(t.to(dtype) for t in tensors)
-    raise ValueError(f"attn_backend={name!r} runs flash kernels, which need bfloat16 or float16 inputs on CUDA; got "
+    raise ValueError(f"attn_backend={name!r} runs half-precision kernels, which need bfloat16 or float16 inputs; got "
                      f"{q.dtype}: load the model in bfloat16, train under bf16 autocast, or use 'sdpa' or 'flex'")
 
 

@@ -7,8 +7,11 @@
 Layout: context blocks of the given size (``--uneven``: lengths drawn uniformly from a quarter to 7/4
 of it, different in every row, as a segmenter cuts), then a global block of ``--global-tokens``.
 Speed-up is dense causal SDPA time / backend time, in the same run; "ideal" is the ratio of attention
-FLOPs. ``auto`` is timed as the backend it picks on the device. TF/s count only the attention the
-layout needs (4 * heads * head_dim per attended pair forward, 3.5 times that forward + backward).
+FLOPs. ``auto`` is timed as the backend it picks for the layout on the device; a backend that does not
+apply to the layout (``cudnn`` on uneven blocks) is skipped with its reason. Inputs are laid out as
+transformers passes them to attention (``[B, H, T, D]`` views of ``[B, T, H, D]`` memory). TF/s count
+only the attention the layout needs (4 * heads * head_dim per attended pair forward, 3.5 times that
+forward + backward).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lit_block.attention import BACKEND_NAMES, BACKENDS, resolve_backend
+from lit_block.attention import BACKEND_NAMES, BACKENDS, pick_backend
 from lit_block.layout import layout_from_tokens
 
 
@@ -86,8 +89,10 @@ def bench_shape(length, block, args) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     B, H, D, dev = args.batch, args.heads, args.head_dim, args.device
     kv_heads = args.kv_heads or H
-    q = torch.randn(B, H, length, D, device=dev, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(B, kv_heads, length, D, device=dev, dtype=dtype, requires_grad=True) for _ in range(2))
+    # as transformers passes them to attention: [B, H, T, D] views of [B, T, H, D] memory
+    q = torch.randn(B, length, H, D, device=dev, dtype=dtype).transpose(1, 2).requires_grad_(True)
+    k, v = (torch.randn(B, length, kv_heads, D, device=dev, dtype=dtype).transpose(1, 2).requires_grad_(True)
+            for _ in range(2))
     grad = torch.randn(B, length, H, D, device=dev, dtype=dtype)
     shape = f"{length}/{block}" + (" uneven" if args.uneven else "")
 
@@ -110,11 +115,11 @@ def bench_shape(length, block, args) -> list[dict]:
     layout = make_layout(rows_blocks, args.global_tokens, dev)
     for name in args.backends:
         try:
-            picked = resolve_backend(name, dev)
+            picked = pick_backend(name, layout)
+            prep = time_ms(lambda: BACKENDS[picked](layout), dev, 1, 3)
         except ValueError as err:
             print(f"skip {name}: {err}")
             continue
-        prep = time_ms(lambda: BACKENDS[picked](layout), dev, 1, 3)
         attn = BACKENDS[picked](layout)
         call = lambda: attn(q, k, v)  # noqa: E731
         f = time_ms(lambda: call().detach(), dev, args.warmup, args.repeat)
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uneven", action="store_true", help="segmenter-like uneven block lengths, different per row")
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen", "flash", "auto"],
+    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen", "flash", "cudnn", "auto"],
                    choices=list(BACKEND_NAMES))
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=10)

@@ -15,7 +15,7 @@ import hashlib
 import lightning as L
 import torch
 
-from lit_block.losses import chunked_token_divergence
+from lit_block.losses import chunked_token_divergence, sensitivity_weights
 from lit_block.model import compile_backend
 
 
@@ -48,9 +48,7 @@ class AttentionSensitivityWeighting(L.Callback):
 
     def weights(self, kl: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Normalise ``[B, S]`` divergences to weights (mean 1 over ``valid``), temper and clip."""
-        mean = kl[valid].mean().clamp(min=1e-8) if valid.any() else kl.new_tensor(1.0)
-        w = (kl / mean).clamp(min=0) ** (1.0 / self.temperature)
-        return w.clamp(self.min_weight, self.max_weight) * valid
+        return sensitivity_weights(kl, valid, self.temperature, self.min_weight, self.max_weight)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         keys = [self._key(i, b) for i, b in zip(batch["input_ids"], batch["block_ids"])]

@@ -167,3 +167,12 @@ def chunked_token_divergence(
         sl = slice(start, start + chunk_size)
         out[sl] = token_divergence(lm_head(hidden[sl]), lm_head(reference_hidden[sl]), divergence, beta)
     return out
+
+
+def sensitivity_weights(kl: torch.Tensor, valid: torch.Tensor, temperature: float = 1.0, min_weight: float = 0.1,
+                        max_weight: float = 10.0) -> torch.Tensor:
+    """Per-position divergences to token weights: mean 1 over ``valid``, sharpened by ``1 / temperature``, clipped to
+    ``[min_weight, max_weight]``, 0 where not valid. ``kl`` and ``valid``: any shape, the same; returns that shape."""
+    mean = kl[valid].mean().clamp(min=1e-8) if valid.any() else kl.new_tensor(1.0)
+    w = (kl / mean).clamp(min=0) ** (1.0 / temperature)
+    return w.clamp(min_weight, max_weight) * valid

@@ -135,7 +135,9 @@ class BlockAttentionLM(nn.Module):
             layer.compile(backend=backend)
         # all layers share one code object whose graphs multiply with the pass (teacher or student, grad or not,
         # attention backend, static or dynamic length); at dynamo's default limit of 8 the rest would run eager
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
+        setattr(config, limit, max(getattr(config, limit), 64))
 
     # ------------------------------------------------------------------ forward passes
 
@@ -175,7 +177,11 @@ class BlockAttentionLM(nn.Module):
             rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
             sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
             embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
-        block_attention = prepare_block_attention(layout, self.attn_backend)  # auto: picked for this layout
+        config = self.model.config
+        heads = getattr(config, "num_attention_heads", None)
+        head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+        # auto: picked for this layout, dtype and head size
+        block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype, head_dim)
         out = self.model.base_model(
             inputs_embeds=embeds,
             position_ids=layout.position_ids,

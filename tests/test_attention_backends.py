@@ -10,6 +10,7 @@ from layouts import naive_attention, random_layout
 from lit_block.attention import SplitPlan, resolve_backend
 from lit_block.attention.dense import SdpaBlockAttention
 from lit_block.attention.flex import FlexBlockAttention
+from lit_block.layout import BlockLayout
 from lit_block.attention.split import VarlenBlockAttention, _SplitBlockAttention
 
 CASES = [
@@ -133,6 +134,8 @@ def test_uniform_blocks_takes_equal_blocks_then_global_rows_and_names_what_else_
         "may be shorter": _layout([[0] * 4 + [1] * 5 + [-1] * 2]),
         "at least 2 tokens": _layout([[0, 1, 2, -1, -1]]),  # cuDNN refuses 1 x 1 attention
         "at least 2": _layout([[0, 0, 1, 1, -1]]),
+        "one run": BlockLayout(**{**_layout([[0, 0, 1, 1, 2, 2, -1, -1]]).__dict__,
+                                  "block_ids": torch.tensor([[0, 0, 1, 1, 0, 0, -1, -1]])}),  # block 0 in two runs
         "same layout": _layout([row, [0] * 6 + [1] * 6 + [-1] * 3]),
         "padding": _layout([row, row], mask=[[1] * 15, [1] * 14 + [0]]),
         "no released": _layout([row], released=torch.tensor([[False, True, False]])),
@@ -154,12 +157,17 @@ def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(mo
 
     long_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_TRAINING // 512))
     mid_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_INFERENCE // 512))
-    assert attention.pick_backend("auto", long_uniform) == "cudnn"
-    assert attention.pick_backend("auto", mid_uniform) == "flex"  # training at 16k: flex is faster
+    bf16 = torch.bfloat16
+    assert attention.pick_backend("auto", long_uniform, bf16, 128) == "cudnn"
+    assert attention.pick_backend("auto", mid_uniform, bf16) == "flex"  # training at 16k: flex is faster
     with torch.no_grad():
-        assert attention.pick_backend("auto", mid_uniform) == "cudnn"  # forward only at 16k: cudnn is faster
-    assert attention.pick_backend("auto", layout([500, 524] * 30)) == "flex"  # long, but blocks of two lengths
-    assert attention.pick_backend("flex", long_uniform) == "flex"  # a named backend is kept
+        assert attention.pick_backend("auto", mid_uniform, bf16) == "cudnn"  # forward only at 16k: cudnn is faster
+    assert attention.pick_backend("auto", layout([500, 524] * 30), bf16) == "flex"  # blocks of two lengths
+    assert attention.pick_backend("auto", long_uniform, torch.float32) == "flex"  # cuDNN takes 16-bit inputs only
+    with torch.autocast("cpu", dtype=bf16):  # ... which autocast provides
+        assert attention.pick_backend("auto", long_uniform, torch.float32) == "cudnn"
+    assert attention.pick_backend("auto", long_uniform, bf16, 256) == "flex"  # a head size cuDNN does not take
+    assert attention.pick_backend("flex", long_uniform, bf16) == "flex"  # a named backend is kept
 
 
 def test_pick_backend_keeps_cpus_on_sdpa_and_refuses_cudnn_there():

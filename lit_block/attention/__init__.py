@@ -18,7 +18,7 @@ import importlib.util
 import torch
 
 from lit_block.attention.base import BlockAttention
-from lit_block.attention.cudnn import CudnnBlockAttention, uniform_blocks
+from lit_block.attention.cudnn import CudnnBlockAttention, head_dim_supported, uniform_blocks
 from lit_block.attention.dense import SdpaBlockAttention
 from lit_block.attention.flex import FlexBlockAttention
 from lit_block.attention.split import FlashBlockAttention, SplitPlan, VarlenBlockAttention
@@ -52,6 +52,8 @@ def backend_unavailable_reason(name: str, device: torch.device) -> str | None:
         return "flash-attn is not installed (pip install 'lit-block[flash]')"
     if name == "cudnn" and not torch.backends.cudnn.is_available():
         return "cuDNN is not available to this torch"
+    if name == "cudnn" and torch.cuda.get_device_capability(device) < (8, 0):
+        return "cuDNN's attention kernels need an Ampere or newer GPU"
     return None
 
 
@@ -68,22 +70,27 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     return name
 
 
-def pick_backend(name: str, layout: BlockLayout) -> str:
-    """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays (CUDA, a uniform layout, at
-    least ``CUDNN_MIN_TOKENS_TRAINING`` tokens when gradients are on, ``CUDNN_MIN_TOKENS_INFERENCE`` when off), else
-    flex on CUDA and sdpa elsewhere."""
+def pick_backend(name: str, layout: BlockLayout, dtype: torch.dtype | None = None, head_dim: int | None = None) -> str:
+    """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays, else flex on CUDA and sdpa
+    elsewhere. cudnn applies to uniform layouts, 16-bit compute (``dtype`` or autocast) and head dims it supports; it
+    pays from ``CUDNN_MIN_TOKENS_TRAINING`` tokens with gradients on, ``CUDNN_MIN_TOKENS_INFERENCE`` with them off."""
     device = layout.block_ids.device
     picked = resolve_backend(name, device)
+    if name != "auto" or picked != "flex":
+        return picked
+    half = dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(device.type)
     min_tokens = CUDNN_MIN_TOKENS_TRAINING if torch.is_grad_enabled() else CUDNN_MIN_TOKENS_INFERENCE
-    if (name == "auto" and picked == "flex" and layout.seq_len >= min_tokens
+    if (half and (head_dim is None or head_dim_supported(head_dim)) and layout.seq_len >= min_tokens
             and backend_unavailable_reason("cudnn", device) is None and not isinstance(uniform_blocks(layout), str)):
         return "cudnn"
     return picked
 
 
-def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa") -> BlockAttention:
-    """Build backend ``backend`` (a name or ``auto``) for one batch; the result is called once per decoder layer."""
-    return BACKENDS[pick_backend(backend, layout)](layout)
+def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa", dtype: torch.dtype | None = None,
+                            head_dim: int | None = None) -> BlockAttention:
+    """Build backend ``backend`` (a name or ``auto``, picked with ``pick_backend``) for one batch; the result is
+    called once per decoder layer."""
+    return BACKENDS[pick_backend(backend, layout, dtype, head_dim)](layout)
 
 
 __all__ = [

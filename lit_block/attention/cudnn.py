@@ -24,6 +24,11 @@ from lit_block.attention.split import _kernel_dtype
 from lit_block.layout import BlockLayout
 
 aten = torch.ops.aten
+MAX_HEAD_DIM = 128  # what cuDNN's attention kernels take on every GPU since Ampere
+
+
+def head_dim_supported(head_dim: int) -> bool:
+    return head_dim % 8 == 0 and head_dim <= MAX_HEAD_DIM
 
 
 def uniform_blocks(layout: BlockLayout) -> tuple[int, int] | str:
@@ -39,6 +44,8 @@ def uniform_blocks(layout: BlockLayout) -> tuple[int, int] | str:
         return "the cudnn backend needs context blocks followed by global rows (no released blocks)"
     starts = torch.nonzero(torch.diff(ids[0, :n_context]) != 0).flatten() + 1
     lengths = torch.diff(torch.cat([starts.new_zeros(1), starts, starts.new_tensor([n_context])]))
+    if torch.unique(ids[0, :n_context]).numel() != len(lengths):  # an id in two runs: one block the kernels would split
+        return "the cudnn backend needs every context block to be one run of tokens"
     if (lengths[:-1] != lengths[0]).any() or lengths[-1] > lengths[0]:
         return "the cudnn backend needs context blocks of one length (the last may be shorter)"
     if lengths.min() < 2 or layout.seq_len - n_context < 2:
@@ -53,6 +60,14 @@ def _physical(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
     if groups > 1:  # grouped-query attention: one key/value head per query head
         x = x.repeat_interleave(groups, dim=2)
     return x.contiguous().transpose(1, 2)
+
+
+def _sum_groups(g: torch.Tensor, groups: int) -> torch.Tensor:
+    """Gradient of ``_physical(x, groups)``: ``[1, H, T, D]`` summed over each key/value head's query heads."""
+    if groups == 1:
+        return g
+    _, H, T, D = g.shape
+    return g.transpose(1, 2).unflatten(2, (H // groups, groups)).sum(3).transpose(1, 2)
 
 
 def _fwd(q, k, v, causal: bool, scale):
@@ -126,28 +141,33 @@ class _MergedCudnnAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bs: int, n_context: int, scale):
         B, H, T, D = q.shape
+        groups = H // k.shape[1]  # grouped-query attention: heads repeated per row, only the originals saved
         out = q.new_empty(B, T, H, D)  # transformers' layout for the attention output
         saved, states = [], []
         for b in range(B):
-            tensors, row_states = _row_forward(q[b:b + 1], k[b:b + 1], v[b:b + 1], out[b:b + 1].transpose(1, 2), bs,
-                                               n_context, scale)
+            kb, vb = _physical(k[b:b + 1], groups), _physical(v[b:b + 1], groups)
+            tensors, row_states = _row_forward(q[b:b + 1], kb, vb, out[b:b + 1].transpose(1, 2), bs, n_context, scale)
             saved += tensors
             states.append(row_states)
         ctx.save_for_backward(q, k, v, out, *saved)
-        ctx.states, ctx.sizes, ctx.scale = states, (bs, n_context), scale
+        ctx.states, ctx.sizes, ctx.scale = states, (bs, n_context, groups), scale
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, *saved = ctx.saved_tensors
-        (bs, Lc), scale = ctx.sizes, ctx.scale
+        (bs, Lc, groups), scale = ctx.sizes, ctx.scale
         B, H, T, D = q.shape
         dout, out = dout.contiguous().transpose(1, 2), out.transpose(1, 2)  # [B, H, T, D] views
-        dq, dk, dv = (q.new_empty(B, T, H, D).transpose(1, 2) for _ in range(3))  # transformers' physical layout
+        dq = q.new_empty(B, T, H, D).transpose(1, 2)  # transformers' physical layout
+        dk, dv = (k.new_empty(B, T, k.shape[1], D).transpose(1, 2) for _ in range(2))
         per_row = len(saved) // B
         for b in range(B):
-            rows = [x[b:b + 1] for x in (dout, q, k, v, out, dq, dk, dv)]
-            _row_backward(*rows, saved[b * per_row:(b + 1) * per_row], ctx.states[b], bs, Lc, scale)
+            kb, vb = _physical(k[b:b + 1], groups), _physical(v[b:b + 1], groups)
+            dkb, dvb = torch.empty_like(kb), torch.empty_like(vb)  # per query head, summed over groups below
+            _row_backward(dout[b:b + 1], q[b:b + 1], kb, vb, out[b:b + 1], dq[b:b + 1], dkb, dvb,
+                          saved[b * per_row:(b + 1) * per_row], ctx.states[b], bs, Lc, scale)
+            dk[b:b + 1], dv[b:b + 1] = _sum_groups(dkb, groups), _sum_groups(dvb, groups)
         return dq, dk, dv, None, None, None
 
 
@@ -164,7 +184,9 @@ class CudnnBlockAttention(BlockAttention):
     @torch.compiler.disable  # a graph break in a compiled layer: the autograd function runs eagerly
     def __call__(self, query, key, value, scaling=None, dropout=0.0):
         self._no_dropout(self.name, dropout)
+        if not head_dim_supported(query.shape[-1]):
+            raise ValueError(f"the cudnn backend takes head dims that are multiples of 8 up to {MAX_HEAD_DIM}, got "
+                             f"{query.shape[-1]}; use flex")
         query, key, value = _kernel_dtype(self.name, query, key, value)
-        groups = query.shape[1] // key.shape[1]
-        query, key, value = _physical(query), _physical(key, groups), _physical(value, groups)
+        query, key, value = _physical(query), _physical(key), _physical(value)
         return _MergedCudnnAttention.apply(query, key, value, self.block_len, self.n_context, scaling)

@@ -115,7 +115,7 @@ def bench_shape(length, block, args) -> list[dict]:
     layout = make_layout(rows_blocks, args.global_tokens, dev)
     for name in args.backends:
         try:
-            picked = pick_backend(name, layout)
+            picked = pick_backend(name, layout, dtype, D)  # auto: as for training (gradients on)
             prep = time_ms(lambda: BACKENDS[picked](layout), dev, 1, 3)
         except ValueError as err:
             print(f"skip {name}: {err}")

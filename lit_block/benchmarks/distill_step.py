@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> float:
     """FLOPs of one step: teacher full + teacher block forward (each with its vocabulary projection), student block
-    forward + backward (released blocks, sinks and recomputation not counted)."""
+    forward + backward. Not counted: released blocks, sinks, recomputation (activation checkpointing, the loss's
+    chunks, the loss's second projection of the teacher's full-attention states)."""
     from lit_block.benchmarks.attention import attention_work, block_sizes
 
     hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
@@ -71,7 +72,7 @@ def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, de
 def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, compile=None):
     """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes).
     ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
-    from lit_block.losses import chunked_distillation_loss, chunked_token_divergence
+    from lit_block.losses import chunked_distillation_loss, chunked_token_divergence, sensitivity_weights
 
     released = torch.rand(1, int(batch["block_ids"].max()) + 1, device=batch["block_ids"].device) < 0.1
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
@@ -85,8 +86,9 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
             tick("sensitivity divergence (chunked)")
         s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
         tick("student forward")
-        weights = sensitivity / sensitivity.mean().clamp(min=1e-8)  # as AttentionSensitivityWeighting normalises them
-        weights[-1] = 0
+        valid = torch.ones_like(sensitivity, dtype=torch.bool)
+        valid[-1] = False  # the last position predicts nothing
+        weights = sensitivity_weights(sensitivity, valid)  # as the callback's defaults: mean 1, clipped
         div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
                                            teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048,
                                            compile=compile)

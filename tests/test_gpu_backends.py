@@ -171,3 +171,34 @@ def test_block_attention_lm_on_cudnn_matches_sdpa_backend():
     err = (got - ref).abs().max().item()
     print(f"\nMAXERR lm backend=cudnn bf16 logits={err:.2e}")
     assert err <= 5e-2
+
+
+def test_training_through_cudnn_matches_sdpa_in_loss_and_gradients():
+    """A training step of a Qwen3-shaped ``BlockAttentionLM`` (GQA, sinks, bf16 autocast over fp32 weights, activation
+    checkpointing recomputing the attention): the cudnn backend's loss and weight gradients equal sdpa's."""
+    from conftest import tiny_config
+    from lit_block import BlockAttentionLM
+
+    if backend_unavailable_reason("cudnn", torch.device("cuda")):
+        pytest.skip("no cuDNN")
+    torch.manual_seed(0)
+    lm = BlockAttentionLM.from_pretrained(tiny_config("qwen3"), num_sink_tokens=2, attn_backend="sdpa").to("cuda")
+    lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.train()
+    ids = torch.randint(0, 128, (2, 300), device="cuda")
+    blocks = torch.cat([torch.arange(5).repeat_interleave(50), torch.full((50,), -1)]).expand(2, -1).to("cuda")
+    results = {}
+    for backend in ("sdpa", "cudnn"):
+        lm.attn_backend = backend
+        lm.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = lm(ids, blocks).logits.float().logsumexp(-1).mean()
+        loss.backward()
+        results[backend] = (loss.item(), {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+    (ref_loss, ref_grads), (loss, grads) = results["sdpa"], results["cudnn"]
+    assert set(grads) == set(ref_grads) and "sink_embeddings" in grads
+    errors = {n: ((grads[n] - g).abs().max() / g.abs().max().clamp(min=1e-6)).item() for n, g in ref_grads.items()}
+    worst = max(errors, key=errors.get)
+    print(f"\nMAXERR lm training backend=cudnn loss {abs(loss - ref_loss):.2e}, worst gradient {worst} {errors[worst]:.2e}")
+    assert abs(loss - ref_loss) <= 2e-2 * abs(ref_loss)
+    assert errors[worst] <= 0.1  # bf16 attention in both; a wrong gradient part is off by its own size

@@ -31,6 +31,12 @@ def _has_rotary_embedding(model: PreTrainedModel) -> bool:
     return any("rotary" in type(m).__name__.lower() for m in model.modules())
 
 
+def config_head_dim(config: PretrainedConfig) -> int | None:
+    """Attention head size of a transformers config (``head_dim``, else hidden size / heads; None if it says neither)."""
+    heads = getattr(config, "num_attention_heads", None)
+    return getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+
+
 def compile_backend(flag: bool | str) -> str | None:
     """A module's ``compile_layers`` setting as a ``torch.compile`` backend: ``True`` -> inductor, off -> ``None``."""
     return flag if isinstance(flag, str) else ("inductor" if flag else None)
@@ -177,11 +183,9 @@ class BlockAttentionLM(nn.Module):
             rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
             sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
             embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
-        config = self.model.config
-        heads = getattr(config, "num_attention_heads", None)
-        head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
         # auto: picked for this layout, dtype and head size
-        block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype, head_dim)
+        block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype,
+                                                  config_head_dim(self.model.config))
         out = self.model.base_model(
             inputs_embeds=embeds,
             position_ids=layout.position_ids,

@@ -44,3 +44,16 @@ class BlockAttention(ABC):
     def _no_dropout(name: str, dropout: float) -> None:
         if dropout > 0:
             raise ValueError(f"the {name} block-attention backend has no attention dropout (got {dropout}); use sdpa")
+
+
+def half_precision_inputs(name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Half-precision inputs for the flash and cuDNN kernels: under autocast, cast to its dtype (autocast does not cover
+    ``varlen_attn`` or flash-attn, and RoPE in fp32 turns bf16 projections back into fp32); otherwise refuse fp32."""
+    q = tensors[0]
+    if q.dtype in (torch.float16, torch.bfloat16) or q.device.type != "cuda":
+        return tensors
+    if torch.is_autocast_enabled(q.device.type):
+        dtype = torch.get_autocast_dtype(q.device.type)
+        return tuple(t.to(dtype) for t in tensors)
+    raise ValueError(f"attn_backend={name!r} runs half-precision kernels, which need bfloat16 or float16 inputs; got "
+                     f"{q.dtype}: load the model in bfloat16, train under bf16 autocast, or use 'sdpa' or 'flex'")

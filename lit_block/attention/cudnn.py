@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_block.attention.base import BlockAttention
-from lit_block.attention.split import _kernel_dtype
+from lit_block.attention.base import BlockAttention, half_precision_inputs
 from lit_block.layout import BlockLayout
 
 aten = torch.ops.aten
@@ -187,6 +186,6 @@ class CudnnBlockAttention(BlockAttention):
         if not head_dim_supported(query.shape[-1]):
             raise ValueError(f"the cudnn backend takes head dims that are multiples of 8 up to {MAX_HEAD_DIM}, got "
                              f"{query.shape[-1]}; use flex")
-        query, key, value = _kernel_dtype(self.name, query, key, value)
+        query, key, value = half_precision_inputs(self.name, query, key, value)
         query, key, value = _physical(query), _physical(key), _physical(value)
         return _MergedCudnnAttention.apply(query, key, value, self.block_len, self.n_context, scaling)

@@ -17,7 +17,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from lit_block.attention.base import BlockAttention
+from lit_block.attention.base import BlockAttention, half_precision_inputs
 from lit_block.layout import BlockLayout
 
 
@@ -86,7 +86,7 @@ class _SplitBlockAttention(BlockAttention):
 
     def __call__(self, query, key, value, scaling=None, dropout=0.0):
         self._no_dropout(self.name, dropout)
-        query, key, value = _kernel_dtype(self.name, query, key, value)
+        query, key, value = half_precision_inputs(self.name, query, key, value)
         B, H, T, D = query.shape
         plan = self.plan
         out = query.new_zeros(B * T, H, D)
@@ -101,19 +101,6 @@ class _SplitBlockAttention(BlockAttention):
             ]  # each [e - s, H, D]
             out = out.index_copy(0, plan.global_index, torch.cat(parts))
         return out.view(B, T, H, D)
-
-
-def _kernel_dtype(name: str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Half-precision inputs for the flash kernels: under autocast, cast to its dtype (autocast does not cover
-    ``varlen_attn`` or flash-attn, and RoPE in fp32 turns bf16 projections back into fp32); otherwise refuse fp32."""
-    q = tensors[0]
-    if q.dtype in (torch.float16, torch.bfloat16) or q.device.type != "cuda":
-        return tensors
-    if torch.is_autocast_enabled(q.device.type):
-        dtype = torch.get_autocast_dtype(q.device.type)
-        return tuple(t.to(dtype) for t in tensors)
-    raise ValueError(f"attn_backend={name!r} runs half-precision kernels, which need bfloat16 or float16 inputs; got "
-                     f"{q.dtype}: load the model in bfloat16, train under bf16 autocast, or use 'sdpa' or 'flex'")
 
 
 @functools.cache

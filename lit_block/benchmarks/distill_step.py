@@ -31,9 +31,10 @@ def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> fl
     forward + backward. Not counted: released blocks, sinks, recomputation (activation checkpointing, the loss's
     chunks, the loss's second projection of the teacher's full-attention states)."""
     from lit_block.benchmarks.attention import attention_work, block_sizes
+    from lit_block.model import config_head_dim
 
     hidden, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+    head_dim = config_head_dim(config)
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     per_token = layers * (2 * hidden * (heads + 2 * kv) * head_dim + 2 * heads * head_dim * hidden
                           + 3 * 2 * hidden * config.intermediate_size) + 2 * hidden * vocab  # matmuls, forward

@@ -120,15 +120,18 @@ def _layout(rows, num_sinks=0, released=None, mask=None):
     return layout_from_tokens(torch.zeros_like(ids), ids, mask, num_sinks=num_sinks, released=released)
 
 
-def test_uniform_blocks_takes_equal_blocks_then_global_rows_and_names_what_else_it_refuses():
-    from lit_block.attention.cudnn import uniform_blocks
+def test_cudnn_plan_takes_equal_blocks_then_global_rows_and_names_what_else_it_refuses():
+    from lit_block.attention.cudnn import CudnnPlan, cudnn_plan
 
     row = [0] * 4 + [1] * 4 + [2] * 4 + [-1] * 3
-    assert uniform_blocks(_layout([row])) == (4, 12)
-    assert uniform_blocks(_layout([row, row])) == (4, 12)
-    assert uniform_blocks(_layout([row], num_sinks=2)) == (6, 18)  # sinks lengthen every block alike
-    assert uniform_blocks(_layout([[0, 0, 1, 1, -1, -1]])) == (2, 4)
-    assert uniform_blocks(_layout([[0] * 4 + [1] * 4 + [2] * 2 + [-1] * 3])) == (4, 10)  # a shorter last block
+    assert cudnn_plan(_layout([row])) == CudnnPlan(4, 12)
+    assert cudnn_plan(_layout([row, row])) == CudnnPlan(4, 12)
+    assert cudnn_plan(_layout([row], num_sinks=2)) == CudnnPlan(6, 18)  # sinks lengthen every block alike
+    assert cudnn_plan(_layout([[0, 0, 1, 1, -1, -1]])) == CudnnPlan(2, 4)
+    assert cudnn_plan(_layout([[0] * 4 + [1] * 4 + [2] * 2 + [-1] * 3])) == CudnnPlan(4, 10)  # a shorter last block
+    released = torch.tensor([[True, True, False]])  # the first block has nothing before it: no part of its own
+    assert cudnn_plan(_layout([row], num_sinks=1, released=released)) == CudnnPlan(5, 15, (5,))
+    assert not CudnnPlan(4, 12).tiled(15) and CudnnPlan(4, 12).tiled(16) and not CudnnPlan(4, 10).tiled(14)
     refusals = {
         "one length": _layout([[0] * 4 + [1] * 3 + [2] * 4 + [-1] * 2]),
         "may be shorter": _layout([[0] * 4 + [1] * 5 + [-1] * 2]),
@@ -138,11 +141,10 @@ def test_uniform_blocks_takes_equal_blocks_then_global_rows_and_names_what_else_
                                   "block_ids": torch.tensor([[0, 0, 1, 1, 0, 0, -1, -1]])}),  # block 0 in two runs
         "same layout": _layout([row, [0] * 6 + [1] * 6 + [-1] * 3]),
         "padding": _layout([row, row], mask=[[1] * 15, [1] * 14 + [0]]),
-        "no released": _layout([row], released=torch.tensor([[False, True, False]])),
         "followed by global": _layout([[0] * 4 + [1] * 4]),
     }
     for reason, layout in refusals.items():
-        assert reason in uniform_blocks(layout)
+        assert reason in cudnn_plan(layout)
 
 
 def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(monkeypatch):
@@ -151,22 +153,32 @@ def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(mo
 
     monkeypatch.setattr(attention, "resolve_backend", lambda name, device: "flex" if name == "auto" else name)
     monkeypatch.setattr(attention, "backend_unavailable_reason", lambda name, device: None)
+    monkeypatch.setattr(attention, "_seen_shapes", attention.Counter())
 
     def layout(sizes, global_rows=512):
         return _layout([sum(([i] * n for i, n in enumerate(sizes)), []) + [-1] * global_rows])
 
-    long_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_TRAINING // 512))
-    mid_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS_INFERENCE // 512))
+    def recurring(*args):  # what auto picks once the shape has come often enough (new shapes cost cuDNN new plans)
+        return [attention.pick_backend("auto", *args) for _ in range(attention.CUDNN_AFTER_SEEN + 1)][-1]
+
+    long_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS // 512))
+    short_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS // 512 - 2))
     bf16 = torch.bfloat16
-    assert attention.pick_backend("auto", long_uniform, bf16, 128) == "cudnn"
-    assert attention.pick_backend("auto", mid_uniform, bf16) == "flex"  # training at 16k: flex is faster
+    picks = [attention.pick_backend("auto", long_uniform, bf16, 128) for _ in range(attention.CUDNN_AFTER_SEEN + 2)]
+    assert picks == ["flex"] * attention.CUDNN_AFTER_SEEN + ["cudnn"] * 2  # a new shape stays on flex at first
+    assert recurring(short_uniform, bf16) == "flex"  # shorter: flex is faster
     with torch.no_grad():
-        assert attention.pick_backend("auto", mid_uniform, bf16) == "cudnn"  # forward only at 16k: cudnn is faster
-    assert attention.pick_backend("auto", layout([500, 524] * 30), bf16) == "flex"  # blocks of two lengths
-    assert attention.pick_backend("auto", long_uniform, torch.float32) == "flex"  # cuDNN takes 16-bit inputs only
+        assert recurring(long_uniform, bf16) == "cudnn"  # prefill too
+    assert recurring(layout([500, 524] * 30), bf16) == "flex"  # blocks of two lengths
+    for tokens, picked in ((attention.CUDNN_MIN_TOKENS, "flex"), (attention.CUDNN_MIN_TOKENS_RELEASED, "cudnn")):
+        blocks = tokens // 512
+        ids = layout([512] * blocks).block_ids.tolist()
+        released = _layout(ids, released=torch.tensor([[False, True] * (blocks // 2)]))  # block dropout
+        assert recurring(released, bf16) == picked  # one more call per released block: longer
+    assert recurring(long_uniform, torch.float32) == "flex"  # cuDNN takes 16-bit inputs only
     with torch.autocast("cpu", dtype=bf16):  # ... which autocast provides
-        assert attention.pick_backend("auto", long_uniform, torch.float32) == "cudnn"
-    assert attention.pick_backend("auto", long_uniform, bf16, 256) == "flex"  # a head size cuDNN does not take
+        assert recurring(long_uniform, torch.float32) == "cudnn"
+    assert recurring(long_uniform, bf16, 256) == "flex"  # a head size cuDNN does not take
     assert attention.pick_backend("flex", long_uniform, bf16) == "flex"  # a named backend is kept
 
 
@@ -224,53 +236,85 @@ def test_uneven_benchmark_blocks_fill_the_context_with_segmenter_like_lengths():
     assert full == 8192 * 8193 // 2 and block < full / 5  # ~ L / (2 * mean block) less work than causal
 
 
+def test_benchmark_work_counts_released_blocks_as_the_layouts_mask_does():
+    from lit_block.benchmarks.attention import attention_work, make_layout
+
+    blocks, released = [3, 2, 4, 1], [False, True, False, True]
+    mask = make_layout([blocks], 2, "cpu", [released]).dense_mask()
+    assert attention_work(blocks, 2, released) == (12 * 13 // 2, int(mask.sum()))
+    assert attention_work(blocks, 2) == (78, int(make_layout([blocks], 2, "cpu").dense_mask().sum()))
+
+
 def test_attention_benchmark_times_auto_with_gqa_uneven_blocks_and_batches_on_cpu(capsys):
     from lit_block.benchmarks.attention import main
 
     main(["--device", "cpu", "--dtype", "float32", "--shapes", "512/64", "--global-tokens", "64", "--heads", "4",
-          "--kv-heads", "2", "--batch", "2", "--uneven", "--backends", "sdpa", "auto", "--warmup", "0", "--repeat", "1"])
+          "--kv-heads", "2", "--batch", "2", "--uneven", "--released", "0.3", "--backends", "sdpa", "auto",
+          "--warmup", "0", "--repeat", "1"])
     out = capsys.readouterr().out
     assert "B=2, 4 heads (2 key/value)" in out
-    rows = [line for line in out.splitlines() if line.startswith("| 512/64 uneven")]
+    rows = [line for line in out.splitlines() if line.startswith("| 512/64 uneven 30% released")]
     assert [r.split(" | ")[1] for r in rows] == ["causal sdpa", "sdpa", "auto (= sdpa)"]  # auto is sdpa on CPUs
+
+
+def _math_scores(q, k, causal, scale):
+    """fp32 scores ``[N, H, L, S]``; key heads repeated to the query heads (what cuDNN does with GQA inputs)."""
+    k = k.float().repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    s = (q.float() @ k.transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
+    if causal:
+        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
+    return s
 
 
 def _math_fwd(q, k, v, causal, scale):
     """What ``cudnn._fwd`` computes, in fp32 math on any device: output, log-sum-exp, no state."""
-    s = (q.float() @ k.float().transpose(-1, -2)) * (scale or q.shape[-1] ** -0.5)
-    if causal:
-        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
-    lse = s.logsumexp(-1)
-    return (torch.softmax(s, -1) @ v.float()).to(q.dtype), lse, None
+    s = _math_scores(q, k, causal, scale)
+    v = v.float().repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    out = torch.empty_like(q).copy_(torch.softmax(s, -1) @ v)  # in q's memory order, as cuDNN allocates it
+    return out, s.logsumexp(-1), None
 
 
 def _math_bwd(dout, q, k, v, out, lse, state, causal, scale):
-    """The flash-attention backward from the *given* output and log-sum-exp (what ``cudnn._bwd`` relies on)."""
-    scale = scale or q.shape[-1] ** -0.5
-    s = (q.float() @ k.float().transpose(-1, -2)) * scale
-    if causal:
-        s = s.masked_fill(torch.ones_like(s, dtype=torch.bool).triu(1), float("-inf"))
-    p = torch.exp(s - lse.reshape(s.shape[:-1])[..., None])
+    """The flash-attention backward from the *given* output and log-sum-exp (what ``cudnn._bwd`` relies on); key and
+    value gradients summed over each key/value head's query heads."""
+    scale, groups = scale or q.shape[-1] ** -0.5, q.shape[1] // k.shape[1]
+    p = torch.exp(_math_scores(q, k, causal, scale) - lse.reshape(*q.shape[:-1], 1))
     do = dout.float()
-    dp = do @ v.float().transpose(-1, -2)
+    dp = do @ v.float().repeat_interleave(groups, dim=1).transpose(-1, -2)
     ds = p * (dp - (do * out.float()).sum(-1, keepdim=True))
-    return (ds @ k.float()) * scale, (ds.transpose(-1, -2) @ q.float()) * scale, p.transpose(-1, -2) @ do
+    dk = (ds.transpose(-1, -2) @ q.float()) * scale
+    dv = p.transpose(-1, -2) @ do
+    sum_groups = lambda g: g.unflatten(1, (k.shape[1], groups)).sum(2)  # noqa: E731
+    dq = (ds @ k.float().repeat_interleave(groups, dim=1)) * scale
+    # in the inputs' memory order, as cuDNN allocates them
+    placed = lambda like, g: torch.empty_like(like).copy_(g)  # noqa: E731
+    return placed(q, dq), placed(k, sum_groups(dk)), placed(v, sum_groups(dv))
 
 
-@pytest.mark.parametrize("rows,sinks,kv_heads", [
-    ([[0] * 4 + [1] * 4 + [2] * 4 + [-1] * 3], 0, 4),
-    ([[0] * 5 + [1] * 5 + [2] * 2 + [-1] * 4] * 2, 0, 2),  # a shorter last block, batch 2, GQA
-    ([[0] * 3 + [1] * 3 + [-1] * 2] * 3, 2, 1),  # sinks
+@pytest.mark.parametrize("native_gqa", [False, True], ids=["heads repeated", "native GQA"])
+@pytest.mark.parametrize("rows,sinks,kv_heads,released,tiled", [
+    ([[0] * 4 + [1] * 4 + [2] * 4 + [-1] * 3], 0, 4, None, False),
+    ([[0] * 5 + [1] * 5 + [2] * 2 + [-1] * 4] * 2, 0, 2, None, False),  # a shorter last block, batch 2, GQA
+    ([[0] * 3 + [1] * 3 + [-1] * 2] * 3, 2, 1, None, False),  # sinks
+    ([[0] * 4 + [1] * 4 + [2] * 4 + [-1] * 4] * 2, 0, 2, None, True),  # the global run one block long, batch 2, GQA
+    ([[0] * 3 + [1] * 3 + [-1] * 3], 0, 4, None, True),
+    ([[0] * 5 + [1] * 5 + [2] * 5 + [3] * 2 + [-1] * 3] * 2, 0, 2, [[True, False, True, True]] * 2, False),  # released
+    ([[0] * 3 + [1] * 3 + [2] * 3 + [-1] * 5] * 2, 2, 2, [[False, True, True]] * 2, True),  # released, sinks, tiled
 ])
-def test_cudnn_backend_merges_parts_into_the_layouts_attention_and_gradients(monkeypatch, rows, sinks, kv_heads):
+def test_cudnn_backend_merges_parts_into_the_layouts_attention_and_gradients(monkeypatch, rows, sinks, kv_heads,
+                                                                            released, tiled, native_gqa):
     """The cudnn backend's plan -- block views, the global rows' two parts merged by log-sum-exp, each part's backward
     given the merged output and lse, the gradients assembled -- equals sdpa, with the cuDNN calls replaced by the same
     math on the CPU (the kernels themselves are checked against sdpa on a GPU in test_gpu_backends.py)."""
     from lit_block.attention import cudnn
 
+    _tiled_backward = cudnn._tiled_backward
     monkeypatch.setattr(cudnn, "_fwd", _math_fwd)
     monkeypatch.setattr(cudnn, "_bwd", _math_bwd)
-    layout = _layout(rows, num_sinks=sinks)
+    tiled_calls = []
+    monkeypatch.setattr(cudnn, "_tiled_backward", lambda *a: tiled_calls.append(1) or _tiled_backward(*a))
+    monkeypatch.setattr(cudnn, "native_gqa", lambda device: native_gqa)
+    layout = _layout(rows, num_sinks=sinks, released=None if released is None else torch.tensor(released))
     B, T = layout.batch_size, layout.seq_len
     torch.manual_seed(0)
     q = torch.randn(B, T, 4, 8).transpose(1, 2)  # [B, H, T, D] views of [B, T, H, D] memory
@@ -284,3 +328,4 @@ def test_cudnn_backend_merges_parts_into_the_layouts_attention_and_gradients(mon
 
     for got, want in zip(run(cudnn.CudnnBlockAttention(layout)), run(SdpaBlockAttention(layout))):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert bool(tiled_calls) == tiled  # one batched call for all tiles where blocks tile the rows

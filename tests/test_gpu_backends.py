@@ -103,16 +103,21 @@ UNIFORM = [  # (rows, context blocks, block length, global rows, sinks)
     dict(batch=3, blocks=5, block=46, global_rows=17, sinks=2),  # sinks: blocks of 48
     dict(batch=1, blocks=9, block=128, global_rows=200, sinks=0),
     dict(batch=2, blocks=3, block=96, global_rows=40, sinks=0, last=33),  # a shorter last block
+    dict(batch=2, blocks=7, block=64, global_rows=64, sinks=0),  # tiled: the global run one block long
+    dict(batch=2, blocks=6, block=64, global_rows=40, sinks=0, released=(1, 4)),  # released blocks
+    dict(batch=2, blocks=6, block=62, global_rows=64, sinks=2, released=(0, 2, 5)),  # released, sinks, tiled
 ]
 
 
-def uniform_layout(batch, blocks, block, global_rows, sinks, last=0):
+def uniform_layout(batch, blocks, block, global_rows, sinks, last=0, released=()):
     from lit_block.layout import layout_from_tokens
 
     row = torch.cat([torch.arange(blocks).repeat_interleave(block), torch.full((last,), blocks),
                      torch.full((global_rows,), -1)])
     ids = row.expand(batch, -1)
-    return layout_from_tokens(torch.zeros_like(ids), ids, num_sinks=sinks).to("cuda")
+    flags = torch.zeros(batch, blocks + (last > 0), dtype=torch.bool)
+    flags[:, list(released)] = True
+    return layout_from_tokens(torch.zeros_like(ids), ids, num_sinks=sinks, released=flags).to("cuda")
 
 
 @pytest.mark.parametrize("physical", [True, False], ids=["BTHD memory", "BHTD memory"])
@@ -146,13 +151,19 @@ def test_cudnn_backend_matches_sdpa_on_uniform_layouts(case, kv_heads, physical)
 
 
 def test_auto_takes_cudnn_only_for_long_uniform_layouts():
-    from lit_block.attention import CUDNN_MIN_TOKENS_TRAINING, pick_backend
+    from lit_block.attention import CUDNN_AFTER_SEEN, CUDNN_MIN_TOKENS, pick_backend
 
     if backend_unavailable_reason("cudnn", torch.device("cuda")):
         pytest.skip("no cuDNN")
-    blocks = CUDNN_MIN_TOKENS_TRAINING // 512
-    assert pick_backend("auto", uniform_layout(1, blocks, 512, 512, 0)) == "cudnn"
-    assert pick_backend("auto", uniform_layout(1, 4, 512, 512, 0)) == "flex"  # short: flex is faster
+    blocks = CUDNN_MIN_TOKENS // 512
+    bf16 = torch.bfloat16
+
+    def recurring(layout, dtype):  # auto's pick once the shape has come CUDNN_AFTER_SEEN times before
+        return [pick_backend("auto", layout, dtype, 128) for _ in range(CUDNN_AFTER_SEEN + 1)][-1]
+
+    assert recurring(uniform_layout(1, blocks, 512, 512, 0), bf16) == "cudnn"
+    assert recurring(uniform_layout(1, blocks, 512, 512, 0), torch.float32) == "flex"  # fp32 compute
+    assert recurring(uniform_layout(1, 4, 512, 512, 0), bf16) == "flex"  # short: flex is faster
 
 
 def test_block_attention_lm_on_cudnn_matches_sdpa_backend():
@@ -174,8 +185,9 @@ def test_block_attention_lm_on_cudnn_matches_sdpa_backend():
 
 
 def test_training_through_cudnn_matches_sdpa_in_loss_and_gradients():
-    """A training step of a Qwen3-shaped ``BlockAttentionLM`` (GQA, sinks, bf16 autocast over fp32 weights, activation
-    checkpointing recomputing the attention): the cudnn backend's loss and weight gradients equal sdpa's."""
+    """A training step of a Qwen3-shaped ``BlockAttentionLM`` (GQA, sinks, released blocks, bf16 autocast over fp32
+    weights, activation checkpointing recomputing the attention): the cudnn backend's loss and weight gradients
+    equal sdpa's."""
     from conftest import tiny_config
     from lit_block import BlockAttentionLM
 
@@ -187,12 +199,13 @@ def test_training_through_cudnn_matches_sdpa_in_loss_and_gradients():
     lm.train()
     ids = torch.randint(0, 128, (2, 300), device="cuda")
     blocks = torch.cat([torch.arange(5).repeat_interleave(50), torch.full((50,), -1)]).expand(2, -1).to("cuda")
+    released = torch.tensor([[False, True, False, True, False]] * 2, device="cuda")  # block dropout, as in training
     results = {}
     for backend in ("sdpa", "cudnn"):
         lm.attn_backend = backend
         lm.zero_grad()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = lm(ids, blocks).logits.float().logsumexp(-1).mean()
+            loss = lm(ids, blocks, released=released).logits.float().logsumexp(-1).mean()
         loss.backward()
         results[backend] = (loss.item(), {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
     (ref_loss, ref_grads), (loss, grads) = results["sdpa"], results["cudnn"]

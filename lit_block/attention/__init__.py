@@ -6,7 +6,7 @@
 | `flex`   | GPU (CPU: forward only)    | FlexAttention ``BlockMask`` from one ``mask_mod``          |
 | `varlen` | GPU                        | ``varlen_attn`` for blocks + lower-right causal SDPA       |
 | `flash`  | GPU with flash-attn        | flash-attn varlen for blocks + bottom-right causal kernel  |
-| `cudnn`  | GPU, uniform layouts       | dense cuDNN calls on block views, merged by log-sum-exp    |
+| `cudnn`  | GPU, blocks of one length  | dense cuDNN calls on block views, merged by log-sum-exp    |
 | `auto`   | anywhere                   | the fastest that applies: cudnn for long uniform layouts on|
 |          |                            | GPUs, else flex; sdpa on CPU                               |
 """
@@ -14,11 +14,12 @@
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 
 import torch
 
 from lit_block.attention.base import BlockAttention
-from lit_block.attention.cudnn import CudnnBlockAttention, head_dim_supported, uniform_blocks
+from lit_block.attention.cudnn import CudnnBlockAttention, cudnn_plan, head_dim_supported
 from lit_block.attention.dense import SdpaBlockAttention
 from lit_block.attention.flex import FlexBlockAttention
 from lit_block.attention.split import FlashBlockAttention, SplitPlan, VarlenBlockAttention
@@ -31,10 +32,16 @@ BACKENDS: dict[str, type[BlockAttention]] = {
     "flash": FlashBlockAttention,
     "cudnn": CudnnBlockAttention,
 }
-# from this many tokens on, auto prefers cudnn where the layout allows it (H200, docs/attention_notes.md): forward
-# only, flex wins at 8k and cudnn from 16k; forward and backward, flex wins at 16k and cudnn at 31k and 32k
-CUDNN_MIN_TOKENS_INFERENCE = 16384
-CUDNN_MIN_TOKENS_TRAINING = 24576  # between the measured 16k and 31k
+# from this many tokens on, auto prefers cudnn where the layout allows it: on an H200, flex is faster at 4k tokens in
+# 512-token blocks, cudnn at 8k and beyond, forward and forward+backward (docs/attention_notes.md) ...
+CUDNN_MIN_TOKENS = 8192
+# ... and with released blocks (block dropout: one more call each), flex at 8k, cudnn at 16k and 32k
+CUDNN_MIN_TOKENS_RELEASED = 16384
+# cuDNN builds an execution plan for every new shape of each of its calls (tens of ms each, docs/attention_notes.md),
+# so auto takes cudnn for a layout only once its shape has come this many times before: recurring shapes (fixed-length
+# packing, benchmarks) get cudnn; one-off lengths and block dropout's random released blocks stay on flex
+CUDNN_AFTER_SEEN = 2
+_seen_shapes: Counter = Counter()  # cudnn-eligible layout shapes auto has been asked about
 BACKEND_NAMES = (*BACKENDS, "auto")
 
 
@@ -72,18 +79,26 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
 
 def pick_backend(name: str, layout: BlockLayout, dtype: torch.dtype | None = None, head_dim: int | None = None) -> str:
     """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays, else flex on CUDA and sdpa
-    elsewhere. cudnn applies to uniform layouts, 16-bit compute (``dtype`` or autocast) and head dims it supports; it
-    pays from ``CUDNN_MIN_TOKENS_TRAINING`` tokens with gradients on, ``CUDNN_MIN_TOKENS_INFERENCE`` with them off."""
+    elsewhere. cudnn applies to uniform layouts (released blocks included), 16-bit compute (``dtype`` or autocast) and
+    head dims it supports; it pays from ``CUDNN_MIN_TOKENS`` tokens (``CUDNN_MIN_TOKENS_RELEASED`` with released
+    blocks) and once the layout's shape has come ``CUDNN_AFTER_SEEN`` times before (each new shape costs cuDNN new
+    execution plans)."""
     device = layout.block_ids.device
     picked = resolve_backend(name, device)
     if name != "auto" or picked != "flex":
         return picked
     half = dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(device.type)
-    min_tokens = CUDNN_MIN_TOKENS_TRAINING if torch.is_grad_enabled() else CUDNN_MIN_TOKENS_INFERENCE
-    if (half and (head_dim is None or head_dim_supported(head_dim)) and layout.seq_len >= min_tokens
-            and backend_unavailable_reason("cudnn", device) is None and not isinstance(uniform_blocks(layout), str)):
-        return "cudnn"
-    return picked
+    if (not half or (head_dim is not None and not head_dim_supported(head_dim)) or layout.seq_len < CUDNN_MIN_TOKENS
+            or backend_unavailable_reason("cudnn", device) is not None):
+        return picked
+    plan = cudnn_plan(layout)
+    if isinstance(plan, str) or layout.seq_len < (CUDNN_MIN_TOKENS_RELEASED if plan.released else CUDNN_MIN_TOKENS):
+        return picked
+    if len(_seen_shapes) > 10_000:  # a long run of ever-new shapes: forget them rather than grow
+        _seen_shapes.clear()
+    shape = (layout.batch_size, layout.seq_len, plan, dtype, head_dim, torch.is_grad_enabled())
+    _seen_shapes[shape] += 1
+    return "cudnn" if _seen_shapes[shape] > CUDNN_AFTER_SEEN else picked
 
 
 def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa", dtype: torch.dtype | None = None,

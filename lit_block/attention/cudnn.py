@@ -204,23 +204,23 @@ def _row_forward(q, k, v, out, plan: CudnnPlan, scale):
         return lse_blocks[g][(s - groups[g][0]) // groups[g][2]].view(1, H, -1)
 
     released = _prefix_forward(q, k, v, out, lse_of, plan, scale)
-    qg = q[:, :, Lc:].contiguous()  # [1, H, G, D] contiguous (a few MB)
+    qg = q[:, :, Lc:]  # [1, H, G, D] view: cuDNN takes strided inputs at full speed
     out_c, lse_c, st_c = _fwd(qg, k[:, :, :Lc], v[:, :, :Lc], False, scale)  # global rows, context keys
     out_s, lse_s, st_s = _fwd(qg, k[:, :, Lc:], v[:, :, Lc:], True, scale)  # global rows, their own keys
     out_g = out[:, :, Lc:].transpose(1, 2)  # [1, G, H, D] view
     out_g.copy_(out_s.transpose(1, 2))
     lse = _merge_into(out_g, lse_s.view(1, H, -1), out_c, lse_c.view(1, H, -1))
-    saved = [qg, lse.view(lse_c.shape), lse.view(lse_s.shape), *lse_blocks, *(p[0] for p in released)]
+    saved = [lse.view(lse_c.shape), lse.view(lse_s.shape), *lse_blocks, *(p[0] for p in released)]
     return saved, (st_c, st_s, st_blocks, [p[1] for p in released])
 
 
 def _row_backward(dout, q, k, v, out, dq, dk, dv, saved, states, plan: CudnnPlan, scale) -> None:
     """One row's gradients into ``dq, dk, dv`` (``[1, H, T, D]`` views); every part given the merged output and lse."""
     Lc, groups = plan.n_context, _block_groups(plan.block_len, plan.n_context)
-    qg, lse_c, lse_s, *lse_rest = saved
+    lse_c, lse_s, *lse_rest = saved
     lse_blocks, lse_released = lse_rest[:len(groups)], lse_rest[len(groups):]
     st_c, st_s, st_blocks, st_released = states
-    og, dog = out[:, :, Lc:].contiguous(), dout[:, :, Lc:].contiguous()  # [1, H, G, D], like qg
+    qg, og, dog = q[:, :, Lc:], out[:, :, Lc:], dout[:, :, Lc:]  # [1, H, G, D] views
     dq_c, dk_c, dv_c = _bwd(dog, qg, k[:, :, :Lc], v[:, :, :Lc], og, lse_c, st_c, False, scale)
     dq_s, dk_s, dv_s = _bwd(dog, qg, k[:, :, Lc:], v[:, :, Lc:], og, lse_s, st_s, True, scale)
     dq[:, :, Lc:] = dq_c + dq_s
@@ -263,23 +263,22 @@ def _tiled_forward(q, k, v, plan: CudnnPlan, scale):
     out = _untile(out, B)  # [B, H, T, D] view of [B, T, H, D] memory: the layer's output
     tile_lse = lse.view(B, T // bs, H, bs)
     released = _prefix_forward(q, k, v, out, lambda s: tile_lse[:, s // bs], plan, scale)
-    qg = q[:, :, Lc:].contiguous()  # [B, H, G, D]
-    out_c, lse_c, st_c = _fwd(qg, k[:, :, :Lc], v[:, :, :Lc], False, scale)
+    out_c, lse_c, st_c = _fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale)  # [B, H, G, D] views
     lse_c = _merge_into(out[:, :, Lc:].transpose(1, 2), tile_lse[:, -1], out_c, lse_c.view(B, H, bs)).view(lse_c.shape)
-    return out.transpose(1, 2), [qg, lse, lse_c, *(p[0] for p in released)], (st, st_c, [p[1] for p in released])
+    return out.transpose(1, 2), [lse, lse_c, *(p[0] for p in released)], (st, st_c, [p[1] for p in released])
 
 
 def _tiled_backward(dout, q, k, v, out, saved, states, plan: CudnnPlan, scale):
     """Gradients of ``_tiled_forward`` (``dout``, ``out``: ``[B, H, T, D]``): the batched call's backward gives every
     tile's; the released blocks' and the global rows' parts over earlier keys are added."""
-    (qg, lse, lse_c, *lse_released), (st, st_c, st_released) = saved, states
+    (lse, lse_c, *lse_released), (st, st_c, st_released) = saved, states
     B, H, T, D = q.shape
     bs, Lc = plan.block_len, plan.n_context
     grads = _bwd(_tiles(dout, bs), _tiles(q, bs), _tiles(k, bs), _tiles(v, bs), _tiles(out, bs), lse, st, True, scale)
     dq, dk, dv = (_untile(g, B) for g in grads)  # [B, H, T, D] views
     _prefix_backward(dout, q, k, v, out, dq, dk, dv, list(zip(lse_released, st_released)), plan, scale)
-    og, dog = out[:, :, Lc:].contiguous(), dout[:, :, Lc:].contiguous()
-    dq_c, dk_c, dv_c = _bwd(dog, qg, k[:, :, :Lc], v[:, :, :Lc], og, lse_c, st_c, False, scale)
+    dq_c, dk_c, dv_c = _bwd(dout[:, :, Lc:], q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], out[:, :, Lc:], lse_c, st_c,
+                            False, scale)
     dq[:, :, Lc:] += dq_c
     dk[:, :, :Lc] += dk_c
     dv[:, :, :Lc] += dv_c

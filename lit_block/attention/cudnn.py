@@ -15,8 +15,8 @@ causal part is one more tile of the batched call, all rows of the batch go in on
 call's output is the layer's output: no copies. The backward runs the same calls' cuDNN backward
 kernels, each given the *merged* output and log-sum-exp (as ring attention does), so each part's
 gradients are those of the whole softmax. Grouped-query attention goes to cuDNN as it is where this
-torch's cuDNN takes it (``native_gqa``). On an H200 (``docs/attention_notes.md``): 14x dense causal
-attention forward+backward at 32k tokens in 512-token blocks, 3.3x at 8k. Other layouts are refused
+torch's cuDNN takes it (``native_gqa``). On an H200 (``docs/attention_notes.md``): 13.3x dense causal
+attention forward+backward at 32k tokens in 512-token blocks, 2.8-3.5x at 8k. Other layouts are refused
 with the reason (``cudnn_plan``); ``auto`` uses this backend only where it applies and pays.
 """
 

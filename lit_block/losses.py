@@ -52,17 +52,17 @@ def _token_divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, ki
     return beta * kl_t + (1 - beta) * kl_s
 
 
+def _logits_token_divergence(logits: torch.Tensor, ref_logits: torch.Tensor, divergence: str, beta: float,
+                             temperature: float = 1.0) -> torch.Tensor:
+    """Per-position divergence ``[n]`` of one chunk's ``[n, V]`` logits from its ``[n, V]`` reference logits."""
+    logp = (logits.float() / temperature).log_softmax(-1)
+    return _token_divergence(logp, (ref_logits.float() / temperature).log_softmax(-1), divergence, beta)
+
+
 def _logits_divergence(s_logits: torch.Tensor, t_logits: torch.Tensor, w: torch.Tensor, temperature: float,
                        divergence: str, beta: float) -> torch.Tensor:
     """Weighted divergence sum of one chunk: ``[n, V]`` student and teacher logits, ``[n]`` weights -> scalar."""
-    s_logp = (s_logits.float() / temperature).log_softmax(-1)
-    t_logp = (t_logits.float() / temperature).log_softmax(-1)
-    return (_token_divergence(s_logp, t_logp, divergence, beta) * w.float()).sum()
-
-
-def _logits_token_divergence(logits: torch.Tensor, ref_logits: torch.Tensor, divergence: str, beta: float) -> torch.Tensor:
-    """Per-position divergence ``[n]`` of one chunk's ``[n, V]`` logits from its ``[n, V]`` reference logits."""
-    return _token_divergence(logits.float().log_softmax(-1), ref_logits.float().log_softmax(-1), divergence, beta)
+    return (_logits_token_divergence(s_logits, t_logits, divergence, beta, temperature) * w.float()).sum()
 
 
 @functools.cache

@@ -51,8 +51,10 @@ class CudnnPlan:
         """Blocks tile the rows and the global run is one block long: one batched call covers every row."""
         return self.n_context % self.block_len == 0 and seq_len - self.n_context == self.block_len
 
-    def block_end(self, start: int) -> int:
-        return min(start + self.block_len, self.n_context)
+    def prefix_runs(self, seq_len: int) -> list[tuple[int, int]]:
+        """``(start, end)`` of every run whose rows also attend to all keys before it: each released block after
+        the first, then the global rows."""
+        return [(s, min(s + self.block_len, self.n_context)) for s in self.released] + [(self.n_context, seq_len)]
 
 
 def cudnn_plan(layout: BlockLayout) -> CudnnPlan | str:
@@ -151,23 +153,21 @@ def _merge_into(out_g, lse_g, out_c, lse_c) -> torch.Tensor:
     return lse
 
 
-def _prefix_forward(q, k, v, out, lse_of, plan: CudnnPlan, scale) -> list:
-    """Released blocks attend to every earlier token: their causal part came with the blocks, here the part over the
-    keys before them, merged in place into ``out`` (``[B, H, T, D]`` view) and their lse (``lse_of(start)``, a
-    ``[B, H, L]`` view). Returns each one's merged lse and state for the backward."""
+def _prefix_forward(q, k, v, out, lse_of, runs: list[tuple[int, int]], scale) -> list:
+    """Released blocks and the global rows attend to every earlier token: their causal part is already in ``out``
+    (``[B, H, T, D]`` view) with its lse (``lse_of(start)``, a ``[B, H, L]`` view); here each run's part over the keys
+    before it, merged into both in place. Returns each run's merged lse and state for the backward."""
     parts = []
-    for s in plan.released:
-        e = plan.block_end(s)
+    for s, e in runs:
         out_p, lse_p, st_p = _fwd(q[:, :, s:e], k[:, :, :s], v[:, :, :s], False, scale)
         lse = _merge_into(out[:, :, s:e].transpose(1, 2), lse_of(s), out_p, lse_p.view(lse_of(s).shape))
         parts.append((lse.view(lse_p.shape), st_p))
     return parts
 
 
-def _prefix_backward(dout, q, k, v, out, dq, dk, dv, parts, plan: CudnnPlan, scale) -> None:
-    """Adds the released blocks' parts over earlier keys to ``dq, dk, dv`` (``[B, H, T, D]``)."""
-    for s, (lse, st) in zip(plan.released, parts):
-        e = plan.block_end(s)
+def _prefix_backward(dout, q, k, v, out, dq, dk, dv, parts, runs: list[tuple[int, int]], scale) -> None:
+    """Adds the runs' parts over earlier keys (``_prefix_forward``) to ``dq, dk, dv`` (``[B, H, T, D]``)."""
+    for (s, e), (lse, st) in zip(runs, parts):
         dq_p, dk_p, dv_p = _bwd(dout[:, :, s:e], q[:, :, s:e], k[:, :, :s], v[:, :, :s], out[:, :, s:e], lse, st,
                                 False, scale)
         dq[:, :, s:e] += dq_p
@@ -199,27 +199,27 @@ def _row_forward(q, k, v, out, plan: CudnnPlan, scale):
         lse_blocks.append(lse_b)
         st_blocks.append(st_b)
 
-    def lse_of(s):  # [1, H, L] view of block s's log-sum-exp
+    # the global rows' causal part over their own keys (strided views: cuDNN takes them at full speed)
+    out_s, lse_s, st_s = _fwd(q[:, :, Lc:], k[:, :, Lc:], v[:, :, Lc:], True, scale)
+    out[:, :, Lc:] = out_s
+
+    def lse_of(s):  # [1, H, L] view of the log-sum-exp of the run starting at s
+        if s == Lc:
+            return lse_s.view(1, H, -1)
         g = 0 if s < groups[0][1] * groups[0][2] else 1
         return lse_blocks[g][(s - groups[g][0]) // groups[g][2]].view(1, H, -1)
 
-    released = _prefix_forward(q, k, v, out, lse_of, plan, scale)
-    qg = q[:, :, Lc:]  # [1, H, G, D] view: cuDNN takes strided inputs at full speed
-    out_c, lse_c, st_c = _fwd(qg, k[:, :, :Lc], v[:, :, :Lc], False, scale)  # global rows, context keys
-    out_s, lse_s, st_s = _fwd(qg, k[:, :, Lc:], v[:, :, Lc:], True, scale)  # global rows, their own keys
-    out_g = out[:, :, Lc:].transpose(1, 2)  # [1, G, H, D] view
-    out_g.copy_(out_s.transpose(1, 2))
-    lse = _merge_into(out_g, lse_s.view(1, H, -1), out_c, lse_c.view(1, H, -1))
-    saved = [lse.view(lse_c.shape), lse.view(lse_s.shape), *lse_blocks, *(p[0] for p in released)]
-    return saved, (st_c, st_s, st_blocks, [p[1] for p in released])
+    parts = _prefix_forward(q, k, v, out, lse_of, plan.prefix_runs(q.shape[2]), scale)
+    return [lse_s, *lse_blocks, *(p[0] for p in parts)], (st_s, st_blocks, [p[1] for p in parts])
 
 
 def _row_backward(dout, q, k, v, out, dq, dk, dv, saved, states, plan: CudnnPlan, scale) -> None:
     """One row's gradients into ``dq, dk, dv`` (``[1, H, T, D]`` views); every part given the merged output and lse."""
     Lc, groups = plan.n_context, _block_groups(plan.block_len, plan.n_context)
-    lse_c, lse_s, *lse_rest = saved
-    lse_blocks, lse_released = lse_rest[:len(groups)], lse_rest[len(groups):]
-    st_c, st_s, st_blocks, st_released = states
+    lse_s, *lse_rest = saved
+    lse_blocks, lse_prefix = lse_rest[:len(groups)], lse_rest[len(groups):]
+    st_s, st_blocks, st_prefix = states
+    *released, (lse_c, st_c) = zip(lse_prefix, st_prefix)  # the last run is the global rows'
     qg, og, dog = q[:, :, Lc:], out[:, :, Lc:], dout[:, :, Lc:]  # [1, H, G, D] views
     dq_c, dk_c, dv_c = _bwd(dog, qg, k[:, :, :Lc], v[:, :, :Lc], og, lse_c, st_c, False, scale)
     dq_s, dk_s, dv_s = _bwd(dog, qg, k[:, :, Lc:], v[:, :, Lc:], og, lse_s, st_s, True, scale)
@@ -232,7 +232,7 @@ def _row_backward(dout, q, k, v, out, dq, dk, dv, saved, states, plan: CudnnPlan
         # context keys: their own block's gradient plus the global rows', summed as they are placed (one pass)
         torch.add(dk_b, _view(dk_c, group), out=_view(dk, group))
         torch.add(dv_b, _view(dv_c, group), out=_view(dv, group))
-    _prefix_backward(dout, q, k, v, out, dq, dk, dv, list(zip(lse_released, st_released)), plan, scale)
+    _prefix_backward(dout, q, k, v, out, dq, dk, dv, released, plan.prefix_runs(q.shape[2])[:-1], scale)
 
 
 def _tiles(x: torch.Tensor, bs: int) -> torch.Tensor:
@@ -255,33 +255,26 @@ def _untile(x: torch.Tensor, B: int) -> torch.Tensor:
 
 def _tiled_forward(q, k, v, plan: CudnnPlan, scale):
     """A tiled plan, all rows at once: the blocks *and* the global rows' causal part are one batched call, whose output
-    is the layer's output; released blocks and the global rows' context part are merged into it in place.
-    ``[B, H, T, D]`` q, k, v -> ``[B, T, H, D]`` output, tensors to save and the calls' states."""
+    is the layer's output; the released blocks' and the global rows' parts over earlier keys are merged into it in
+    place. ``[B, H, T, D]`` q, k, v -> ``[B, T, H, D]`` output, tensors to save and the calls' states."""
     B, H, T, D = q.shape
-    bs, Lc = plan.block_len, plan.n_context
+    bs = plan.block_len
     out, lse, st = _fwd(_tiles(q, bs), _tiles(k, bs), _tiles(v, bs), True, scale)  # [B * T / bs, H, bs, D]
     out = _untile(out, B)  # [B, H, T, D] view of [B, T, H, D] memory: the layer's output
     tile_lse = lse.view(B, T // bs, H, bs)
-    released = _prefix_forward(q, k, v, out, lambda s: tile_lse[:, s // bs], plan, scale)
-    out_c, lse_c, st_c = _fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale)  # [B, H, G, D] views
-    lse_c = _merge_into(out[:, :, Lc:].transpose(1, 2), tile_lse[:, -1], out_c, lse_c.view(B, H, bs)).view(lse_c.shape)
-    return out.transpose(1, 2), [lse, lse_c, *(p[0] for p in released)], (st, st_c, [p[1] for p in released])
+    parts = _prefix_forward(q, k, v, out, lambda s: tile_lse[:, s // bs], plan.prefix_runs(T), scale)
+    return out.transpose(1, 2), [lse, *(p[0] for p in parts)], (st, [p[1] for p in parts])
 
 
 def _tiled_backward(dout, q, k, v, out, saved, states, plan: CudnnPlan, scale):
     """Gradients of ``_tiled_forward`` (``dout``, ``out``: ``[B, H, T, D]``): the batched call's backward gives every
     tile's; the released blocks' and the global rows' parts over earlier keys are added."""
-    (lse, lse_c, *lse_released), (st, st_c, st_released) = saved, states
+    (lse, *lse_prefix), (st, st_prefix) = saved, states
     B, H, T, D = q.shape
-    bs, Lc = plan.block_len, plan.n_context
+    bs = plan.block_len
     grads = _bwd(_tiles(dout, bs), _tiles(q, bs), _tiles(k, bs), _tiles(v, bs), _tiles(out, bs), lse, st, True, scale)
     dq, dk, dv = (_untile(g, B) for g in grads)  # [B, H, T, D] views
-    _prefix_backward(dout, q, k, v, out, dq, dk, dv, list(zip(lse_released, st_released)), plan, scale)
-    dq_c, dk_c, dv_c = _bwd(dout[:, :, Lc:], q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], out[:, :, Lc:], lse_c, st_c,
-                            False, scale)
-    dq[:, :, Lc:] += dq_c
-    dk[:, :, :Lc] += dk_c
-    dv[:, :, :Lc] += dv_c
+    _prefix_backward(dout, q, k, v, out, dq, dk, dv, list(zip(lse_prefix, st_prefix)), plan.prefix_runs(T), scale)
     return dq, dk, dv
 
 

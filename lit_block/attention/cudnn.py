@@ -15,9 +15,10 @@ causal part is one more tile of the batched call, all rows of the batch go in on
 call's output is the layer's output: no copies. The backward runs the same calls' cuDNN backward
 kernels, each given the *merged* output and log-sum-exp (as ring attention does), so each part's
 gradients are those of the whole softmax. Grouped-query attention goes to cuDNN as it is where this
-torch's cuDNN takes it (``native_gqa``). On an H200 (``docs/attention_notes.md``): 13.3x dense causal
-attention forward+backward at 32k tokens in 512-token blocks, 2.8-3.5x at 8k. Other layouts are refused
-with the reason (``cudnn_plan``); ``auto`` uses this backend only where it applies and pays.
+torch's cuDNN takes it (``native_gqa``); merges are one Triton launch each (``lse_merge``). On an H200
+(``docs/attention_notes.md``): 13.6x dense causal attention forward+backward at 32k tokens in 512-token
+blocks, 3.3-3.7x at 8k. Other layouts are refused with the reason (``cudnn_plan``); ``auto`` uses this
+backend only where it applies and pays.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from lit_block.attention.base import BlockAttention, half_precision_inputs
+from lit_block.attention.lse_merge import merge_into
 from lit_block.layout import BlockLayout
 
 aten = torch.ops.aten
@@ -142,17 +144,6 @@ def _bwd(dout, q, k, v, out, lse, state, causal: bool, scale):
         dout, q, k, v, out, lse, seed, offset, None, cq, ck, mq, mk, 0.0, causal, scale=scale)
 
 
-def _merge_into(out_g, lse_g, out_c, lse_c) -> torch.Tensor:
-    """Merge two parts of the same rows' attention by log-sum-exp, in place: ``out_g`` (``[B, L, H, D]`` view of the
-    output, holding one part) becomes the whole softmax's output and ``lse_g`` (``[B, H, L]`` fp32 view) its
-    log-sum-exp, which is returned. ``out_c``, ``lse_c``: the other part (``[B, H, L, D]``, ``[B, H, L]``)."""
-    lse = torch.logaddexp(lse_c, lse_g)  # the normaliser over both parts' keys
-    w_c = torch.exp(lse_c - lse).transpose(1, 2)[..., None]  # [B, L, H, 1]: the other part's share
-    out_g.copy_(out_g.float().lerp_(out_c.transpose(1, 2).float(), w_c))  # w_c * out_c + (1 - w_c) * out_g
-    lse_g.copy_(lse)
-    return lse
-
-
 def _prefix_forward(q, k, v, out, lse_of, runs: list[tuple[int, int]], scale) -> list:
     """Released blocks and the global rows attend to every earlier token: their causal part is already in ``out``
     (``[B, H, T, D]`` view) with its lse (``lse_of(start)``, a ``[B, H, L]`` view); here each run's part over the keys
@@ -160,8 +151,8 @@ def _prefix_forward(q, k, v, out, lse_of, runs: list[tuple[int, int]], scale) ->
     parts = []
     for s, e in runs:
         out_p, lse_p, st_p = _fwd(q[:, :, s:e], k[:, :, :s], v[:, :, :s], False, scale)
-        lse = _merge_into(out[:, :, s:e].transpose(1, 2), lse_of(s), out_p, lse_p.view(lse_of(s).shape))
-        parts.append((lse.view(lse_p.shape), st_p))
+        merge_into(out[:, :, s:e].transpose(1, 2), lse_of(s), out_p, lse_p.view(lse_of(s).shape))
+        parts.append((lse_p, st_p))  # merge_into wrote the merged lse into lse_p too
     return parts
 
 

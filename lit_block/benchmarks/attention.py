@@ -22,6 +22,7 @@ forward, 3.5 times that forward + backward).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 
@@ -82,10 +83,21 @@ def sync(device: str) -> None:
 def time_ms(fn, device: str, warmup: int, repeat: int) -> tuple[float, float]:
     """``(queued, latency)`` in milliseconds per call of ``fn()``. Queued: ``repeat`` calls back to back, timed by
     CUDA events, as a model's layers run while the host queues ahead of the GPU. Latency: the median of single calls
-    synchronized before and after, so the host's time to launch every kernel counts. On CPUs both are wall times."""
+    synchronized before and after, so the host's time to launch every kernel counts. On CPUs both are wall times.
+    The garbage collector is off while timing, as ``timeit`` does: a collection (say, of what compiling the previous
+    backend left) would be charged to whichever backend it interrupts, and host-bound backends show it."""
     for _ in range(warmup):
         fn()
     sync(device)
+    gc.collect()
+    gc.disable()
+    try:
+        return _timed(fn, device, repeat)
+    finally:
+        gc.enable()
+
+
+def _timed(fn, device: str, repeat: int) -> tuple[float, float]:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

@@ -7,7 +7,8 @@ medians. Rows: the whole backend (forward, forward+backward) and dense causal cu
 its parts -- the batched block call and the global rows' two calls, forward and backward, through views and
 on contiguous copies (the kernels' own speed) -- and the glue (output copies, merges, gradient copies and
 adds). Then variants of the expensive parts, each printed with its max difference where it computes the
-same thing. Optional kernel profile of one forward+backward (``--profile``).
+same thing. Optional kernel profile of one forward+backward (``--profile``). ``--host-probe``: whether the
+backend is host-bound, and the host time of its forward piece by piece.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import argparse
 import torch
 
 from lit_block.attention import cudnn as C
-from lit_block.benchmarks.attention import block_sizes, make_layout
+from lit_block.attention.lse_merge import merge_into
+from lit_block.benchmarks.attention import block_sizes, make_layout, time_ms
 
 
 def bench(fn) -> float:
@@ -29,23 +31,6 @@ def bench(fn) -> float:
 def row(shape, part, ms, flop=None):
     tf = f"{flop / ms / 1e9:.0f}" if flop else "-"
     print(f"| {shape} | {part} | {ms:.3f} | {tf} |", flush=True)
-
-
-def graphed(shape, attn, leaves, dout) -> None:
-    """The backend's forward, and forward+backward, captured in CUDA graphs: GPU time without host overhead."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up (plans, workspaces) off the capture
-        for _ in range(3):
-            torch.autograd.grad(attn(*leaves), leaves, dout)
-    torch.cuda.current_stream().wait_stream(side)
-    g_f, g_fb = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g_f), torch.no_grad():
-        attn(*leaves)
-    with torch.cuda.graph(g_fb):
-        torch.autograd.grad(attn(*leaves), leaves, dout)
-    row(shape, "backend fwd, CUDA graph", bench(g_f.replay))
-    row(shape, "backend fwd+bwd, CUDA graph", bench(g_fb.replay))
 
 
 def gqa_probe(T: int = 4096, H: int = 32, Hkv: int = 8, D: int = 128) -> None:
@@ -93,6 +78,112 @@ def plan_probe(H: int = 32, D: int = 128) -> None:
         print(f"| {T}/512, global {G} | {times[0]:.1f} | {times[1]:.1f} |", flush=True)
 
 
+def host_probe(T: int, bs: int, H: int, D: int, G: int, calls: int = 20) -> None:
+    """Is the backend host-bound? Per call, forward and forward+backward: GPU time queued back to back (CUDA events),
+    the host's time to issue a call while the GPU is held busy (so it never waits on the GPU), and the kernels' own
+    time (profiler), for the one-launch Triton merge and the torch-ops merge. Plus whether cuDNN's causal mask for
+    fewer queries than keys is aligned top-left or bottom-right."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    from lit_block.attention import lse_merge
+
+    layout = make_layout([block_sizes(T, bs, G)], G, "cuda")
+    leaves = [torch.randn(1, T, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_(True)
+              for _ in range(3)]
+    dout = torch.randn(1, T, H, D, device="cuda", dtype=torch.bfloat16)
+    attn = C.CudnnBlockAttention(layout)
+    q, k, v = (x.detach() for x in leaves)
+    dense = lambda: torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True, False)  # noqa
+    steps = {"dense causal cuDNN fwd": dense, "backend fwd": lambda: attn(*leaves),
+             "backend fwd+bwd": lambda: torch.autograd.grad(attn(*leaves), leaves, dout)}
+    real_triton = lse_merge.triton
+    for merge in ("triton", "torch ops"):
+        lse_merge.triton = real_triton if merge == "triton" else None
+        for name, fn in steps.items():
+            queued = time_ms(fn, "cuda", 5, calls)[0]
+            host = host_us(fn, calls) / 1e3
+            with prof(activities=[ProfilerActivity.CUDA]) as p:
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+            kernels = sum(e.device_time_total for e in p.key_averages()) / 5e3
+            print(f"| {T}/{bs} | {name}, {merge} merge: queued / host issue / kernels | {queued:.3f} / {host:.3f} / "
+                  f"{kernels:.3f} | - |", flush=True)
+    lse_merge.triton = real_triton
+    host_pieces(T, bs, leaves, attn)
+    qg = q[:, :, -G:]
+    out, _, _ = C._fwd(qg, k, v, True, None)
+    s = (qg.float() @ k.float().transpose(-1, -2)) * D ** -0.5
+    rows, cols = torch.arange(G, device="cuda")[:, None], torch.arange(T, device="cuda")[None, :]
+    for name, masked in (("top-left", cols > rows), ("bottom-right", cols > rows + T - G)):
+        want = torch.softmax(s.masked_fill(masked, float("-inf")), -1) @ v.float()
+        print(f"# {T}: cuDNN causal, {G} queries x {T} keys, max |out - {name} causal| "
+              f"{float((out.float() - want).abs().max()):.4f}", flush=True)
+
+
+def host_us(fn, calls: int = 50) -> float:
+    """Microseconds the host takes to issue one ``fn()`` while the GPU is held busy (never waiting on it). Keep
+    ``calls`` times the kernels per call under the GPU's queue of pending launches (about a thousand): past it,
+    launching blocks and this measures the GPU instead."""
+    import time
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda._sleep(int(1e9))
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    took = (time.perf_counter() - t0) * 1e6 / calls
+    torch.cuda.synchronize()
+    return took
+
+
+def host_pieces(T: int, bs: int, leaves, attn) -> None:
+    """The host time of the backend's forward, piece by piece (what to cut where the forward is host-bound)."""
+    from lit_block.attention import lse_merge
+
+    q, k, v = (x.detach() for x in leaves)
+    plan, scale, Lc = attn.plan, q.shape[-1] ** -0.5, attn.plan.n_context
+    tq, tk, tv = (C._tiles(x, bs) for x in (q, k, v))
+    out, lse, _ = C._fwd(tq, tk, tv, True, scale)
+    out_p, lse_p, _ = C._fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale)
+    out_g, lse_g = C._untile(out, 1)[:, :, Lc:].transpose(1, 2), lse.view(1, T // bs, q.shape[1], bs)[:, -1]
+    lse_pv = lse_p.view(lse_g.shape)
+    real_triton = lse_merge.triton
+    torch_merge = lambda: (setattr(lse_merge, "triton", None), merge_into(out_g, lse_g, out_p, lse_pv),  # noqa: E731
+                           setattr(lse_merge, "triton", real_triton))
+    cases = {
+        "tiles of q, k, v (views)": lambda: [C._tiles(x, bs) for x in (q, k, v)],
+        "cuDNN call: tiled blocks": lambda: C._fwd(tq, tk, tv, True, scale),
+        "cuDNN call: global x context": lambda: C._fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale),
+        "merge, Triton": lambda: merge_into(out_g, lse_g, out_p, lse_pv),
+        "merge, torch ops": torch_merge,
+        "_tiled_forward (no autograd)": lambda: C._tiled_forward(q, k, v, plan, scale),
+        "autograd function apply": lambda: C._MergedCudnnAttention.apply(*leaves, plan, 1, scale),
+        "backend call": lambda: attn(*leaves),
+        "backend call, no_grad": torch.no_grad()(lambda: attn(*leaves)),
+    }
+    # the backward's pieces, on the state of one forward
+    dout = torch.randn_like(q.transpose(1, 2)).transpose(1, 2)  # [B, H, T, D] view, as the backward gets it
+    o_t, lse_t, st_t = C._fwd(tq, tk, tv, True, scale)
+    o_p, lse_pp, st_p = C._fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale)
+    out_f, saved, states = C._tiled_forward(q, k, v, plan, scale)
+    o_graph = attn(*leaves)
+    cases |= {
+        "cuDNN backward call: tiled blocks": lambda: C._bwd(C._tiles(dout, bs), tq, tk, tv, o_t, lse_t, st_t, True,
+                                                             scale),
+        "cuDNN backward call: global x context": lambda: C._bwd(dout[:, :, Lc:], q[:, :, Lc:], k[:, :, :Lc],
+                                                                v[:, :, :Lc], o_p, lse_pp, st_p, False, scale),
+        "_tiled_backward (no autograd)": lambda: C._tiled_backward(dout, q, k, v, out_f.transpose(1, 2), saved,
+                                                                   states, plan, scale),
+        "autograd.grad of a backend call": lambda: torch.autograd.grad(o_graph, leaves, dout.transpose(1, 2),
+                                                                       retain_graph=True),
+    }
+    for name, fn in cases.items():
+        print(f"| {T}/{bs} | host us: {name} | {host_us(fn):.1f} | - |", flush=True)
+
+
 def run_shape(T: int, bs: int, H: int, D: int, G: int, profile: bool) -> None:
     shape = f"{T}/{bs}"
     Lc = T - G
@@ -114,10 +205,6 @@ def run_shape(T: int, bs: int, H: int, D: int, G: int, profile: bool) -> None:
     row(shape, "backend fwd", ms_f, f4 * (pairs_blocks + pairs_global))
     row(shape, "backend fwd+bwd", ms_fb, 3.5 * f4 * (pairs_blocks + pairs_global))
     print(f"# {shape}: backend fwd {dense_f / ms_f:.2f}x dense fwd", flush=True)
-    try:
-        graphed(shape, attn, leaves, dout)
-    except Exception as e:  # noqa: BLE001 - report and go on
-        print(f"# {shape}: CUDA graph capture failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
 
     scale = D ** -0.5
     group = C._block_groups(bs, Lc)[0]
@@ -173,8 +260,8 @@ def run_shape(T: int, bs: int, H: int, D: int, G: int, profile: bool) -> None:
     row(shape, "glue: dk[:Lc] = blocks + ctx, fused", bench(lambda: torch.add(ob_flat, dkc[:, :, :n * bs],
                                                                               out=full[:, :, :n * bs])))
     lse_self = lse_s.reshape(1, H, G).clone()  # the backend merges in place; time it on copies
-    row(shape, "glue: global merge", bench(lambda: C._merge_into(full[:, :, Lc:].transpose(1, 2), lse_self, og,
-                                                                 lse_g.reshape(1, H, G))))
+    lse_ctx = lse_g.reshape(1, H, G).clone()
+    row(shape, "glue: global merge", bench(lambda: merge_into(full[:, :, Lc:].transpose(1, 2), lse_self, og, lse_ctx)))
     if profile:
         from torch.profiler import ProfilerActivity, profile as prof
 
@@ -199,6 +286,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--gqa-probe", action="store_true", help="only check whether cuDNN takes GQA key/value heads")
     p.add_argument("--plan-probe", action="store_true", help="only time first and second calls on new shapes")
+    p.add_argument("--host-probe", action="store_true", help="only time host issue against GPU time, per call")
     args = p.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; H={args.heads} D={args.head_dim} "
           f"global={args.global_tokens} bf16 B=1", flush=True)
@@ -209,6 +297,9 @@ def main() -> None:
         return plan_probe()
     for s in args.shapes:
         T, bs = (int(x) for x in s.split("/"))
+        if args.host_probe:
+            host_probe(T, bs, args.heads, args.head_dim, args.global_tokens)
+            continue
         run_shape(T, bs, args.heads, args.head_dim, args.global_tokens, args.profile)
         torch.cuda.empty_cache()
 

@@ -29,7 +29,7 @@ if triton is not None:
     def _merge_rows(out_ptr, lse_ptr, part_ptr, part_lse_ptr, H, L,
                     so_b, so_l, so_h, sl_b, sl_h, sl_l, sp_b, sp_h, sp_l, sq_b, sq_h, sq_l,
                     D: tl.constexpr, DP: tl.constexpr, ROWS: tl.constexpr):
-        bh = tl.program_id(0)  # one (batch row, head) per program column
+        bh = tl.program_id(0).to(tl.int64)  # one (batch row, head) each; int64: offsets can pass 2^31
         b, h = bh // H, bh % H
         rows = tl.program_id(1).to(tl.int64) * ROWS + tl.arange(0, ROWS)
         keep = rows < L

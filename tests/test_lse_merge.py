@@ -42,14 +42,25 @@ def test_merged_parts_equal_attention_over_all_keys(split):
     assert layer_out[:, :2].abs().sum() == 0 and layer_out[:, 9:].abs().sum() == 0  # nothing outside the view
 
 
-def test_a_part_without_keys_leaves_the_other():
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 4, 8) for _ in range(3))
+def _merge_without_keys(device: str):
+    """Merge a part without keys (lse -inf) into a real one, and into a row that has no keys either."""
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 4, 8, device=device, generator=g) for _ in range(3))
     out1, lse1 = _part(q, k, v)
-    out, lse = out1.transpose(1, 2).clone(), lse1.clone()
-    merge_into(out, lse, torch.zeros_like(out1), torch.full_like(lse1, float("-inf")))
-    torch.testing.assert_close(out, out1.transpose(1, 2))
-    torch.testing.assert_close(lse, lse1)
+    lse1[:, :, -1] = float("-inf")  # the last row has no keys in either part
+    out1[:, :, -1] = 0
+    out, lse, no_lse = out1.transpose(1, 2).clone(), lse1.clone(), torch.full_like(lse1, float("-inf"))
+    merge_into(out, lse, torch.zeros_like(out1), no_lse)
+    return out, lse, out1.transpose(1, 2), lse1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_a_part_without_keys_leaves_the_other(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    out, lse, want_out, want_lse = _merge_without_keys(device)
+    torch.testing.assert_close(out, want_out)  # the keyless row stays zero: no NaN
+    torch.testing.assert_close(lse, want_lse)
 
 
 @pytest.mark.cuda

@@ -40,9 +40,9 @@ if triton is not None:
         l1 = tl.load(lse_at, mask=keep, other=0.0)
         l2 = tl.load(part_lse_at, mask=keep, other=0.0)
         top = tl.maximum(l1, l2)
-        top = tl.where(top == float("-inf"), 0.0, top)  # neither part has keys: keep the row's zeros, no NaN
+        top = tl.where(top == float("-inf"), 0.0, top)  # neither part has keys: lse stays -inf, not NaN
         lse = top + tl.log(tl.exp(l1 - top) + tl.exp(l2 - top))
-        w = tl.exp(l2 - lse)[:, None]  # the second part's share of the softmax
+        w = tl.where(lse == float("-inf"), 0.0, tl.exp(l2 - lse))[:, None]  # the second part's share of the softmax
         out_at = out_ptr + b * so_b + h * so_h + rows[:, None] * so_l + cols[None, :]
         part_at = part_ptr + b * sp_b + h * sp_h + rows[:, None] * sp_l + cols[None, :]
         o1 = tl.load(out_at, mask=keep2, other=0.0).to(tl.float32)

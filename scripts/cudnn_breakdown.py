@@ -14,10 +14,12 @@ backend is host-bound, and the host time of its forward piece by piece.
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import torch
 
 from lit_block.attention import cudnn as C
+from lit_block.attention import lse_merge
 from lit_block.attention.lse_merge import merge_into
 from lit_block.benchmarks.attention import block_sizes, make_layout, time_ms
 
@@ -78,14 +80,23 @@ def plan_probe(H: int = 32, D: int = 128) -> None:
         print(f"| {T}/512, global {G} | {times[0]:.1f} | {times[1]:.1f} |", flush=True)
 
 
+@contextlib.contextmanager
+def merge_by(kind: str):
+    """Within the block, ``merge_into`` runs as torch ops if ``kind`` says so (``lse_merge`` without Triton)."""
+    real = lse_merge.triton
+    lse_merge.triton = None if kind == "torch ops" else real
+    try:
+        yield
+    finally:
+        lse_merge.triton = real
+
+
 def host_probe(T: int, bs: int, H: int, D: int, G: int, calls: int = 20) -> None:
     """Is the backend host-bound? Per call, forward and forward+backward: GPU time queued back to back (CUDA events),
     the host's time to issue a call while the GPU is held busy (so it never waits on the GPU), and the kernels' own
     time (profiler), for the one-launch Triton merge and the torch-ops merge. Plus whether cuDNN's causal mask for
     fewer queries than keys is aligned top-left or bottom-right."""
     from torch.profiler import ProfilerActivity, profile as prof
-
-    from lit_block.attention import lse_merge
 
     layout = make_layout([block_sizes(T, bs, G)], G, "cuda")
     leaves = [torch.randn(1, T, H, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2).requires_grad_(True)
@@ -94,22 +105,21 @@ def host_probe(T: int, bs: int, H: int, D: int, G: int, calls: int = 20) -> None
     attn = C.CudnnBlockAttention(layout)
     q, k, v = (x.detach() for x in leaves)
     dense = lambda: torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, True, False)  # noqa
-    steps = {"dense causal cuDNN fwd": dense, "backend fwd": lambda: attn(*leaves),
+    steps = {"backend fwd": lambda: attn(*leaves),
              "backend fwd+bwd": lambda: torch.autograd.grad(attn(*leaves), leaves, dout)}
-    real_triton = lse_merge.triton
-    for merge in ("triton", "torch ops"):
-        lse_merge.triton = real_triton if merge == "triton" else None
-        for name, fn in steps.items():
+    runs = [("dense causal cuDNN fwd", "no", dense)]  # (what, merge, call): the baseline has no merge
+    runs += [(name, merge, fn) for merge in ("triton", "torch ops") for name, fn in steps.items()]
+    for name, merge, fn in runs:
+        with merge_by(merge):
             queued = time_ms(fn, "cuda", 5, calls)[0]
             host = host_us(fn, calls) / 1e3
             with prof(activities=[ProfilerActivity.CUDA]) as p:
                 for _ in range(5):
                     fn()
                 torch.cuda.synchronize()
-            kernels = sum(e.device_time_total for e in p.key_averages()) / 5e3
-            print(f"| {T}/{bs} | {name}, {merge} merge: queued / host issue / kernels | {queued:.3f} / {host:.3f} / "
-                  f"{kernels:.3f} | - |", flush=True)
-    lse_merge.triton = real_triton
+        kernels = sum(e.device_time_total for e in p.key_averages()) / 5e3
+        print(f"| {T}/{bs} | {name}, {merge} merge: queued / host issue / kernels | {queued:.3f} / {host:.3f} / "
+              f"{kernels:.3f} | - |", flush=True)
     host_pieces(T, bs, leaves, attn)
     qg = q[:, :, -G:]
     out, _, _ = C._fwd(qg, k, v, True, None)
@@ -141,8 +151,6 @@ def host_us(fn, calls: int = 50) -> float:
 
 def host_pieces(T: int, bs: int, leaves, attn) -> None:
     """The host time of the backend's forward, piece by piece (what to cut where the forward is host-bound)."""
-    from lit_block.attention import lse_merge
-
     q, k, v = (x.detach() for x in leaves)
     plan, scale, Lc = attn.plan, q.shape[-1] ** -0.5, attn.plan.n_context
     tq, tk, tv = (C._tiles(x, bs) for x in (q, k, v))
@@ -150,9 +158,11 @@ def host_pieces(T: int, bs: int, leaves, attn) -> None:
     out_p, lse_p, _ = C._fwd(q[:, :, Lc:], k[:, :, :Lc], v[:, :, :Lc], False, scale)
     out_g, lse_g = C._untile(out, 1)[:, :, Lc:].transpose(1, 2), lse.view(1, T // bs, q.shape[1], bs)[:, -1]
     lse_pv = lse_p.view(lse_g.shape)
-    real_triton = lse_merge.triton
-    torch_merge = lambda: (setattr(lse_merge, "triton", None), merge_into(out_g, lse_g, out_p, lse_pv),  # noqa: E731
-                           setattr(lse_merge, "triton", real_triton))
+
+    def torch_merge():
+        with merge_by("torch ops"):
+            merge_into(out_g, lse_g, out_p, lse_pv)
+
     cases = {
         "tiles of q, k, v (views)": lambda: [C._tiles(x, bs) for x in (q, k, v)],
         "cuDNN call: tiled blocks": lambda: C._fwd(tq, tk, tv, True, scale),

@@ -151,7 +151,8 @@ def _prefix_forward(q, k, v, out, lse_of, runs: list[tuple[int, int]], scale) ->
     parts = []
     for s, e in runs:
         out_p, lse_p, st_p = _fwd(q[:, :, s:e], k[:, :, :s], v[:, :, :s], False, scale)
-        merge_into(out[:, :, s:e].transpose(1, 2), lse_of(s), out_p, lse_p.view(lse_of(s).shape))
+        lse_run = lse_of(s)
+        merge_into(out[:, :, s:e].transpose(1, 2), lse_run, out_p, lse_p.view(lse_run.shape))
         parts.append((lse_p, st_p))  # merge_into wrote the merged lse into lse_p too
     return parts
 

@@ -105,7 +105,7 @@ def _timed(fn, device: str, repeat: int) -> tuple[float, float]:
         sync(device)
         times.append((time.perf_counter() - start) * 1e3)
     if device != "cuda":
-        return statistics.median(times), statistics.median(times)
+        return (statistics.median(times),) * 2
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     begin.record()
     for _ in range(repeat):

@@ -183,9 +183,10 @@ class BlockAttentionLM(nn.Module):
             rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
             sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
             embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
-        # auto: picked for this layout, dtype and head size
-        block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype,
-                                                  config_head_dim(self.model.config))
+        # auto: picked for this layout, dtype, head size and number of heads
+        config = self.model.config
+        block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype, config_head_dim(config),
+                                                  config.num_attention_heads)
         out = self.model.base_model(
             inputs_embeds=embeds,
             position_ids=layout.position_ids,

@@ -161,20 +161,30 @@ def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(mo
     def recurring(*args):  # what auto picks once the shape has come often enough (new shapes cost cuDNN new plans)
         return [attention.pick_backend("auto", *args) for _ in range(attention.CUDNN_AFTER_SEEN + 1)][-1]
 
-    long_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS // 512))
-    short_uniform = layout([512] * (attention.CUDNN_MIN_TOKENS // 512 - 2))
+    min_tokens = attention.CUDNN_MIN_HEAD_TOKENS // 32  # at 32 query heads, pick_backend's default
+    long_uniform = layout([512] * (min_tokens // 512))
+    short_uniform = layout([512] * (min_tokens // 512 - 2))
     bf16 = torch.bfloat16
     picks = [attention.pick_backend("auto", long_uniform, bf16, 128) for _ in range(attention.CUDNN_AFTER_SEEN + 2)]
     assert picks == ["flex"] * attention.CUDNN_AFTER_SEEN + ["cudnn"] * 2  # a new shape stays on flex at first
     assert recurring(short_uniform, bf16) == "flex"  # shorter: flex is faster
     with torch.no_grad():
         assert recurring(long_uniform, bf16) == "cudnn"  # prefill too
+    assert recurring(long_uniform, bf16, 128, 16) == "flex"  # half the heads: half the work per call ...
+    assert recurring(layout([512] * (2 * min_tokens // 512)), bf16, 128, 16) == "cudnn"  # ... until twice the tokens
     assert recurring(layout([500, 524] * 30), bf16) == "flex"  # blocks of two lengths
-    for tokens, picked in ((attention.CUDNN_MIN_TOKENS, "flex"), (attention.CUDNN_MIN_TOKENS_RELEASED, "cudnn")):
+    for tokens, picked in ((min_tokens, "flex"), (attention.CUDNN_MIN_TOKENS_RELEASED, "cudnn")):
         blocks = tokens // 512
         ids = layout([512] * blocks).block_ids.tolist()
         released = _layout(ids, released=torch.tensor([[False, True] * (blocks // 2)]))  # block dropout
         assert recurring(released, bf16) == picked  # one more call per released block: longer
+    # block dropout draws other blocks every step: the layout's shape recurs, whichever blocks are released
+    blocks = attention.CUDNN_MIN_TOKENS_RELEASED // 512 + 1
+    draws = torch.rand(attention.CUDNN_AFTER_SEEN + 1, blocks, generator=torch.Generator().manual_seed(0)) < 0.3
+    ids = layout([512] * blocks).block_ids.tolist()
+    picks = [attention.pick_backend("auto", _layout(ids, released=d[None]), bf16, 128) for d in draws]
+    assert len({tuple(d.tolist()) for d in draws}) == len(draws)  # no draw repeats ...
+    assert picks == ["flex"] * attention.CUDNN_AFTER_SEEN + ["cudnn"]  # ... and the third step runs on cudnn
     assert recurring(long_uniform, torch.float32) == "flex"  # cuDNN takes 16-bit inputs only
     with torch.autocast("cpu", dtype=bf16):  # ... which autocast provides
         assert recurring(long_uniform, torch.float32) == "cudnn"

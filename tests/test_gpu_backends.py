@@ -151,11 +151,11 @@ def test_cudnn_backend_matches_sdpa_on_uniform_layouts(case, kv_heads, physical)
 
 
 def test_auto_takes_cudnn_only_for_long_uniform_layouts():
-    from lit_block.attention import CUDNN_AFTER_SEEN, CUDNN_MIN_TOKENS, pick_backend
+    from lit_block.attention import CUDNN_AFTER_SEEN, CUDNN_MIN_HEAD_TOKENS, pick_backend
 
     if backend_unavailable_reason("cudnn", torch.device("cuda")):
         pytest.skip("no cuDNN")
-    blocks = CUDNN_MIN_TOKENS // 512
+    blocks = CUDNN_MIN_HEAD_TOKENS // 32 // 512  # at 32 query heads, pick_backend's default
     bf16 = torch.bfloat16
 
     def recurring(layout, dtype):  # auto's pick once the shape has come CUDNN_AFTER_SEEN times before

@@ -102,8 +102,9 @@ def test_the_distillation_step_benchmark_runs_and_prints_its_table(tiny_model_di
 
     assert main(["bench", "distill", "--model", str(tiny_model_dir), "--tokens", "128", "--block-tokens", "32",
                  "--global-tokens", "32", "--device", "cpu", "--backends", "sdpa", "--repeat", "1",
-                 "--checkpointing", "on", "--breakdown"]) == 0
+                 "--warmup", "2", "--checkpointing", "on", "--breakdown"]) == 0
     out = capsys.readouterr().out
+    assert "median of 1 steps after 2;" in out
     assert "| 128 | naive (HF, dense mask, full logits) | on |" in out and "| 128 | lit-block, sdpa | on |" in out
     phases = out.split("phases: ")[1].splitlines()[0]  # --breakdown: every phase of the step, timed
     assert [p.rsplit(" ", 2)[0] for p in phases.split("; ")] == [

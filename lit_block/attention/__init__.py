@@ -32,14 +32,20 @@ BACKENDS: dict[str, type[BlockAttention]] = {
     "flash": FlashBlockAttention,
     "cudnn": CudnnBlockAttention,
 }
-# from this many tokens on, auto prefers cudnn where the layout allows it: on an H200, flex is faster at 4k tokens in
-# 512-token blocks, cudnn at 8k and beyond, forward and forward+backward (docs/attention_notes.md) ...
-CUDNN_MIN_TOKENS = 8192
-# ... and with released blocks (block dropout: one more call each), flex at 8k, cudnn at 16k and 32k
+# auto prefers cudnn where query heads x tokens reach this (32 heads at 8k tokens, 16 at 16k). On an H200
+# (docs/attention_notes.md): alone, at 32 heads in 512-token blocks, flex is faster at 4k tokens and cudnn 2x flex from 8k;
+# in the Qwen3-0.6B distillation step (16 heads), the teacher's block pass takes 28 ms on flex against 49 on cudnn at
+# 8k, the same on both at 16k and 92 against 78 ms at 32k ...
+CUDNN_MIN_HEAD_TOKENS = 32 * 8192
+# ... and with released blocks (block dropout: one more call each), from this many tokens: alone at 32 heads flex wins
+# at 8k and cudnn at 16k and 32k; in the step (16 heads) the student runs 308 ms steps on cudnn against 234 on flex at
+# 8k; its forward and the step's backward take 265 against 294 ms at 16k and 598 against 720 at 32k
 CUDNN_MIN_TOKENS_RELEASED = 16384
 # cuDNN builds an execution plan for every new shape of each of its calls (tens of ms each, docs/attention_notes.md),
 # so auto takes cudnn for a layout only once its shape has come this many times before: recurring shapes (fixed-length
-# packing, benchmarks) get cudnn; one-off lengths and block dropout's random released blocks stay on flex
+# packing, benchmarks, the distillation student) get cudnn; one-off lengths stay on flex. Which blocks are released is
+# not part of the shape: a released block adds one call whose shape depends only on where the block starts, so block
+# dropout's random draws bring at most one new plan per block position, each built once per process
 CUDNN_AFTER_SEEN = 2
 _seen_shapes: Counter = Counter()  # cudnn-eligible layout shapes auto has been asked about
 BACKEND_NAMES = (*BACKENDS, "auto")
@@ -77,35 +83,38 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     return name
 
 
-def pick_backend(name: str, layout: BlockLayout, dtype: torch.dtype | None = None, head_dim: int | None = None) -> str:
+def pick_backend(name: str, layout: BlockLayout, dtype: torch.dtype | None = None, head_dim: int | None = None,
+                 heads: int = 32) -> str:
     """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays, else flex on CUDA and sdpa
     elsewhere. cudnn applies to uniform layouts (released blocks included), 16-bit compute (``dtype`` or autocast) and
-    head dims it supports; it pays from ``CUDNN_MIN_TOKENS`` tokens (``CUDNN_MIN_TOKENS_RELEASED`` with released
-    blocks) and once the layout's shape has come ``CUDNN_AFTER_SEEN`` times before (each new shape costs cuDNN new
-    execution plans)."""
+    head dims it supports; it pays from ``CUDNN_MIN_HEAD_TOKENS`` query heads x tokens (``heads``: the model's query
+    heads) and, with released blocks, ``CUDNN_MIN_TOKENS_RELEASED`` tokens, once the layout's shape, whichever blocks
+    are released, has come ``CUDNN_AFTER_SEEN`` times before (each new shape costs cuDNN new execution plans)."""
     device = layout.block_ids.device
     picked = resolve_backend(name, device)
     if name != "auto" or picked != "flex":
         return picked
     half = dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(device.type)
-    if (not half or (head_dim is not None and not head_dim_supported(head_dim)) or layout.seq_len < CUDNN_MIN_TOKENS
+    if (not half or (head_dim is not None and not head_dim_supported(head_dim))
+            or heads * layout.seq_len < CUDNN_MIN_HEAD_TOKENS
             or backend_unavailable_reason("cudnn", device) is not None):
         return picked
     plan = cudnn_plan(layout)
-    if isinstance(plan, str) or layout.seq_len < (CUDNN_MIN_TOKENS_RELEASED if plan.released else CUDNN_MIN_TOKENS):
+    if isinstance(plan, str) or (plan.released and layout.seq_len < CUDNN_MIN_TOKENS_RELEASED):
         return picked
     if len(_seen_shapes) > 10_000:  # a long run of ever-new shapes: forget them rather than grow
         _seen_shapes.clear()
-    shape = (layout.batch_size, layout.seq_len, plan, dtype, head_dim, torch.is_grad_enabled())
+    shape = (layout.batch_size, layout.seq_len, plan.block_len, plan.n_context, dtype, heads, head_dim,
+             torch.is_grad_enabled())
     _seen_shapes[shape] += 1
     return "cudnn" if _seen_shapes[shape] > CUDNN_AFTER_SEEN else picked
 
 
 def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa", dtype: torch.dtype | None = None,
-                            head_dim: int | None = None) -> BlockAttention:
+                            head_dim: int | None = None, heads: int = 32) -> BlockAttention:
     """Build backend ``backend`` (a name or ``auto``, picked with ``pick_backend``) for one batch; the result is
     called once per decoder layer."""
-    return BACKENDS[pick_backend(backend, layout, dtype, head_dim)](layout)
+    return BACKENDS[pick_backend(backend, layout, dtype, head_dim, heads)](layout)
 
 
 __all__ = [

@@ -154,7 +154,7 @@ def bench_shape(length, block, args) -> list[dict]:
     for name in args.backends:
         try:
             for _ in range(CUDNN_AFTER_SEEN + 1):  # auto: as for training (gradients on), on a shape that recurs
-                picked = pick_backend(name, layout, dtype, D)
+                picked = pick_backend(name, layout, dtype, D, H)
             prep = time_ms(lambda: BACKENDS[picked](layout), dev, 1, 3)[1]
         except ValueError as err:
             print(f"skip {name}: {err}")

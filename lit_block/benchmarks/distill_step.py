@@ -111,20 +111,21 @@ def prepare_student(student, checkpointing: bool, device: str) -> torch.optim.Op
     return torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
 
 
-def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, compile=None) -> dict[str, float]:
-    """Median milliseconds of each phase of ``ours_step`` (a device sync between phases)."""
+def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, compile=None,
+              warmup: int = 1) -> dict[str, float]:
+    """Median milliseconds of each phase of ``ours_step`` (a device sync between phases), after ``warmup`` steps."""
     from lit_block.benchmarks.attention import sync
 
     optimizer = prepare_student(student, checkpointing, device)
     samples: dict[str, list[float]] = {}
-    for i in range(repeat + 1):  # the first step warms up
+    for i in range(warmup + repeat):
         sync(device)
         last = [time.perf_counter()]
 
         def tick(phase):
             sync(device)
             now = time.perf_counter()
-            if i:
+            if i >= warmup:
                 samples.setdefault(phase, []).append(1e3 * (now - last[0]))
             last[0] = now
 
@@ -178,12 +179,13 @@ def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, device: str) -> dict:
+def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, device: str, warmup: int = 1) -> dict:
     from lit_block.benchmarks.attention import sync
 
     optimizer = prepare_student(student, checkpointing, device)
     try:
-        step(teacher, student, batch, optimizer, checkpointing)  # warm-up (compilation, allocator)
+        for _ in range(warmup):  # compilation, the allocator, cuDNN's plans
+            step(teacher, student, batch, optimizer, checkpointing)
         sync(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True, help="run the naive baseline")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1,
+                   help="steps before timing; auto's cudnn plans for block dropout's released blocks need tens at 32k")
     p.add_argument("--peak-tflops", type=float, default=989.0)
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
     p.add_argument("--profile", action="store_true", help="also profile one lit-block step: kernel time and top kernels")
@@ -237,12 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                                     naive_step))
             for name, step in variants:
                 for ckpt in modes:
-                    r = measure(step, teacher, student, batch, ckpt, args.repeat, args.device)
+                    r = measure(step, teacher, student, batch, ckpt, args.repeat, args.device, args.warmup)
                     rows.append(dict(tokens=tokens, name=name, ckpt=ckpt, flops=flops, **r))
                     print(f"{tokens} {name} ckpt={ckpt}: {r}", flush=True)
             if args.breakdown:
                 for ckpt in modes:
-                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, compiled)
+                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, compiled, args.warmup)
                     print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
                           + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
             if args.profile and args.device == "cuda":
@@ -251,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                           + profile(teacher, student, batch, ckpt, args.device, compiled), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
-          f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps; "
-          f"MFU against {args.peak_tflops:.0f} TFLOP/s\n")
+          f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps "
+          f"after {args.warmup}; MFU against {args.peak_tflops:.0f} TFLOP/s\n")
     print("| tokens | step | activation checkpointing | step ms | tokens/s | MFU | peak GiB | speed-up vs naive |\n"
           "|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -192,6 +192,31 @@ def test_auto_takes_cudnn_for_long_uniform_layouts_on_gpus_and_flex_otherwise(mo
     assert attention.pick_backend("flex", long_uniform, bf16) == "flex"  # a named backend is kept
 
 
+def test_auto_reads_the_cudnn_plan_once_per_batch(monkeypatch):
+    """``cudnn_plan`` syncs with the GPU a few dozen times; ``auto`` reads it to decide and hands it to the backend."""
+    import lit_block.attention as attention
+    import lit_block.attention.cudnn as cudnn
+
+    monkeypatch.setattr(attention, "resolve_backend", lambda name, device: "flex" if name == "auto" else name)
+    monkeypatch.setattr(attention, "backend_unavailable_reason", lambda name, device: None)
+    monkeypatch.setattr(attention, "_seen_shapes", attention.Counter())
+    calls, real = [], cudnn.cudnn_plan
+
+    def counted(layout):
+        calls.append(layout)
+        return real(layout)
+
+    monkeypatch.setattr(attention, "cudnn_plan", counted)
+    monkeypatch.setattr(cudnn, "cudnn_plan", counted)
+    layout = _layout([sum(([i] * 512 for i in range(16)), []) + [-1] * 512])
+    for _ in range(attention.CUDNN_AFTER_SEEN):
+        attention.prepare_block_attention(layout, "auto", torch.bfloat16, 128)
+    calls.clear()
+    backend = attention.prepare_block_attention(layout, "auto", torch.bfloat16, 128)
+    assert isinstance(backend, attention.CudnnBlockAttention) and backend.plan == real(layout)
+    assert len(calls) == 1
+
+
 def test_pick_backend_keeps_cpus_on_sdpa_and_refuses_cudnn_there():
     from lit_block.attention import pick_backend, prepare_block_attention
 

@@ -19,7 +19,7 @@ from collections import Counter
 import torch
 
 from lit_block.attention.base import BlockAttention
-from lit_block.attention.cudnn import CudnnBlockAttention, cudnn_plan, head_dim_supported
+from lit_block.attention.cudnn import CudnnBlockAttention, CudnnPlan, cudnn_plan, head_dim_supported
 from lit_block.attention.dense import SdpaBlockAttention
 from lit_block.attention.flex import FlexBlockAttention
 from lit_block.attention.split import FlashBlockAttention, SplitPlan, VarlenBlockAttention
@@ -88,33 +88,42 @@ def pick_backend(name: str, layout: BlockLayout, dtype: torch.dtype | None = Non
     """``resolve_backend`` for one batch: ``auto`` takes cudnn where it applies and pays, else flex on CUDA and sdpa
     elsewhere. cudnn applies to uniform layouts (released blocks included), 16-bit compute (``dtype`` or autocast) and
     head dims it supports; it pays from ``CUDNN_MIN_HEAD_TOKENS`` query heads x tokens (``heads``: the model's query
-    heads) and, with released blocks, ``CUDNN_MIN_TOKENS_RELEASED`` tokens, once the layout's shape, whichever blocks
-    are released, has come ``CUDNN_AFTER_SEEN`` times before (each new shape costs cuDNN new execution plans)."""
-    device = layout.block_ids.device
-    picked = resolve_backend(name, device)
-    if name != "auto" or picked != "flex":
-        return picked
-    half = dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(device.type)
-    if (not half or (head_dim is not None and not head_dim_supported(head_dim))
-            or heads * layout.seq_len < CUDNN_MIN_HEAD_TOKENS
-            or backend_unavailable_reason("cudnn", device) is not None):
-        return picked
-    plan = cudnn_plan(layout)
-    if isinstance(plan, str) or (plan.released and layout.seq_len < CUDNN_MIN_TOKENS_RELEASED):
-        return picked
-    if len(_seen_shapes) > 10_000:  # a long run of ever-new shapes: forget them rather than grow
-        _seen_shapes.clear()
-    shape = (layout.batch_size, layout.seq_len, plan.block_len, plan.n_context, dtype, heads, head_dim,
-             torch.is_grad_enabled())
-    _seen_shapes[shape] += 1
-    return "cudnn" if _seen_shapes[shape] > CUDNN_AFTER_SEEN else picked
+    heads; 32, the attention benchmark's, by default) and, with released blocks, ``CUDNN_MIN_TOKENS_RELEASED`` tokens,
+    once the layout's shape, whichever blocks are released, has come ``CUDNN_AFTER_SEEN`` times before (each new shape
+    costs cuDNN new execution plans)."""
+    return _pick(name, layout, dtype, head_dim, heads)[0]
 
 
 def prepare_block_attention(layout: BlockLayout, backend: str = "sdpa", dtype: torch.dtype | None = None,
                             head_dim: int | None = None, heads: int = 32) -> BlockAttention:
     """Build backend ``backend`` (a name or ``auto``, picked with ``pick_backend``) for one batch; the result is
     called once per decoder layer."""
-    return BACKENDS[pick_backend(backend, layout, dtype, head_dim, heads)](layout)
+    picked, plan = _pick(backend, layout, dtype, head_dim, heads)
+    if plan is not None:  # auto read the layout's cudnn plan already: its host syncs once per batch, not twice
+        return CudnnBlockAttention(layout, plan)
+    return BACKENDS[picked](layout)
+
+
+def _pick(name: str, layout: BlockLayout, dtype, head_dim, heads) -> tuple[str, CudnnPlan | None]:
+    """``pick_backend``'s answer, with the cudnn plan where ``auto`` picked cudnn."""
+    device = layout.block_ids.device
+    picked = resolve_backend(name, device)
+    if name != "auto" or picked != "flex":
+        return picked, None
+    half = dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(device.type)
+    if (not half or (head_dim is not None and not head_dim_supported(head_dim))
+            or heads * layout.seq_len < CUDNN_MIN_HEAD_TOKENS
+            or backend_unavailable_reason("cudnn", device) is not None):
+        return picked, None
+    plan = cudnn_plan(layout)
+    if isinstance(plan, str) or (plan.released and layout.seq_len < CUDNN_MIN_TOKENS_RELEASED):
+        return picked, None
+    if len(_seen_shapes) > 10_000:  # a long run of ever-new shapes: forget them rather than grow
+        _seen_shapes.clear()
+    shape = (layout.batch_size, layout.seq_len, plan.block_len, plan.n_context, dtype, heads, head_dim,
+             torch.is_grad_enabled())
+    _seen_shapes[shape] += 1
+    return ("cudnn", plan) if _seen_shapes[shape] > CUDNN_AFTER_SEEN else (picked, None)
 
 
 __all__ = [

@@ -323,9 +323,10 @@ class _MergedCudnnAttention(torch.autograd.Function):
 class CudnnBlockAttention(BlockAttention):
     name = "cudnn"
 
-    def __init__(self, layout: BlockLayout):
+    def __init__(self, layout: BlockLayout, plan: CudnnPlan | None = None):
+        """``plan``: ``cudnn_plan(layout)`` where the caller has it already (``auto`` reads it to decide)."""
         super().__init__(layout)
-        plan = cudnn_plan(layout)
+        plan = cudnn_plan(layout) if plan is None else plan
         if isinstance(plan, str):
             raise ValueError(f"{plan}; use flex or auto")
         self.plan = plan

@@ -11,6 +11,8 @@ import math
 
 import lightning as L
 
+from lit_block.errors import UsageError, check_number
+
 SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -18,10 +20,12 @@ class BlockDropoutScheduler(L.Callback):
     def __init__(self, start: float = 0.0, end: float = 0.3, schedule: str = "linear", total_steps: int | None = None,
                  warmup_steps: int = 0):
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        for name, p in (("start", start), ("end", end)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} probability must be in [0, 1], got {p}")
+            raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        check_number("start", start, low=0, high=1)  # release probabilities
+        check_number("end", end, low=0, high=1)
+        if total_steps is not None:
+            check_number("total_steps", total_steps, low=1, integer=True)
+        check_number("warmup_steps", warmup_steps, low=0, integer=True)
         self.start, self.end, self.schedule = start, end, schedule
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.probability = start

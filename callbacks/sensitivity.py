@@ -15,6 +15,7 @@ import hashlib
 import lightning as L
 import torch
 
+from lit_block.errors import check_number
 from lit_block.losses import chunked_token_divergence, sensitivity_weights
 from lit_block.model import compile_backend
 
@@ -22,11 +23,10 @@ from lit_block.model import compile_backend
 class AttentionSensitivityWeighting(L.Callback):
     def __init__(self, temperature: float = 1.0, min_weight: float = 0.1, max_weight: float = 10.0, cache: bool = True,
                  chunk_size: int = 1024):
-        if temperature <= 0 or not 0 <= min_weight <= max_weight:
-            raise ValueError(f"need temperature > 0 and 0 <= min_weight <= max_weight, got {temperature}, "
-                             f"{min_weight}, {max_weight}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        check_number("temperature", temperature, low=0, low_open=True)
+        check_number("min_weight", min_weight, low=0)
+        check_number("max_weight", max_weight, low=min_weight)
+        check_number("chunk_size", chunk_size, low=1, integer=True)
         self.temperature, self.min_weight, self.max_weight, self.cache = temperature, min_weight, max_weight, cache
         self.chunk_size = chunk_size  # positions per vocabulary projection: memory is one chunk's logits
         self._cache: dict[str, torch.Tensor] = {}

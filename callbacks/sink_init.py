@@ -14,13 +14,15 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from lit_block.errors import UsageError
+
 METHODS = ("bos", "mean", "warmup")
 
 
 class SinkTokenInitializer(L.Callback):
     def __init__(self, method: str = "bos", warmup_steps: int = 20, warmup_lr: float = 1e-2):
         if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method, self.warmup_steps, self.warmup_lr = method, warmup_steps, warmup_lr
 
     def on_fit_start(self, trainer, pl_module) -> None:

@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader
 
 from datamodules.seeded_loader import seeded_loader
 from datamodules.text_blocks import collate_packed
+from lit_block.errors import check_number
 from lit_block.layout import pack_tokens
+from lit_block.segmentation.segmenter import parse_granularity
 
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}  # what each stage reads
@@ -87,8 +89,15 @@ class DistillDataModule(L.LightningDataModule):
         rag_max_samples: int | None = 200,
     ):
         super().__init__()
-        if not 0 < global_tokens < sample_tokens:
-            raise ValueError(f"need 0 < global_tokens ({global_tokens}) < sample_tokens ({sample_tokens})")
+        check_number("sample_tokens", sample_tokens, low=2, integer=True)
+        check_number("global_tokens", global_tokens, low=1, high=sample_tokens - 1, integer=True)  # context needs room
+        check_number("min_block_tokens", min_block_tokens, low=0, integer=True)
+        if max_block_tokens is not None:
+            check_number("max_block_tokens", max_block_tokens, low=max(1, 2 * min_block_tokens), integer=True)
+        check_number("batch_size", batch_size, low=1, integer=True)
+        check_number("num_workers", num_workers, low=0, integer=True)
+        check_number("rag_passages", rag_passages, low=1, integer=True)
+        parse_granularity(granularity)  # a level or a positive token count, named if not
         self.save_hyperparameters()
         self.samples: dict[str, list[dict]] = {}
         self.pad_token_id = 0  # padding is masked out of attention and loss: any id works

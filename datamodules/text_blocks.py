@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.seeded_loader import seeded_loader
+from lit_block.errors import check_number
 from lit_block.layout import pack_tokens
 
 BUNDLED_TEXTS = Path(__file__).parent / "texts"
@@ -88,10 +89,11 @@ class TextBlocksDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not 0 < global_tokens < sample_tokens or block_tokens <= 0:
-            raise ValueError(
-                f"need 0 < global_tokens ({global_tokens}) < sample_tokens ({sample_tokens}) and block_tokens > 0"
-            )
+        check_number("sample_tokens", sample_tokens, low=2, integer=True)
+        check_number("global_tokens", global_tokens, low=1, high=sample_tokens - 1, integer=True)
+        check_number("block_tokens", block_tokens, low=1, integer=True)
+        check_number("batch_size", batch_size, low=1, integer=True)
+        check_number("num_workers", num_workers, low=0, integer=True)
         self.save_hyperparameters()
         self.splits: dict[str, list[dict]] = {}
         self.pad_token_id = 0

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from lit_block.attention import prepare_block_attention
 from lit_block.attention.transformers_hook import ATTN_IMPLEMENTATION, register_block_attention
 from lit_block.layout import BlockLayout, layout_from_tokens
-from lit_block.model_sources import resolve_model_path
+from lit_block.model_sources import not_found, resolve_model_path
 
 SINKS_FILE = "lit_block_sinks.safetensors"  # written next to the HF weights by save_pretrained
 CONFIG_FILE = "lit_block.json"
@@ -97,7 +97,12 @@ class BlockAttentionLM(nn.Module):
             model = AutoModelForCausalLM.from_config(name_or_path, dtype=dtype)
             return cls(model, num_sink_tokens or 0, attn_backend)
         path = resolve_model_path(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype is not None else "auto", **hf_kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if dtype is not None else "auto", **hf_kwargs)
+        except OSError as err:  # transformers' "couldn't connect to the hub" for a name that is nothing local
+            if Path(path).exists():
+                raise
+            raise not_found(str(name_or_path), err) from err
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError):  # a weights-only folder

@@ -9,7 +9,7 @@ import torch
 
 from lit_block import BlockAttentionLM
 from lit_block.rag.evaluation import score
-from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template, pack_rag_sample
+from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template
 from lit_block.rag.sample import RagSample
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rag"
@@ -60,7 +60,31 @@ def test_eval_rag_bad_inputs_exit_with_a_message(tmp_path, capsys):
     from lit_block.cli import main
 
     assert main(["eval-rag", "--tasks", "faq", "--dataset", str(tmp_path / "none"), "--experiment", ""]) == 2
-    assert "lit-block data build" in capsys.readouterr().out
+    assert "lit-block data build" in capsys.readouterr().err
     assert main(["eval-rag", "--tasks", "", "--benchmark", "hotpotqa", "--experiment", ""]) == 2
-    assert "NAME=PATH_OR_HUB_ID" in capsys.readouterr().out
+    assert "NAME=PATH_OR_HUB_ID" in capsys.readouterr().err
     assert main(["eval-rag", "--models", "x=/no/such/dir", "--experiment", ""]) == 2
+
+
+def test_a_sample_past_the_context_is_skipped_up_front_and_the_others_are_answered(tiny_model_dir, capsys):
+    from lit_block.rag.evaluation import evaluate
+
+    short = RagSample(id="short", task="t", question="Who?", passages=["Adam begat Seth."], answers=["Seth"],
+                      gold_passages=[0])
+    long = RagSample(id="long", task="t", question="Who?", passages=["And Adam lived. " * 1000], answers=["Seth"],
+                     gold_passages=[0])
+    results, scored = evaluate(str(tiny_model_dir), {}, [short, long, short], "plain", 2, 0.1, "cpu")
+    assert [s.id for s in scored] == ["short", "short"]
+    assert all(len(r["answers"]) == 2 for r in results.values())
+    assert "skipping 1 sample(s) longer than the models' context" in capsys.readouterr().out
+
+
+def test_a_student_with_another_vocabulary_is_refused_by_name(tiny_model_dir, tmp_path):
+    from conftest import tiny_config
+    from lit_block.errors import UsageError
+    from lit_block.rag.evaluation import evaluate
+
+    BlockAttentionLM.from_pretrained(tiny_config(vocab_size=256)).save_pretrained(tmp_path / "other")
+    sample = RagSample(id="s", task="t", question="Who?", passages=["p"], answers=["a"], gold_passages=[0])
+    with pytest.raises(UsageError, match=r"other=.*vocabulary of 256 tokens differs from the teacher's \(512\)"):
+        evaluate(str(tiny_model_dir), {"other": str(tmp_path / "other")}, [sample], "plain", 2, 0.1, "cpu")

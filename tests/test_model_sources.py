@@ -12,9 +12,13 @@ from lit_block import model_sources
 from lit_block.model_sources import resolve_model_path
 
 
-def test_other_names_pass_through_unchanged():
+def test_hub_ids_and_existing_folders_pass_through_and_a_missing_folder_is_named(tmp_path):
+    from lit_block.errors import UsageError
+
     assert resolve_model_path("Qwen/Qwen3-4B-Instruct-2507") == "Qwen/Qwen3-4B-Instruct-2507"
-    assert resolve_model_path("/some/local/folder") == "/some/local/folder"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(UsageError, match="'/some/local/folder': no such folder"):
+        resolve_model_path("/some/local/folder")
 
 
 def test_missing_embedded_package_says_what_to_install(monkeypatch, tmp_path):

@@ -101,7 +101,7 @@ def trained_checkpoint(tmp_path_factory, tiny_corpus_dir):
 def test_trained_checkpoint_leaves_out_the_encoder_and_segments(trained_checkpoint, tiny_tokenizer_dir):
     import torch
 
-    state = torch.load(trained_checkpoint, weights_only=False)["state_dict"]
+    state = torch.load(trained_checkpoint, weights_only=True)["state_dict"]  # plain values: no pickled objects
     assert state and all(k.startswith("net.head.") for k in state)
     seg = Segmenter("segmenter", checkpoint=str(trained_checkpoint), tokenizer=str(tiny_tokenizer_dir))
     for granularity in ("coarse", "fine", 64):

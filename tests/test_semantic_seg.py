@@ -12,6 +12,7 @@ from datamodules.corpus.external import import_dataset
 from datamodules.semantic_seg import SemanticSegDataModule, document_units, windows
 from lit_block.candidates import candidate_starts
 from lit_block.cli import main
+from lit_block.errors import UsageError
 
 EXTERNAL = REPO / "tests" / "fixtures" / "corpus" / "external" / "semanticseg_sample.jsonl"
 
@@ -72,7 +73,7 @@ def test_external_dataset_imports_and_serves_through_the_datamodule(tmp_path):
 
 
 def test_external_import_names_a_missing_column(tmp_path):
-    with pytest.raises(KeyError, match="column 'paragraphs'"):
+    with pytest.raises(UsageError, match="column 'paragraphs'"):
         import_dataset(str(EXTERNAL), str(tmp_path / "x"), {"segments": "paragraphs"})
 
 

@@ -15,11 +15,23 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from lit_block.errors import UsageError, check_number
 from lit_block.losses import next_token_nll
 from lit_block.model import BlockAttentionLM, compile_backend
-from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
+from lit_block.sharding import DTYPES, ShardingConfig, data_parallel_mesh, shard_block_lm
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+def check_lm_settings(dtype: str, attn_backend: str, num_sink_tokens: int, learning_rate: float,
+                      weight_decay: float) -> None:
+    """The settings both training modules declare, checked where they are declared (key and value named)."""
+    from lit_block.attention import BACKEND_NAMES
+
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if attn_backend not in BACKEND_NAMES:
+        raise UsageError(f"attn_backend must be one of {', '.join(BACKEND_NAMES)}, got {attn_backend!r}")
+    check_number("num_sink_tokens", num_sink_tokens, low=0, integer=True)
+    check_number("learning_rate", learning_rate, low=0)  # a negative rate is gradient ascent
+    check_number("weight_decay", weight_decay, low=0)
 
 
 class BlockFinetuneModule(L.LightningModule):
@@ -39,8 +51,8 @@ class BlockFinetuneModule(L.LightningModule):
         ``compile_layers``: ``torch.compile`` every decoder layer (after sharding); ``True`` for inductor, or a
         backend's name (as in ``BlockDistillationModule``)."""
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        check_lm_settings(dtype=dtype, attn_backend=attn_backend, num_sink_tokens=num_sink_tokens,
+                          learning_rate=learning_rate, weight_decay=weight_decay)
         self.save_hyperparameters(ignore=["sharding"])
         self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
         self.lm: BlockAttentionLM | None = None  # built in configure_model (FSDP-friendly)

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from lit_block.errors import UsageError, check_number
+from lit_block.model_sources import named_models
 from lit_block.rag.prompt import TEMPLATES, RagPrompt, default_template
 
 def answer_all(model, samples, prompt: RagPrompt, config, store, full_attention: bool) -> tuple[list[str], list[float]]:
@@ -63,22 +63,46 @@ def run_rag(model, samples, prompt: RagPrompt, max_new_tokens: int, full_attenti
             "block_hit_rate": None if full_attention else stats["hits"] / max(1, stats["hits"] + stats["misses"])}
 
 
+def fitting_samples(samples, prompt: RagPrompt, tokenizer, context: int, max_sinks: int, max_new_tokens: int):
+    """The samples whose prompt and answer fit ``context`` positions in every row (``max_sinks`` per block), and
+    the ids of those that do not: checked before any row runs, so one long sample cannot abort the evaluation."""
+    fit, too_long = [], []
+    for sample in samples:
+        blocks = prompt.blocks(sample)
+        tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in [*blocks, prompt.query(sample)])
+        (fit if tokens + max_sinks * len(blocks) + max_new_tokens <= context else too_long).append(sample)
+    return fit, [s.id for s in too_long]
+
+
 def evaluate(teacher: str, models: dict[str, str], samples, template: str | None, max_new_tokens: int,
-             store_gib: float, device: str) -> dict[str, dict]:
-    """Every row's answers and scores; each block-attention row reads its blocks through its own KV store."""
+             store_gib: float, device: str) -> tuple[dict[str, dict], list]:
+    """Every row's answers and scores (each block-attention row reads its blocks through its own KV store), and the
+    samples scored: those that fit every row's context."""
     from lit_block.model import BlockAttentionLM
 
     ref = BlockAttentionLM.from_pretrained(teacher, num_sink_tokens=0, dtype=torch.float32).to(device).eval()
     prompt = RagPrompt(*TEMPLATES[template or default_template(ref.tokenizer)])
     rows = {"teacher, full attention": (ref, True), "teacher, block attention (untrained)": (ref, False)}
     for name, path in models.items():
-        rows[name] = (BlockAttentionLM.from_pretrained(path, dtype=torch.float32).to(device).eval(), False)
+        model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        if model.config.vocab_size != ref.config.vocab_size:  # prompts are tokenized once, with the teacher's tokenizer
+            raise UsageError(f"--models {name}={path}: vocabulary of {model.config.vocab_size} tokens differs from "
+                             f"the teacher's ({ref.config.vocab_size})")
+        rows[name] = (model, False)
+    context = min(getattr(m.config, "max_position_embeddings", None) or 10**9 for m, _ in rows.values())
+    samples, too_long = fitting_samples(samples, prompt, ref.tokenizer, context,
+                                        max(m.num_sink_tokens for m, _ in rows.values()), max_new_tokens)
+    if too_long:
+        print(f"skipping {len(too_long)} sample(s) longer than the models' context of {context} positions: "
+              f"{', '.join(too_long[:5])}{' ...' if len(too_long) > 5 else ''}", flush=True)
+    if not samples:
+        raise UsageError(f"no sample fits the models' context of {context} positions")
     results = {}
     for name, (model, full) in rows.items():
         if model.tokenizer is None:
             model.tokenizer = ref.tokenizer
         results[name] = run_rag(model, samples, prompt, max_new_tokens, full, store_gib)
-    return results
+    return results, samples
 
 
 def table(results: dict[str, dict]) -> str:
@@ -107,7 +131,7 @@ def load_samples(args) -> list:
                                       seed=args.seed)
     for item in args.benchmark:
         if "=" not in item:
-            raise ValueError(f"--benchmark takes NAME=PATH_OR_HUB_ID, got {item!r}")
+            raise UsageError(f"--benchmark takes NAME=PATH_OR_HUB_ID, got {item!r}")
         name, source = item.split("=", 1)
         samples += load_benchmark(name, source, split=args.benchmark_split, max_samples=args.max_samples)
     return samples
@@ -134,20 +158,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--experiment", default="eval-rag", help="MLflow experiment ('' to skip logging)")
     args = p.parse_args(argv)
     args.tasks = [t for t in args.tasks if t]
-    models = dict(item.split("=", 1) for item in args.models)
-    for name, path in models.items():
-        if "/" in path and not Path(path).exists():
-            print(f"lit-block eval-rag: model {name!r}: {path} does not exist", flush=True)
-            return 2
-    try:
-        samples = load_samples(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"lit-block eval-rag: {err}", flush=True)
-        return 2
+    models = named_models(args.models)
+    check_number("--store-gib", args.store_gib, low=0, low_open=True)
+    check_number("--num-passages", args.num_passages, low=1, integer=True)
+    check_number("--max-samples", args.max_samples, low=1, integer=True)
+    samples = load_samples(args)
     if not samples:
-        print("lit-block eval-rag: no samples (give --tasks with a built corpus, or --benchmark)", flush=True)
-        return 2
-    results = evaluate(args.teacher, models, samples, args.template, args.max_new_tokens, args.store_gib, args.device)
+        raise UsageError("no samples (give --tasks with a built corpus, or --benchmark)")
+    results, samples = evaluate(args.teacher, models, samples, args.template, args.max_new_tokens, args.store_gib,
+                                args.device)
     text = table(results)
     print(f"\n{len(samples)} samples ({', '.join(sorted({s.task for s in samples}))}); the corpus tasks are "
           f"constructed from the corpus's real text\n\n{text}")

@@ -15,16 +15,20 @@ import json
 import sys
 
 from lit_block.candidates import SPLITTERS
+from lit_block.errors import UsageError
 from lit_block.segmentation.segmenter import METHODS, Segmenter, parse_granularity
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """Input the segmenter cannot read: the message names the file and the problem."""
 
 
 def read_input(path: str) -> str:
-    data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     name = "standard input" if path == "-" else path
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    except OSError as err:
+        raise InputError(f"{name}: {err.strerror.lower() if err.strerror else err}") from err
     nul = data.find(b"\x00")
     if nul >= 0:
         raise InputError(f"{name}: binary input (NUL byte at {nul}); give a UTF-8 text file")
@@ -55,15 +59,11 @@ def main(argv: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no weight-loading bars around the output
-    try:
-        granularity = parse_granularity(args.granularity)
-        text = read_input(args.file)
-        segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
-        blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens, args.max_block_tokens,
-                                   args.max_depth)
-    except (InputError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"lit-block segment: {err}", file=sys.stderr)
-        return 2
+    granularity = parse_granularity(args.granularity)  # errors are reported by the command's top level (status 2)
+    text = read_input(args.file)
+    segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
+    blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens, args.max_block_tokens,
+                               args.max_depth)
     try:
         _write(blocks, args.format)
     except BrokenPipeError:  # e.g. piped into `head`

@@ -26,7 +26,7 @@ def load_tokenizer(name_or_path: str):
     """The fastest tokenizer that counts tokens for ``name_or_path``: its ``tokenizer.json`` when there is one."""
     from pathlib import Path
 
-    from lit_block.model_sources import resolve_model_path
+    from lit_block.model_sources import not_found, resolve_model_path
 
     path = Path(resolve_model_path(name_or_path))
     if (path / "tokenizer.json").is_file():
@@ -35,7 +35,12 @@ def load_tokenizer(name_or_path: str):
         return Tokenizer.from_file(str(path / "tokenizer.json"))
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except OSError as err:  # nothing local by that name: transformers would talk about reaching the hub
+        if path.exists():
+            raise
+        raise not_found(name_or_path, err) from err
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from lit_block.errors import UsageError, check_number
 from lit_block.segmentation import baselines
 from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
 from lit_block.segmentation.planner import BlockLimits, plan_blocks
@@ -29,10 +30,10 @@ def parse_granularity(value: str | int) -> str | int:
     if isinstance(value, int) or str(value).isdigit():
         n = int(value)
         if n <= 0:
-            raise ValueError(f"granularity must be a level or a positive token count, got {value}")
+            raise UsageError(f"granularity must be a level or a positive token count, got {value}")
         return n
     if value not in LEVELS:
-        raise ValueError(f"granularity must be one of {', '.join(LEVELS)} or a token count, got {value!r}")
+        raise UsageError(f"granularity must be one of {', '.join(LEVELS)} or a token count, got {value!r}")
     return value
 
 
@@ -40,9 +41,9 @@ class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
-            raise ValueError("the segmenter method needs --checkpoint (train one: see the README, 'Train the segmenter')")
+            raise UsageError("the segmenter method needs --checkpoint (train one: see the README, 'Train the segmenter')")
         self.method, self.checkpoint, self.splitter = method, checkpoint, splitter
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
@@ -94,6 +95,7 @@ class Segmenter:
     def cut(self, doc: SegmentableText, granularity: str | int, threshold: float = 0.5,
             limits: BlockLimits = BlockLimits(), target_tokens: float | None = None) -> list[int]:
         """Block starts (token positions) for a prepared document."""
+        check_number("threshold", threshold, low=0, high=1)  # a probability: nan or 2 would cut nowhere, silently
         granularity = parse_granularity(granularity)
         level = granularity if isinstance(granularity, str) else "middle"
         if isinstance(granularity, int):
@@ -109,6 +111,7 @@ class Segmenter:
     def segment(self, text: str, granularity: str | int = "middle", threshold: float = 0.5,
                 min_block_tokens: int = 0, max_block_tokens: int | None = None, max_depth: int = 8) -> list[Block]:
         """Blocks that cover ``text`` exactly, in order."""
+        check_number("max_depth", max_depth, low=0, integer=True)
         doc = self.prepare(text)
         cuts = self.cut(doc, granularity, threshold, BlockLimits(min_block_tokens, max_block_tokens, max_depth))
         return doc.blocks(cuts)

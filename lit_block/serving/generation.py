@@ -21,6 +21,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
+from lit_block.errors import UsageError, check_number
 from lit_block.serving.kv_store import BlockKVStore
 from lit_block.serving.query_prefill import QueryPrefill, forward_step
 
@@ -37,10 +38,14 @@ class GenerationConfig:
     seed: int | None = None  # sampling seed
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0):
-            raise ValueError(f"bad sampling settings: temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}")
+        check_number("max_new_tokens", self.max_new_tokens, low=1, integer=True)
+        check_number("temperature", self.temperature, low=0, low_open=True)
+        check_number("top_k", self.top_k, low=0, integer=True)
+        check_number("top_p", self.top_p, low=0, high=1, low_open=True)
+        if self.seed is not None:
+            check_number("seed", self.seed, low=0, integer=True)
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise UsageError(f"stop must be a sequence of strings, got {self.stop!r}")
 
 
 @dataclass
@@ -57,9 +62,16 @@ class GenerationResult:
 def _ids(model, item: str | Sequence[int], what: str) -> list[int]:
     if isinstance(item, str):
         if model.tokenizer is None:
-            raise ValueError(f"{what} is text but the model has no tokenizer; pass token ids")
+            raise UsageError(f"{what} is text but the model has no tokenizer; pass token ids")
         return model.tokenizer(item, add_special_tokens=False)["input_ids"]
-    return item if isinstance(item, list) else list(map(int, item))  # a list is taken as it is (32k ints: ~1 ms)
+    ids = torch.as_tensor(item)  # one pass in C over 32k ids, not a Python loop
+    if ids.numel() and (ids.dim() != 1 or ids.is_floating_point() or ids.dtype == torch.bool):
+        raise UsageError(f"{what} must be text or a flat list of integer token ids")
+    vocab = model.config.vocab_size
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        bad = ids[(ids < 0) | (ids >= vocab)][0]
+        raise UsageError(f"{what}: token id {int(bad)} is outside the model's vocabulary (0 .. {vocab - 1})")
+    return ids.tolist()
 
 
 def next_token(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> int:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lit_block.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -76,25 +77,58 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    from lit_block.output_dir import output_dir
+
+    with output_dir(target, overwrite=True, command="model conversion") as staging:  # lit-block's own cache folder
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)  # atomic on one filesystem: no half-written model is ever visible
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # `name` or `owner/name`, as the hub spells ids
+
+
+def not_found(name_or_path: str, err: BaseException | None = None) -> UsageError:
+    """The error for a model or tokenizer that is neither embedded, nor a local folder, nor loadable from the hub."""
+    known = ", ".join(EMBEDDED_MODELS)
+    if not HUB_ID.match(name_or_path):
+        return UsageError(f"model {name_or_path!r}: no such folder (embedded models: {known})")
+    why = f" ({' '.join(str(err).split())[:200]})" if err is not None else ""
+    return UsageError(f"model {name_or_path!r}: not an embedded model ({known}) nor a local folder, and loading it "
+                      f"as a hub id failed{why}")
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Return a folder (or hub id) that ``from_pretrained`` accepts for ``name_or_path``."""
+    """Return a folder (or hub id) that ``from_pretrained`` accepts for ``name_or_path``; a name that can be
+    neither a folder nor a hub id raises :class:`UsageError` at once."""
     spec = EMBEDDED_MODELS.get(name_or_path)
     if spec is None:
+        if not Path(name_or_path).expanduser().exists() and not HUB_ID.match(name_or_path):
+            raise not_found(name_or_path)
         return name_or_path
     if not spec.needs_conversion:
         return str(_packaged_path(name_or_path, spec))
     target = cache_root() / "models" / name_or_path
     if not (target / "config.json").is_file():
-        _convert_gguf(_packaged_path(name_or_path, spec), target)
+        import fcntl
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.parent / f".{name_or_path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # processes started together convert once; the others wait, then reuse
+            if not (target / "config.json").is_file():
+                _convert_gguf(_packaged_path(name_or_path, spec), target)
     return str(target)
+
+
+def named_models(items: list[str], option: str = "--models") -> dict[str, str]:
+    """``NAME=PATH`` arguments as ``{name: path}``; a malformed item, a repeated name or a missing folder is named."""
+    models: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"{option} takes NAME=PATH, got {item!r}")
+        if name in models:
+            raise UsageError(f"{option}: the name {name!r} is given twice")
+        if path not in EMBEDDED_MODELS and not Path(path).expanduser().exists() and not HUB_ID.match(path):
+            raise UsageError(f"{option} {name}: {path} does not exist")
+        models[name] = path
+    return models

@@ -4,19 +4,17 @@
     lit-block data build --sources kjv python-stdlib --offline  # only these, cache only
 
 Every source that cannot be fetched or parsed is skipped with a warning naming it; the summary
-counts what was skipped and why. The dataset folder is replaced atomically, so an interrupted
-build leaves the previous dataset (or none), never half of one.
+counts what was skipped and why. The dataset folder is written through ``lit_block.output_dir``:
+atomically (an interrupted build leaves the previous dataset, or none, never half of one), and
+never over a folder lit-block did not write unless ``overwrite``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +28,10 @@ from datamodules.corpus.fetch import FetchError, package_root
 from datamodules.corpus.packing import SPLITS, PackedDocument, pack_documents, split_of
 from datamodules.corpus.schema import LEVELS, RawDocument, SkippedInput, Source
 from datamodules.corpus.sources import all_sources
+from lit_block.errors import UsageError, check_number
+
+
+SUMMARY_FILE = "build_summary.json"  # what was built from what: also tells a corpus folder from the user's own
 
 
 @dataclass
@@ -44,6 +46,15 @@ class BuildConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     offline: bool = False
+    overwrite: bool = False  # replace an output folder that lit-block did not write
+
+    def __post_init__(self):
+        check_number("min_tokens", self.min_tokens, low=1, integer=True)
+        check_number("max_tokens", self.max_tokens, low=self.min_tokens, integer=True)
+        check_number("max_raw_chars", self.max_raw_chars, low=1, integer=True)
+        fractions = tuple(self.split_fractions)
+        if len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+            raise UsageError(f"split_fractions must be three numbers in [0, 1] summing to 1, got {self.split_fractions!r}")
 
 
 @dataclass
@@ -162,7 +173,7 @@ def _write_dataset(rows: list[dict], reports: list[SourceReport], cfg: BuildConf
         "config": asdict(cfg),
         "sources": [{**asdict(r), "skipped": dict(r.skipped)} for r in reports],
     }
-    (out / "build_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     write_card(rows, reports, out, fp)
 
 
@@ -171,14 +182,16 @@ def build(cfg: BuildConfig) -> tuple[Path, list[SourceReport], str]:
     from transformers import AutoTokenizer
 
     from lit_block.model_sources import cache_root, resolve_model_path
+    from lit_block.output_dir import check_output, output_dir
 
+    check_output(cfg.output, cfg.overwrite, signature=SUMMARY_FILE)  # refuse before minutes of work, not after
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "corpus"
     cache_dir.mkdir(parents=True, exist_ok=True)
     sources = all_sources()
     if cfg.sources:
         unknown = sorted(set(cfg.sources) - {s.name for s in sources})
         if unknown:
-            raise ValueError(f"unknown source(s) {unknown}; known: {sorted(s.name for s in sources)}")
+            raise UsageError(f"unknown source(s) {unknown}; known: {sorted(s.name for s in sources)}")
         sources = [s for s in sources if s.name in cfg.sources]
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(cfg.tokenizer))
     rows, reports = [], []
@@ -190,17 +203,6 @@ def build(cfg: BuildConfig) -> tuple[Path, list[SourceReport], str]:
     if not rows:
         raise RuntimeError("no document was built: every source was skipped (see the warnings above)")
     fp = fingerprint(rows)
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    try:
+    with output_dir(cfg.output, cfg.overwrite, command="data build", signature=SUMMARY_FILE) as staging:
         _write_dataset(rows, reports, cfg, staging, fp)
-        old = out.with_name(f".{out.name}-old")
-        if out.exists():
-            os.replace(out, old)  # two renames: a reader sees the old dataset or the new, never a mix
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out, reports, fp
+    return Path(cfg.output), reports, fp

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from datamodules.corpus.build import BuildConfig, build
+from lit_block.errors import UsageError
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -36,10 +37,13 @@ def _sources(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from datamodules.corpus.external import import_dataset
 
+    bad = [item for item in args.level_columns or [] if "=" not in item]
+    if bad:
+        raise UsageError(f"--level-columns takes LEVEL=COLUMN, got {bad[0]!r}")
     levels = dict(item.split("=", 1) for item in args.level_columns or [])
     columns = {"text": args.text_column, "segments": args.segments_column, "boundaries": args.boundaries_column,
                "category": args.category_column, "levels": levels}
-    counts = import_dataset(args.source, args.output, columns, joiner=args.joiner)
+    counts = import_dataset(args.source, args.output, columns, joiner=args.joiner, overwrite=args.overwrite)
     print(f"imported {counts} into {args.output}")
     return 0
 
@@ -49,6 +53,8 @@ def main(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="fetch, parse and write the corpus (a Hugging Face dataset on disk)")
     b.add_argument("--output", default=BuildConfig.output, help="dataset folder (replaced atomically)")
+    b.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace --output even if lit-block did not write it (it is never replaced otherwise)")
     b.add_argument("--cache-dir", dest="cache_dir", help="package cache (default $LIT_BLOCK_CACHE/corpus)")
     b.add_argument("--tokenizer", help="tokenizer for token counts (default: the embedded teacher's)")
     b.add_argument("--sources", nargs="+", help="only these sources (see `lit-block data sources`)")
@@ -61,7 +67,8 @@ def main(argv: list[str]) -> int:
     sub.add_parser("sources", help="list the source adapters").set_defaults(run=_sources)
     i = sub.add_parser("import", help="convert another segmentation dataset (local or hub) to this schema")
     i.add_argument("source", help="a save_to_disk folder, a .json/.jsonl/.parquet/.csv file, or a hub id")
-    i.add_argument("--output", required=True)
+    i.add_argument("--output", required=True, help="dataset folder (written atomically; never the source itself)")
+    i.add_argument("--overwrite", action="store_true", help="replace --output even if lit-block did not write it")
     i.add_argument("--text-column", default="text")
     i.add_argument("--segments-column", help="column holding a list of segment texts")
     i.add_argument("--boundaries-column", help="column holding boundary character offsets")

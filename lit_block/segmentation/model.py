@@ -14,11 +14,13 @@ unit) and one GRU pass, a few seconds on a 2-core CPU.
 from __future__ import annotations
 
 import math
+import pickle
 import re
 
 import torch
 from torch import nn
 
+from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
 
 HEADING = re.compile(r"^\s*(#+\s|=+|-{3,}|\*{3,}|[0-9]+(\.[0-9]+)*[.)]?\s|[A-Z][A-Z0-9 ,:;'-]{3,}$|\.S[HS]\b|=head|\[)")
@@ -131,14 +133,52 @@ class SegmenterNet(nn.Module):
     def from_checkpoint(cls, path: str, map_location: str = "cpu", encoder: str | None = None) -> SegmenterNet:
         """Rebuild from a ``SegmenterModule`` checkpoint. The frozen encoder is loaded by the name the
         checkpoint recorded, or from ``encoder`` (a folder with the same weights, e.g. on a machine
-        without the embedded package)."""
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)  # our own checkpoint format
-        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-            raise ValueError(f"{path} is not a lit-block segmenter checkpoint (no hyper_parameters / state_dict)")
-        args = {k: v for k, v in ckpt["hyper_parameters"].items() if k in NET_ARGS}
+        without the embedded package). Loaded weights-only: a checkpoint is never allowed to run code."""
+        ckpt = _load_checkpoint(path, map_location)
+        hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
+        if not isinstance(hparams, dict) or not isinstance(state, dict):
+            raise UsageError(f"{path} is not a lit-block segmenter checkpoint (no hyper_parameters / state_dict)")
+        args = {k: v for k, v in hparams.items() if k in NET_ARGS}
         net = cls(**{**args, **({"encoder": encoder} if encoder else {})})
-        head = {k.removeprefix("net.head."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.head.")}
+        head = {k.removeprefix("net.head."): v for k, v in state.items() if k.startswith("net.head.")}
         if not head:
-            raise ValueError(f"{path} holds no segmenter head weights (keys net.head.*)")
-        net.head.load_state_dict(head)
+            raise UsageError(f"{path} holds no segmenter head weights (keys net.head.*)")
+        try:
+            net.head.load_state_dict(head)
+        except RuntimeError as err:  # missing / unexpected keys or shapes that do not match its hyper_parameters
+            raise UsageError(f"{path}: the segmenter head weights do not fit its hyper_parameters: {_flat(err)}") from err
         return net.eval()
+
+
+def _load_checkpoint(path: str, map_location: str = "cpu") -> dict:
+    """A checkpoint's top-level dict, loaded weights-only (tensors and plain values; no code runs).
+
+    Anything that is not such a file is a :class:`UsageError` naming ``path``; a missing or unreadable
+    file stays an ``OSError`` (its message names the path).
+    """
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:  # missing file, a folder, no permission: already an expected error naming the path
+        raise
+    except pickle.UnpicklingError as err:  # weights-only refusal, or bytes that are no pickle at all
+        raise UsageError(f"{path} is not a lit-block segmenter checkpoint, or holds objects that weights-only "
+                         f"loading refuses ({_refusal_reason(err)})") from err
+    except Exception as err:  # text or a damaged file: the unpickler fails anywhere (KeyError, EOFError, RuntimeError ...)
+        detail = f"{type(err).__name__}: {_flat(err)[:200]}".rstrip(": ")  # an empty file's EOFError has no message
+        raise UsageError(f"{path} is not a lit-block segmenter checkpoint ({detail})") from err
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{path} is not a lit-block segmenter checkpoint (it holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def _refusal_reason(err: pickle.UnpicklingError) -> str:
+    """The specific part of torch's weights-only message (e.g. the refused global), without its boilerplate."""
+    paragraphs = [p.strip() for p in str(err).split("\n\n") if p.strip()]
+    # torch's message: a generic first paragraph, the reason, then a pointer to the docs
+    specific = [p for p in paragraphs[1:] if not p.startswith("Check the documentation")]
+    return _flat(" ".join(specific) if specific else err)[:300]
+
+
+def _flat(message) -> str:
+    """A message (or an error's) on one line."""
+    return " ".join(str(message).split())

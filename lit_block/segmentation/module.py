@@ -8,6 +8,9 @@ encoder is not stored in checkpoints: it is reloaded from its name, like a teach
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -105,3 +108,20 @@ class SegmenterModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("net.encoder.")}
+        # the segmenter loads checkpoints weights-only, which refuses e.g. a pathlib.Path in the hyper-parameters
+        for key in ("hyper_parameters", "datamodule_hyper_parameters", "callbacks"):
+            if key in checkpoint:
+                checkpoint[key] = plain(checkpoint[key])
+        checkpoint.pop("hparams_type", None)  # an OmegaConf class object: weights-only loading refuses it
+
+
+def plain(value):
+    """``value`` with path-like objects as strings and containers as plain dicts, lists and tuples."""
+    if isinstance(value, Mapping):  # also AttributeDict or an OmegaConf DictConfig
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):  # a namedtuple or a list subclass becomes a plain tuple / list
+        items = [plain(v) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

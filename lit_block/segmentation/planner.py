@@ -8,15 +8,19 @@ candidate cut points; :func:`plan_blocks` turns them into blocks:
 2. recursively split any block over ``max_block_tokens`` at its best-scoring candidate that leaves
    both sides at least ``min_block_tokens`` (up to ``max_depth`` levels), then at any candidate,
    then, as a last resort, at a token boundary: **no block is ever longer than the maximum**;
-3. merge blocks under ``min_block_tokens`` into the neighbour across the weaker boundary (a merge
-   that would pass the maximum is re-split in the middle): **no block is shorter than the minimum**
-   unless the whole input is.
+3. merge blocks under ``min_block_tokens``, the smallest first, into the neighbour across the weaker
+   boundary (a merge that would pass the maximum is re-split in the middle): **no block is shorter
+   than the minimum** unless the whole input is.
 
 Positions are token indices into the document's tokenization; ``cuts`` are where blocks start.
+Each split and each merge costs O(log n), so a 2 MB document plans in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 
@@ -34,52 +38,99 @@ class BlockLimits:
             raise ValueError(f"max_block_tokens ({hi}) must be >= 1 and >= 2 x min_block_tokens ({lo}) to be guaranteed")
 
 
-def _split_point(a: int, b: int, scored: dict[int, float], limits: BlockLimits, depth: int) -> int:
+class _Candidates:
+    """The scored candidate positions, indexed so that each split query costs O(log n): positions sorted for
+    bisection, a range-maximum tree over their scores, and the sorted positions of each score value."""
+
+    def __init__(self, scored: dict[int, float]):
+        self.scored = scored
+        self.rank = {p: r for r, p in enumerate(scored)}  # insertion order: how a plain scan breaks ties
+        self.positions = sorted(scored)
+        self.by_score: dict[float, list[int]] = {}
+        for p in self.positions:
+            self.by_score.setdefault(scored[p], []).append(p)  # each list sorted, as positions are
+        n = len(self.positions)
+        self.tree = [-math.inf] * n + [scored[p] for p in self.positions]  # leaves n..2n-1, node i = max of 2i, 2i+1
+        for i in range(n - 1, 0, -1):
+            self.tree[i] = max(self.tree[2 * i], self.tree[2 * i + 1])
+
+    def max_score(self, first: int, last: int) -> float | None:
+        """The best score of the candidates at ``first <= p <= last`` (None if there are none)."""
+        n = len(self.positions)
+        i, j = bisect_left(self.positions, first) + n, bisect_right(self.positions, last) + n
+        if i >= j:
+            return None
+        best = -math.inf
+        while i < j:  # climb from the leaves, taking the nodes that cover [i, j) exactly
+            if i & 1:
+                best, i = max(best, self.tree[i]), i + 1
+            if j & 1:
+                j -= 1
+                best = max(best, self.tree[j])
+            i, j = i // 2, j // 2
+        return best
+
+    def nearest(self, positions: list[int], first: int, last: int, mid: float) -> int | None:
+        """Of the sorted ``positions`` at ``first <= p <= last``, the one nearest ``mid`` (at equal distance:
+        the one given first in the scores); None if there are none."""
+        i, j = bisect_left(positions, first), bisect_right(positions, last)
+        k = bisect_left(positions, mid, i, j)  # the first at or after the middle; the one before it is the other side
+        near = positions[max(i, k - 1) : min(j, k + 1)]
+        return min(near, key=lambda p: (abs(p - mid), self.rank[p])) if near else None
+
+
+def _split_point(a: int, b: int, candidates: _Candidates, limits: BlockLimits, depth: int) -> int:
     """Where to split the block [a, b): best candidate keeping both sides >= min, else the middle."""
-    lo = limits.min_block_tokens
-    inside = [(s, p) for p, s in scored.items() if a < p < b]
-    balanced = [(s, p) for s, p in inside if p - a >= lo and b - p >= lo]
-    if balanced and depth < limits.max_depth:
-        return max(balanced, key=lambda sp: (sp[0], -abs(sp[1] - (a + b) / 2)))[1]
-    if balanced:  # past the recursion depth: the candidate nearest the middle
-        return min(balanced, key=lambda sp: abs(sp[1] - (a + b) / 2))[1]
-    return (a + b) // 2  # no usable candidate: a token boundary (the hard maximum wins)
+    step = max(limits.min_block_tokens, 1)  # strictly inside the block, and both sides >= min
+    first, last, mid = a + step, b - step, (a + b) / 2
+    if depth < limits.max_depth:  # the best-scoring balanced candidate, the nearest the middle among equals
+        best = candidates.max_score(first, last)
+        if best is not None:
+            return candidates.nearest(candidates.by_score[best], first, last, mid)
+    # past the recursion depth: the balanced candidate nearest the middle
+    p = candidates.nearest(candidates.positions, first, last, mid)
+    return (a + b) // 2 if p is None else p  # no usable candidate: a token boundary (the hard maximum wins)
 
 
-def _enforce_max(a: int, b: int, scored: dict[int, float], limits: BlockLimits, depth: int, out: set[int]) -> None:
-    hi = limits.max_block_tokens
-    if hi is None or b - a <= hi:
-        return
-    p = _split_point(a, b, scored, limits, depth)
-    out.add(p)
-    _enforce_max(a, p, scored, limits, depth + 1, out)
-    _enforce_max(p, b, scored, limits, depth + 1, out)
+def _enforce_max(a: int, b: int, candidates: _Candidates, limits: BlockLimits) -> set[int]:
+    """The cuts that split [a, b) until no block is over the maximum."""
+    hi, out = limits.max_block_tokens, set()
+    todo = [(a, b, 0)]  # blocks still to check, with their recursion depth (a stack: no recursion limit)
+    while todo:
+        a, b, depth = todo.pop()
+        if hi is None or b - a <= hi:
+            continue
+        p = _split_point(a, b, candidates, limits, depth)
+        out.add(p)
+        todo += [(a, p, depth + 1), (p, b, depth + 1)]
+    return out
 
 
-def _enforce_min(cuts: list[int], total: int, scored: dict[int, float], limits: BlockLimits) -> list[int]:
+def _enforce_min(cuts: list[int], total: int, candidates: _Candidates, limits: BlockLimits) -> list[int]:
+    """Merge the smallest block under the minimum across its weaker boundary, again and again: blocks are a
+    linked list of cuts, and the small ones wait in a heap by (size, start), so each merge costs O(log n)."""
     lo, hi = limits.min_block_tokens, limits.max_block_tokens
-    cuts = sorted(cuts)
-    while True:
-        edges = [0, *cuts, total]
-        sizes = [b - a for a, b in zip(edges, edges[1:])]
-        small = [i for i, n in enumerate(sizes) if n < lo]
-        if not small or not cuts:
-            return cuts
-        i = min(small, key=lambda j: sizes[j])  # the smallest block first
-        # drop the weaker of its two boundaries (a missing one is never chosen)
-        left = cuts[i - 1] if i > 0 else None
-        right = cuts[i] if i < len(cuts) else None
-        options = [c for c in (left, right) if c is not None]
-        drop = min(options, key=lambda c: scored.get(c, 0.0))
-        cuts.remove(drop)
-        if hi is not None:  # the merged block may pass the maximum: split it again, in the middle
-            edges = [0, *cuts, total]
-            a = max(e for e in edges if e < drop)
-            b = min(e for e in edges if e > drop)
-            if b - a > hi:
-                extra: set[int] = set()
-                _enforce_max(a, b, scored, BlockLimits(lo, hi, max_depth=0), 0, extra)
-                cuts = sorted(set(cuts) | extra)
+    end = dict(zip([0, *cuts], [*cuts, total]))  # block start -> block end
+    start = {e: s for s, e in end.items()}  # block end -> block start
+    small = [(e - s, s) for s, e in end.items() if e - s < lo]
+    heapq.heapify(small)  # the smallest first; at equal size, the leftmost
+    while small and len(end) > 1:  # one block left: the whole input is under the minimum
+        size, s = heapq.heappop(small)
+        if s not in end or end[s] - s != size:
+            continue  # an outdated entry: this block has been merged since
+        # drop the weaker of its two boundaries (a missing one is never chosen; at equal scores, the left one)
+        options = [c for c in (s, end[s]) if 0 < c < total]
+        drop = min(options, key=lambda c: candidates.scored.get(c, 0.0))
+        a, b = start.pop(drop), end.pop(drop)  # the blocks on both sides of the dropped cut become [a, b)
+        new_cuts = []
+        if hi is not None and b - a > hi:  # the merged block may pass the maximum: split it again, in the middle
+            new_cuts = sorted(_enforce_max(a, b, candidates, BlockLimits(lo, hi, max_depth=0)))
+        edges = [a, *new_cuts, b]
+        for x, y in zip(edges, edges[1:]):
+            end[x], start[y] = y, x
+            if y - x < lo:
+                heapq.heappush(small, (y - x, x))
+    return sorted(end)[1:]  # block starts, 0 left out
 
 
 def plan_blocks(
@@ -91,9 +142,11 @@ def plan_blocks(
 ) -> list[int]:
     """Block start positions (token indices, 0 excluded) for a document of ``total_tokens`` tokens.
 
-    ``scores`` maps candidate token positions (0 < p < total) to boundary scores (higher: cut).
+    ``scores`` maps candidate token positions (0 < p < total) to boundary scores (higher: cut); a NaN score
+    counts as the lowest. About O(n log n) in the number of candidates and blocks.
     """
-    scored = {p: s for p, s in scores.items() if 0 < p < total_tokens}
+    # NaN compares as neither better nor worse than anything: as -inf it is simply the weakest
+    scored = {p: -math.inf if s != s else s for p, s in scores.items() if 0 < p < total_tokens}
     if target_tokens is not None:
         if target_tokens <= 0:
             raise ValueError(f"target_tokens must be > 0, got {target_tokens}")
@@ -101,7 +154,8 @@ def plan_blocks(
         cuts = set(sorted(scored, key=lambda p: -scored[p])[:k])
     else:
         cuts = {p for p, s in scored.items() if threshold is not None and s >= threshold}
+    candidates = _Candidates(scored)
     edges = [0, *sorted(cuts), total_tokens]
     for a, b in zip(edges, edges[1:]):
-        _enforce_max(a, b, scored, limits, 0, cuts)
-    return _enforce_min(sorted(cuts), total_tokens, scored, limits)
+        cuts |= _enforce_max(a, b, candidates, limits)
+    return _enforce_min(sorted(cuts), total_tokens, candidates, limits)

@@ -23,6 +23,8 @@ import re
 import sys
 from pathlib import Path
 
+from lit_block.errors import UsageError, one_line
+
 COST_DEFAULTS = ("val/attention_cost", "test/attention_cost")
 QUALITY_DEFAULTS = ("val/block_gap", "test/block_gap", "val/nll_gap", "test/nll_gap")
 SEG_METRIC = re.compile(r"^(?P<method>[^.]+)\.(?P<level>coarse|middle|fine)\.(?P<category>.+)\.(?P<metric>pk|windowdiff)$")
@@ -31,9 +33,16 @@ SEG_METRIC = re.compile(r"^(?P<method>[^.]+)\.(?P<level>coarse|middle|fine)\.(?P
 def select_runs(client, experiment: str, parent: str | None, sweep: str | None, tags: list[str], filter_string: str,
                 finished_only: bool = True):
     """The runs to compare (finished ones unless told otherwise), and the parent run id they hang from (if any)."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"no MLflow experiment named {experiment!r} in this tracking store")
+    if filter_string:  # checked alone (one run asked for), so that its error names it and not our clauses
+        try:
+            client.search_runs([exp.experiment_id], filter_string=filter_string, max_results=1)
+        except MlflowException as err:
+            raise UsageError(f"--filter {filter_string!r} is not a valid MLflow filter: {one_line(err)}") from err
     clauses = [filter_string] if filter_string else []
     if finished_only:
         clauses.append("attributes.status = 'FINISHED'")
@@ -191,9 +200,9 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import mlflow
 
-    from lit_block.tracking import default_tracking_uri
+    from lit_block.tracking import tracking_uri
 
-    client = mlflow.MlflowClient(tracking_uri=default_tracking_uri())
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(create=False))  # never an empty database where none was
     try:
         runs, parent = select_runs(client, args.experiment, args.parent, args.sweep, args.tags, args.filter,
                                    finished_only=not args.all_statuses)

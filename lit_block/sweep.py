@@ -16,6 +16,12 @@ run of one parent run (tag ``mlflow.parentRunId``), tagged ``sweep.<key>`` with 
 again, the same sweep file finds its parent run and skips the points that already finished.
 With ``--parallel N`` the points run N at a time against an ``mlflow server`` that the command
 starts on 127.0.0.1 (many writers on one sqlite file would lock) and stops at the end.
+
+The points and the server end with the sweep: each runs in its own process group, which the sweep
+stops on its way out (Ctrl-C or SIGTERM: the points get SIGTERM, then SIGKILL after a grace
+period; the parent run ends KILLED), and on Linux each gets SIGTERM from the kernel when the sweep
+dies, even by SIGKILL. The server's process group is written to ``<log-dir>/<name>/mlflow-server.pid``,
+so that a server left by a killed sweep is stopped by the next one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,52 +114,163 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# ---------------------------------------------------------------- child processes that end with the sweep
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A ``preexec_fn`` under which the child gets ``sig`` when this process dies, even by SIGKILL
+    (Linux's ``PR_SET_PDEATHSIG``); ``None`` elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing is loaded between fork and exec
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, int(sig), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: no signal would ever come
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def start_group(cmd: list[str], **popen) -> subprocess.Popen:
+    """Start ``cmd`` as the leader of a new process group (its children join it) that dies with this process."""
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_parent(), **popen)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``, from Linux's ``/proc`` (elsewhere
+    ``[pgid]`` while the group exists)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+        except (OSError, IndexError):
+            continue  # ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ...
+            members.append(int(entry.name))
+    return members
+
+
+def stop_group(pgid: int, grace: float = 10.0, leader: subprocess.Popen | None = None) -> None:
+    """SIGTERM to process group ``pgid``, SIGKILL to what is left of it after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break  # nothing left
+        deadline = time.monotonic() + grace
+        while group_members(pgid) and time.monotonic() < deadline:
+            if leader is not None:
+                leader.poll()  # reap our own child: a zombie leader would keep the group id in use
+            time.sleep(0.1)
+        if not group_members(pgid):
+            break
+    if leader is not None:
+        try:
+            leader.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop_stale_server(pid_file: Path) -> None:
+    """Stop the ``mlflow server`` that a killed sweep left running (its process group is in ``pid_file``)."""
+    try:
+        record = json.loads(pid_file.read_text())
+        pgid, port = int(record["pgid"]), str(record["port"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        pid_file.unlink(missing_ok=True)  # unreadable: nothing to act on safely
+        return
+    # still that server only if a process of the group is an mlflow server on the recorded port (ids get reused)
+    if any("mlflow" in cmdline(pid) and port in cmdline(pid) for pid in group_members(pgid)):
+        print(f"stopping the mlflow server on port {port} (process group {pgid}) left by a killed sweep",
+              file=sys.stderr, flush=True)
+        stop_group(pgid)
+    pid_file.unlink(missing_ok=True)
+
+
 class LocalMlflowServer:
-    """``mlflow server`` on 127.0.0.1 over the sqlite store, for parallel writers; stopped on exit."""
+    """``mlflow server`` on 127.0.0.1 over the sqlite store, for parallel writers; stopped on exit, and
+    recorded in ``mlflow-server.pid`` beside its log so that the next sweep stops it if this one is killed."""
 
     def __init__(self, backend_uri: str, artifact_root: str, log: Path):
+        self.pid_file = log.with_name("mlflow-server.pid")
+        stop_stale_server(self.pid_file)
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri, "--default-artifact-root",
                artifact_root, "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner: processes a sweep never uses
         self.log = open(log, "w")
-        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = start_group(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.pid_file.write_text(json.dumps({"pgid": self.process.pid, "port": self.port}))
 
     def __enter__(self) -> LocalMlflowServer:
         import urllib.request
 
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        self.__exit__()
-        raise RuntimeError(f"mlflow server did not answer on {self.uri} within 60 s; see {self.log.name}")
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited with {self.process.returncode}; see {self.log.name}")
+                try:
+                    with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                        return self
+                except OSError:
+                    time.sleep(0.5)
+            raise RuntimeError(f"mlflow server did not answer on {self.uri} within 60 s; see {self.log.name}")
+        except BaseException:  # failed or interrupted while starting: stop what did start
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop_group(self.process.pid, grace=15, leader=self.process)
+        self.pid_file.unlink(missing_ok=True)
         self.log.close()
 
 
+# ---------------------------------------------------------------- runs and points
+
+
 def find_or_create_parent(client, experiment_id: str, spec: SweepSpec, restart: bool) -> tuple[str, bool]:
-    """The sweep's parent run (found by name and digest unless ``restart``), and whether it was found."""
+    """The sweep's parent run (found by name and digest unless ``restart``), and whether it was found; a
+    found one is RUNNING again, in this process."""
+    from lit_block.tracking import process_tags
+
     if not restart:
         found = client.search_runs([experiment_id], filter_string=(
             f"tags.`lit_block.sweep` = '{spec.name}' and tags.`lit_block.sweep_digest` = '{spec.digest}'"))
         if found:
-            return found[0].info.run_id, True
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            for key, value in process_tags().items():  # this process runs it now (a dead one marks it KILLED)
+                client.set_tag(run_id, key, value)
+            return run_id, True
     run = client.create_run(experiment_id, run_name=spec.name, tags={
-        "lit_block.sweep": spec.name, "lit_block.sweep_digest": spec.digest, "lit_block.subcommand": "sweep"})
+        "lit_block.sweep": spec.name, "lit_block.sweep_digest": spec.digest, "lit_block.subcommand": "sweep",
+        **process_tags()})
     client.log_param(run.info.run_id, "command", " ".join(spec.command)[:250])
-    client.log_param(run.info.run_id, "points", len(spec.points))
+    client.log_param(run.info.run_id, "points", str(len(spec.points)))  # strings: MLflow's REST store takes no ints
     client.log_text(run.info.run_id, json.dumps({"command": spec.command, "points": spec.points, "extra": spec.extra},
                                                 indent=1, default=str), "sweep.json")
     return run.info.run_id, False
@@ -174,7 +292,8 @@ def finished_points(client, experiment_id: str, parent_id: str) -> set[str]:
 
 
 def launch_point(spec: SweepSpec, index: int, point: dict, parent_id: str, tracking_uri: str, log: Path):
-    """Start one point as ``python -m lit_block.cli ...`` with its MLflow placement in the environment."""
+    """Start one point as ``python -m lit_block.cli ...`` with its MLflow placement in the environment, in its
+    own process group (stopped by the sweep's clean-up, or signalled by the kernel if the sweep dies)."""
     tags = {"mlflow.parentRunId": parent_id, "lit_block.sweep": spec.name, "sweep.point": point_digest(point),
             **{f"sweep.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in point.items()}}
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "LIT_BLOCK_MLFLOW_EXPERIMENT": spec.experiment,
@@ -183,33 +302,52 @@ def launch_point(spec: SweepSpec, index: int, point: dict, parent_id: str, track
     cmd = [sys.executable, "-m", "lit_block.cli", *point_args(spec, point)]
     handle.write(" ".join(cmd) + "\n\n")
     handle.flush()
-    return subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT), handle
+    return start_group(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT), handle
+
+
+def stop_points(running: list, grace: float = 20.0) -> None:
+    """End running points: SIGTERM to every group at once (their runs end KILLED), SIGKILL after ``grace`` s."""
+    for _, _, proc, _ in running:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for _, _, proc, handle in running:
+        stop_group(proc.pid, grace=grace, leader=proc)
+        handle.close()
+    running.clear()
 
 
 def run_points(spec: SweepSpec, todo: list[tuple[int, dict]], parent_id: str, tracking_uri: str, log_dir: Path,
                parallel: int) -> dict[int, int]:
-    """Run the points, ``parallel`` at a time, with a progress bar; returns each point's exit status."""
+    """Run the points, ``parallel`` at a time, with a progress bar; returns each point's exit status. On any
+    exception (Ctrl-C, SIGTERM) the running points are stopped before it goes on."""
     from tqdm import tqdm
 
     pending, running, status = list(todo), [], {}
     with tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="point") as bar:
-        while pending or running:
-            while pending and len(running) < parallel:
-                index, point = pending.pop(0)
-                proc, handle = launch_point(spec, index, point, parent_id, tracking_uri, log_dir / f"{index:02d}.log")
-                running.append((index, point, proc, handle))
-            time.sleep(0.5)
-            for item in list(running):
-                index, point, proc, handle = item
-                if proc.poll() is None:
-                    continue
-                running.remove(item)
-                handle.close()
-                status[index] = proc.returncode
-                bar.update(1)
-                if proc.returncode:
-                    tail = (log_dir / f"{index:02d}.log").read_text()[-2000:]
-                    tqdm.write(f"point {index} {point} failed (exit {proc.returncode}); log {log_dir / f'{index:02d}.log'}:\n{tail}")
+        try:
+            while pending or running:
+                while pending and len(running) < parallel:
+                    index, point = pending.pop(0)
+                    log = log_dir / f"{index:02d}.log"
+                    running.append((index, point, *launch_point(spec, index, point, parent_id, tracking_uri, log)))
+                time.sleep(0.5)
+                for item in list(running):
+                    index, point, proc, handle = item
+                    if proc.poll() is None:
+                        continue
+                    running.remove(item)
+                    handle.close()
+                    status[index] = proc.returncode
+                    bar.update(1)
+                    if proc.returncode:
+                        tail = (log_dir / f"{index:02d}.log").read_text()[-2000:]
+                        tqdm.write(f"point {index} {point} failed (exit {proc.returncode}); log {log_dir / f'{index:02d}.log'}:\n{tail}")
+        finally:
+            if running:
+                tqdm.write(f"stopping {len(running)} running point(s) of sweep {spec.name}")
+                stop_points(running)
     return status
 
 
@@ -228,31 +366,42 @@ def summary(client, experiment_id: str, parent_id: str, spec: SweepSpec, metrics
 
 def run_sweep(spec: SweepSpec, parallel: int | None = None, restart: bool = False, max_points: int | None = None,
               metrics: list[str] | None = None, log_root: str = "sweeps") -> tuple[str, bool]:
-    """Run (or resume) a sweep; returns the parent run id and whether every point finished."""
+    """Run (or resume) a sweep; returns the parent run id and whether every point finished. Ctrl-C or SIGTERM
+    stops the points and the server, marks the parent run (and unfinished children) KILLED, and re-raises."""
     import mlflow
 
-    from lit_block.tracking import default_artifact_location, default_tracking_uri
+    from lit_block.tracking import (default_artifact_location, get_or_create_experiment, interrupts_as_exceptions,
+                                    tracking_uri, was_interrupted)
 
-    uri = default_tracking_uri()
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name(spec.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        spec.experiment, artifact_location=default_artifact_location(uri))
-    parent_id, resumed = find_or_create_parent(client, experiment_id, spec, restart)
-    done = finished_points(client, experiment_id, parent_id) if resumed else set()
-    points = list(enumerate(spec.points))[:max_points]
-    todo = [(i, p) for i, p in points if point_digest(p) not in done]
-    print(f"sweep {spec.name!r}: {len(points)} points, {len(points) - len(todo)} already finished "
-          f"({'resumed' if resumed else 'new'} parent run {parent_id} in experiment {spec.experiment!r})", flush=True)
-    log_dir = Path(log_root) / spec.name
-    log_dir.mkdir(parents=True, exist_ok=True)
-    workers = parallel or spec.parallel
-    if workers > 1 and uri.startswith("sqlite:"):
-        artifacts = default_artifact_location(uri) or str(Path("mlartifacts").resolve())
-        with LocalMlflowServer(uri, artifacts, log_dir / "mlflow-server.log") as server:
-            status = run_points(spec, todo, parent_id, server.uri, log_dir, workers)
-    else:
-        status = run_points(spec, todo, parent_id, uri, log_dir, workers)
+    with interrupts_as_exceptions():  # SIGTERM and Ctrl-C unwind through the clean-up below (a second one is ignored)
+        uri = tracking_uri()  # created under its lock, checked, dead processes' runs marked KILLED
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment_id = get_or_create_experiment(client, spec.experiment, default_artifact_location(uri))
+        parent_id, resumed = find_or_create_parent(client, experiment_id, spec, restart)
+        try:
+            done = finished_points(client, experiment_id, parent_id) if resumed else set()
+            points = list(enumerate(spec.points))[:max_points]
+            todo = [(i, p) for i, p in points if point_digest(p) not in done]
+            print(f"sweep {spec.name!r}: {len(points)} points, {len(points) - len(todo)} already finished "
+                  f"({'resumed' if resumed else 'new'} parent run {parent_id} in experiment {spec.experiment!r})",
+                  flush=True)
+            log_dir = Path(log_root) / spec.name
+            log_dir.mkdir(parents=True, exist_ok=True)
+            workers = parallel or spec.parallel
+            if workers > 1 and uri.startswith("sqlite:"):
+                artifacts = default_artifact_location(uri) or str(Path("mlartifacts").resolve())
+                with LocalMlflowServer(uri, artifacts, log_dir / "mlflow-server.log") as server:
+                    status = run_points(spec, todo, parent_id, server.uri, log_dir, workers)
+            else:
+                status = run_points(spec, todo, parent_id, uri, log_dir, workers)
+        except BaseException:  # the points and the server are stopped by now: record how the sweep ended
+            killed = was_interrupted()
+            finished_points(client, experiment_id, parent_id)  # children left RUNNING by stopped points: KILLED
+            client.set_terminated(parent_id, "KILLED" if killed else "FAILED")
+            if killed:
+                print(f"sweep {spec.name!r} stopped: parent run {parent_id} marked KILLED; run the same command to "
+                      "resume", file=sys.stderr, flush=True)
+            raise
     ok = all(code == 0 for code in status.values())
     client.set_terminated(parent_id, "FINISHED" if ok else "FAILED")
     print("\n" + summary(client, experiment_id, parent_id, spec, metrics), flush=True)
@@ -277,6 +426,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.extra:
         spec = replace(spec, extra=tuple(args.extra))
-    parent, ok = run_sweep(spec, args.parallel, args.restart, args.max_points, args.metrics, args.log_dir)
+    try:
+        parent, ok = run_sweep(spec, args.parallel, args.restart, args.max_points, args.metrics, args.log_dir)
+    except KeyboardInterrupt:  # Ctrl-C: reported by run_sweep; the shell's status for SIGINT
+        return 128 + signal.SIGINT
     print(f"\ncompare: lit-block compare --experiment {spec.experiment} --parent {parent}")
     return 0 if ok else 1

@@ -4,26 +4,62 @@ A run started by ``lit-block sweep`` learns where it belongs from the environmen
 subcommand (LightningCLI or not) nests under the sweep's parent run without extra arguments:
 ``LIT_BLOCK_MLFLOW_EXPERIMENT`` (the sweep's experiment), ``LIT_BLOCK_MLFLOW_RUN_NAME`` and
 ``LIT_BLOCK_MLFLOW_TAGS`` (a JSON object; ``mlflow.parentRunId`` among them nests the run).
+
+Every command opens the store through :func:`tracking_uri` (or :func:`ready_store`), which
+
+* creates and migrates a sqlite database once, under a file lock (``mlflow.db.lock`` beside it),
+  so commands started together never migrate it twice (MLflow itself does not lock);
+* refuses, in one line naming it, a file that is not an sqlite database or an ``http://`` server
+  that does not answer its ``/health`` (and caps MLflow's HTTP retries and timeout, which would
+  otherwise wait minutes);
+* marks ``KILLED`` the runs left ``RUNNING`` by lit-block processes of this host that are gone
+  (each run records its process in the tags ``lit_block.pid`` and ``lit_block.host``).
+
+Tag and param values are strings everywhere: MLflow's REST store rejects ints and floats.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import ssl
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from lit_block.errors import UsageError, one_line
 
 DEFAULT_EXPERIMENT = "lit-block"
+PID_TAG, HOST_TAG = "lit_block.pid", "lit_block.host"
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every sqlite database file
+# MLflow's HTTP defaults (7 retries with exponential backoff, 120 s per request) make an unreachable
+# server look like a hang of minutes; lit-block's processes use these unless the user set them
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+_ready: set[str] = set()  # stores this process has already checked (once per process is enough)
 
 
 def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite database ``./mlflow.db`` (absolute path)."""
+    """``$MLFLOW_TRACKING_URI`` if set, else a sqlite database ``./mlflow.db`` (absolute path); opens nothing."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def tracking_uri(create: bool = True) -> str:
+    """The default store's URI, ready for use (see :func:`ready_store`)."""
+    uri = default_tracking_uri()
+    ready_store(uri, create=create)
+    return uri
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -33,8 +69,191 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def as_strings(values: dict[str, Any] | None) -> dict[str, str]:
+    """Tag or param values as strings: MLflow's REST store rejects any other type (sqlite accepts them)."""
+    return {str(k): str(v) for k, v in (values or {}).items()}
+
+
+def process_tags() -> dict[str, str]:
+    """The tags that let a later command tell whether the process that runs a run is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def ready_store(uri: str, create: bool = True) -> None:
+    """Check (and for sqlite, create and migrate under a lock) the store at ``uri``, once per process;
+    then mark the runs of dead lit-block processes of this host KILLED. ``create=False`` refuses a
+    sqlite database that does not exist instead of creating it."""
+    if uri in _ready:
+        return
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # inherited by the commands this one starts (sweep points)
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    elif uri.startswith("sqlite:"):
+        init_sqlite(uri, create)
+    else:
+        return  # other stores (file, databricks, ...) are MLflow's business
+    _ready.add(uri)
+    end_dead_runs(uri)
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server must answer its ``/health`` within ``timeout`` seconds."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (auth, a proxy path ...): reachable; MLflow reports anything else itself
+    except (OSError, ValueError) as err:  # refused, timed out, unknown host, malformed URL
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):
+            return  # it answered; MLflow has its own TLS settings (MLFLOW_TRACKING_INSECURE_TLS, a CA bundle)
+        raise UsageError(f"the MLflow tracking server {uri} does not answer ({reason}); check MLFLOW_TRACKING_URI "
+                         "or start the server") from err
+
+
+def sqlite_path(uri: str) -> Path:
+    path = uri.removeprefix("sqlite:").split("?", 1)[0].lstrip("/")  # without SQLAlchemy's ?options
+    return Path("/" + path if uri.startswith("sqlite:////") else path)  # sqlite:////abs vs sqlite:///rel
+
+
+@contextmanager
+def store_lock(db: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``<db>.lock`` (released when the holder ends, even killed)."""
+    import fcntl
+
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # blocks while another command creates or migrates the database
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def init_sqlite(uri: str, create: bool) -> None:
+    """Create and migrate the sqlite store under its lock; a missing (when not ``create``) or foreign
+    file is an error naming it."""
+    import mlflow
+
+    db = sqlite_path(uri)
+    if not db.name:
+        return  # an in-memory database: nothing to share, nothing to lock
+    if db.is_dir():
+        raise UsageError(f"the tracking database {db} is a folder, not an sqlite file")
+    if not create and not db.is_file():
+        raise UsageError(f"no tracking database exists at {db} (run a lit-block command there first, or set "
+                         "MLFLOW_TRACKING_URI)")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with store_lock(db):
+        db.touch()  # an empty file is an empty sqlite database
+        with open(db, "rb") as handle:
+            head = handle.read(16)
+        if head and head != SQLITE_MAGIC:
+            raise UsageError(f"{db} is not an sqlite database (not an MLflow tracking store); move it aside or set "
+                             "MLFLOW_TRACKING_URI")
+        try:
+            mlflow.MlflowClient(tracking_uri=uri)  # builds the store: creates or migrates the tables, cached per process
+        except Exception as err:  # a damaged or half-migrated database: say which file
+            raise UsageError(f"{db} cannot be opened as an MLflow tracking database: {one_line(err)}") from err
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): trust kill
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def end_dead_runs(uri: str) -> list[str]:
+    """Mark KILLED the runs left RUNNING by lit-block processes of this host that no longer exist
+    (killed with SIGKILL, out of memory, the machine rebooted); returns their ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{socket.gethostname()}'",
+                              max_results=1000)
+    ended = []
+    for run in runs:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+            print(f"MLflow run {run.info.run_id} ({run.info.run_name}) was left RUNNING by process {pid}, which is "
+                  "gone: marked KILLED", file=sys.stderr, flush=True)
+    return ended
+
+
+def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name``, created if missing; safe when commands create it at the same time."""
+    from mlflow.exceptions import MlflowException
+
+    for _ in range(2):  # a second look when another process created it between our look and our create
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise UsageError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
+                                 f"--experiment-id {experiment.experiment_id}) or choose another name")
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    raise UsageError(f"MLflow experiment {name!r} could not be created or found")
+
+
+class Terminated(SystemExit):
+    """SIGTERM as an exception (exit status 143), so that open runs end KILLED on the way out."""
+
+
+@contextmanager
+def interrupts_as_exceptions() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` and SIGINT ``KeyboardInterrupt`` (once: a
+    second signal during the clean-up that follows is ignored). Only in the main thread."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)  # let the clean-up run to its end
+        if signum == signal.SIGTERM:
+            raise Terminated(128 + signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def was_interrupted() -> bool:
+    """Whether the exception being handled is an interrupt (Ctrl-C, SIGTERM, Lightning's SIGTERMException)."""
+    return isinstance(sys.exc_info()[1], (KeyboardInterrupt, Terminated, SIGTERMException))
+
+
 class LitBlockMLFlowLogger(MLFlowLogger):
-    """``MLFlowLogger`` whose defaults are lit-block's: sqlite store, named runs, tags."""
+    """``MLFlowLogger`` whose defaults are lit-block's: sqlite store, named runs, tags (as strings, with
+    the process that runs the run), and an interrupted run ending ``KILLED`` rather than ``FAILED``.
+    Given ``run_id`` (a resumed fit), it continues that run: status ``RUNNING`` again, this process's tags."""
 
     def __init__(
         self,
@@ -47,15 +266,51 @@ class LitBlockMLFlowLogger(MLFlowLogger):
         run_id: str | None = None,
     ):
         tracking_uri = tracking_uri or default_tracking_uri()
+        ready_store(tracking_uri)  # before MLFlowLogger opens it: created under the lock, checked
         super().__init__(
             experiment_name=experiment_name,
             run_name=run_name,
             tracking_uri=tracking_uri,
-            tags=tags,
+            tags={**as_strings(tags), **process_tags()},
             artifact_location=artifact_location or default_artifact_location(tracking_uri),
             log_model=log_model,
             run_id=run_id,
         )
+        self._resumed = run_id is not None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if not self._initialized:
+            if self._resumed:  # the run of a checkpoint: running again, in this process
+                self._mlflow_client.update_run(self._run_id, status="RUNNING")
+                for key, value in process_tags().items():
+                    self._mlflow_client.set_tag(self._run_id, key, value)
+            elif self._experiment_id is None:  # found or created here, safe against a concurrent create
+                self._experiment_id = get_or_create_experiment(self._mlflow_client, self._experiment_name,
+                                                               self._artifact_location)
+        return super().experiment
+
+    @rank_zero_only
+    def log_hyperparams(self, params) -> None:
+        if not self._resumed:
+            return super().log_hyperparams(params)
+        # MLflow refuses to change a logged param: a resumed run logs the new ones and keeps the first values
+        from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+
+        logged = self.experiment.get_run(self.run_id).data.params
+        flat = _flatten_dict(_convert_params(params))
+        changed = sorted(k for k, v in flat.items() if k in logged and logged[k] != str(v)[:250])
+        if changed:
+            print(f"MLflow run {self.run_id} keeps its first values of the params {changed}; this resumed fit "
+                  "changed them", file=sys.stderr, flush=True)
+        super().log_hyperparams({k: v for k, v in flat.items() if k not in logged})
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        if status == "failed" and was_interrupted():  # Ctrl-C or SIGTERM, not a failure of the run
+            status = "KILLED"
+        super().finalize(status)
 
 
 def sweep_context() -> dict[str, Any]:
@@ -64,9 +319,11 @@ def sweep_context() -> dict[str, Any]:
     try:
         tags = json.loads(tags) if tags else {}
     except json.JSONDecodeError as err:
-        raise ValueError(f"LIT_BLOCK_MLFLOW_TAGS is not a JSON object: {tags!r} ({err})") from err
+        raise UsageError(f"LIT_BLOCK_MLFLOW_TAGS is not a JSON object: {tags!r} ({err})") from err
+    if not isinstance(tags, dict):
+        raise UsageError(f"LIT_BLOCK_MLFLOW_TAGS is not a JSON object: {tags!r}")
     return {"experiment": os.environ.get("LIT_BLOCK_MLFLOW_EXPERIMENT"), "run_name": os.environ.get("LIT_BLOCK_MLFLOW_RUN_NAME"),
-            "tags": {str(k): str(v) for k, v in tags.items()}}
+            "tags": as_strings(tags)}
 
 
 def name_and_tag_run(logger_config: Any, subcommand: str, model_class: str, data_class: str) -> None:
@@ -83,7 +340,8 @@ def name_and_tag_run(logger_config: Any, subcommand: str, model_class: str, data
     if not args.get("run_name"):
         args.run_name = f"{subcommand}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {"lit_block.subcommand": subcommand, "lit_block.model": model, "lit_block.data": data}
-    args.tags = {**tags, **(args.get("tags") or {}), **sweep["tags"]}
+    # strings: a YAML tag such as `granularity: ${data.init_args.granularity}` resolves to an int
+    args.tags = as_strings({**tags, **(args.get("tags") or {}), **sweep["tags"]})
 
 
 class MLflowSaveConfigCallback(SaveConfigCallback):
@@ -101,16 +359,27 @@ def metric_key(name: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
 
 
+@contextmanager
 def start_mlflow_run(experiment: str, run_name: str):
-    """An MLflow run (a context manager) in ``experiment`` on lit-block's default store, for commands
-    that log without a Trainer (``eval-seg``, ``eval-lm``)."""
+    """An MLflow run (a context manager yielding the active run) in ``experiment`` on lit-block's default
+    store, for commands that log without a Trainer (``eval-seg``, ``eval-lm``). It ends FINISHED, FAILED
+    on an error, KILLED on Ctrl-C or SIGTERM."""
     import mlflow
 
     sweep = sweep_context()
     experiment = sweep["experiment"] or experiment
-    uri = default_tracking_uri()
+    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
-    mlflow.set_experiment(experiment)
-    return mlflow.start_run(run_name=sweep["run_name"] or run_name, tags=sweep["tags"] or None)
+    experiment_id = get_or_create_experiment(mlflow.MlflowClient(uri), experiment, default_artifact_location(uri))
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=sweep["run_name"] or run_name,
+                           tags={**sweep["tags"], **process_tags()})
+    status = "FAILED"
+    try:
+        with interrupts_as_exceptions():
+            yield run
+        status = "FINISHED"
+    except BaseException:
+        status = "KILLED" if was_interrupted() else "FAILED"
+        raise
+    finally:
+        mlflow.end_run(status)

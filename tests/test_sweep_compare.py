@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from lit_block.cli import main
 from lit_block.sweep import load_spec, point_args
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rag"
+
+
+def mlflow_client(folder: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live (not zombie) processes that contain ``text`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # not a process, or one that ended while we looked
+        if state != "Z" and text in line:
+            found.append(line)
+    return found
 
 
 def write_sweep(tmp_path: Path, model_dir: Path, parallel: int = 1) -> Path:
@@ -69,24 +91,57 @@ def test_an_interrupted_sweep_resumes_and_compare_tables_and_plots_it(tiny_model
     assert "compare/tradeoff.png" in artifacts
 
 
-def test_parallel_points_write_through_a_local_mlflow_server(tiny_model_dir, tmp_path, monkeypatch):
-    import mlflow
+def test_parallel_fit_points_write_through_a_local_mlflow_server_with_string_tags(tiny_model_dir, tmp_path, monkeypatch):
+    import yaml
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(["sweep", str(write_sweep(tmp_path, tiny_model_dir, parallel=3))]) == 0
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tiny = [f"--model.init_args.model_name_or_path={tiny_model_dir}", "--data.init_args.sample_tokens=96",
+            "--data.init_args.global_tokens=32", "--data.init_args.max_samples=2", "--trainer.accelerator=cpu",
+            "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_checkpointing=false",
+            '--trainer.logger.init_args.tags={"granularity": 16}']  # an int, as a YAML interpolation gives it
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"name": "blocks", "experiment": "sweeps", "parallel": 2, "grid": {
+        "data.init_args.block_tokens": [16, 32]}, "command": [
+        "fit", "--config", str(REPO / "experiments/demo/teacher_block_nll.yaml"), *tiny]}))
+    assert main(["sweep", str(spec)]) == 0
+    client = mlflow_client(tmp_path)
     runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
-    assert (tmp_path / "sweeps" / "tokens" / "mlflow-server.log").is_file()
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(r.data.tags["sweep.data.init_args.block_tokens"] for r in children) == ["16", "32"]
+    assert all(r.data.tags["granularity"] == "16" for r in children)
+    log = tmp_path / "sweeps" / "blocks" / "mlflow-server.log"
+    assert log.is_file() and not (log.parent / "mlflow-server.pid").exists()  # stopped, and its record removed
+    assert processes_mentioning(str(tmp_path)) == []  # the server over tmp_path/mlflow.db is gone
 
 
 def test_compare_errors_are_clear(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert main(["compare", "--experiment", "nothing-here"]) == 2
-    assert "no MLflow experiment named 'nothing-here'" in capsys.readouterr().err
+
+    def one_line_error(*args: str) -> str:
+        assert main(["compare", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    db = tmp_path / "mlflow.db"
+    assert f"no tracking database exists at {db}" in one_line_error("--experiment", "anything")
+    assert list(tmp_path.iterdir()) == []  # nothing created
+    mlflow_client(tmp_path).create_experiment("here")
+    capsys.readouterr()  # MLflow's own lines about creating the database
+    assert "no MLflow experiment named 'nothing-here'" in one_line_error("--experiment", "nothing-here")
+    assert "--filter 'metrics.x <<< 2'" in one_line_error("--experiment", "here", "--filter", "metrics.x <<< 2")
+    corrupt = tmp_path / "corrupt" / "mlflow.db"  # another folder: this process has the first one open
+    corrupt.parent.mkdir()
+    corrupt.write_text("a text file, not a database\n")
+    monkeypatch.chdir(corrupt.parent)
+    assert f"{corrupt} is not an sqlite database" in one_line_error("--experiment", "here")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    started = time.monotonic()
+    assert "MLflow tracking server http://127.0.0.1:9 does not answer" in one_line_error("--experiment", "here")
+    assert time.monotonic() - started < 20
 
 
 def test_compare_plots_an_eval_seg_runs_scores_per_category_and_level(tmp_path, monkeypatch):

@@ -140,11 +140,13 @@ def chunked_token_divergence(
     beta: float = 0.5,
     chunk_size: int = 1024,
     compile: str | None = None,
+    reference_lm_head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Per-position divergence between the next-token distributions of two sets of hidden states, in chunks.
 
-    Both go through the same ``lm_head``; ``forward_kl`` is ``KL(reference || hidden)``. Memory is one
-    chunk's logits (the whole ``[N, V]`` fp32 logits of a 32k-token sample would take 20 GB each).
+    Both go through ``lm_head`` (the reference through ``reference_lm_head`` when given, e.g. a teacher's own);
+    ``forward_kl`` is ``KL(reference || hidden)``. Memory is one chunk's logits (the whole ``[N, V]`` fp32 logits
+    of a 32k-token sample would take 20 GB each).
 
     Args:
         hidden: ``[N, H]`` hidden states (e.g. the teacher under block attention).
@@ -165,7 +167,20 @@ def chunked_token_divergence(
     out = torch.empty(hidden.shape[0], device=hidden.device, dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
-        out[sl] = token_divergence(lm_head(hidden[sl]), lm_head(reference_hidden[sl]), divergence, beta)
+        out[sl] = token_divergence(lm_head(hidden[sl]), (reference_lm_head or lm_head)(reference_hidden[sl]), divergence,
+                                   beta)
+    return out
+
+
+@torch.no_grad()
+def chunked_token_nll(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor,
+                      chunk_size: int = 1024) -> torch.Tensor:
+    """Per-position negative log-likelihood ``[N]`` (float32) of ``targets [N]`` under ``lm_head(hidden [N, H])``,
+    one chunk's logits in memory at a time."""
+    out = torch.empty(hidden.shape[0], device=hidden.device, dtype=torch.float32)
+    for start in range(0, hidden.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        out[sl] = F.cross_entropy(lm_head(hidden[sl]).float(), targets[sl], reduction="none")
     return out
 
 

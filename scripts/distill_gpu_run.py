@@ -11,7 +11,7 @@ CLI: the SmolLM2 GGUF arrives in parts (reassembled and converted once), and the
 Each (variant, seed) trains in its own process (``--parallel`` at once: a 135M model leaves the GPU
 mostly idle, so processes overlap), then every trained model is scored with ``lit-block eval-lm``'s
 ``score`` on the held-out validation samples and on the out-of-corpus samples: global-block NLL,
-KL to the full-attention teacher, and the gap recovered against the teacher's own references; and,
+KL to the full-attention teacher and the metrics of ``lit_block.quality`` (KL gap closed first); and,
 when the samples file holds RAG samples, with ``lit-block eval-rag``'s ``run_rag`` (every passage a
 cached block). Prints the tables (mean over seeds, and each seed) and writes all as JSON to ``--out``.
 """
@@ -97,10 +97,10 @@ def run_worker(args, variant: str, seed: int) -> dict:
     """Train one variant with one seed, then score it on the validation and out-of-corpus samples."""
     import lightning as L
 
-    from lit_block.evaluation_lm import score
+    from lit_block.evaluation_lm import compare_to_teacher
     from lit_block.modules import BlockDistillationModule
 
-    samples = torch.load(args.samples)
+    samples = torch.load(args.samples, weights_only=True)  # no code runs (torch < 2.6 defaulted to False)
     cls, kwargs, make_callbacks = variants(str(TEACHER_DIR))[variant]
     L.seed_everything(seed, verbose=False)
     module = cls(**kwargs)
@@ -115,9 +115,11 @@ def run_worker(args, variant: str, seed: int) -> dict:
     teacher = load_teacher(args.device)
     out = {"variant": variant, "seed": seed, "steps": trainer.global_step, "seconds": seconds,
            "tokens": trainer.global_step * args.batch_size * samples["train"]["input_ids"].shape[1],
-           "val": score(student, teacher, to_device(batches(samples["val"], args.batch_size, False), args.device))}
+           "val": compare_to_teacher(teacher, {"student": student}, to_device(batches(samples["val"], args.batch_size,
+                                                                                       False), args.device))["student"]}
     if "ood" in samples:
-        out["ood"] = score(student, teacher, to_device(batches(samples["ood"], 1, False), args.device))
+        out["ood"] = compare_to_teacher(teacher, {"student": student},
+                                        to_device(batches(samples["ood"], 1, False), args.device))["student"]
     if samples.get("rag") and seed == args.rag_seed:
         student.tokenizer = teacher.tokenizer
         out["rag"] = rag_scores(student, samples["rag"], full_attention=False)
@@ -137,15 +139,16 @@ def rag_scores(model, rows: list[dict], full_attention: bool) -> dict:
 
 def references(args) -> dict:
     """The teacher with full attention and under block attention (untrained), on each evaluation split."""
-    from lit_block.evaluation_lm import score
+    from lit_block.evaluation_lm import TEACHER_BLOCK, TEACHER_FULL, compare_to_teacher
 
-    samples = torch.load(args.samples)
+    samples = torch.load(args.samples, weights_only=True)  # no code runs (torch < 2.6 defaulted to False)
     teacher = load_teacher(args.device)
     refs = {}
     for split, bs in (("val", args.batch_size), ("ood", 1)):
         if split in samples:
             data = to_device(batches(samples[split], bs, False), args.device)
-            refs[split] = {"full": score(teacher, teacher, data, full_attention=True), "block": score(teacher, teacher, data)}
+            rows = compare_to_teacher(teacher, {}, data)
+            refs[split] = {"full": rows[TEACHER_FULL], "block": rows[TEACHER_BLOCK]}
     if samples.get("rag"):
         refs["rag"] = {"full": rag_scores(teacher, samples["rag"], True), "block": rag_scores(teacher, samples["rag"], False)}
     return refs
@@ -179,25 +182,27 @@ def launch(args, jobs: list[tuple[str, int]], folder: Path) -> None:
             return
 
 
-def gap(r: dict, ref: dict) -> float:
-    full, block = ref["full"]["nll"], ref["block"]["nll"]
-    return (block - r["nll"]) / (block - full) if abs(block - full) > 1e-9 else float("nan")
-
-
 def summarize(refs: dict, results: list[dict]) -> str:
-    """Markdown table: per variant, mean over seeds (and each seed's value) of each figure."""
-    def cell(values: list[float], fmt: str, unit: str = "") -> str:
-        mean = statistics.fmean(values)
-        each = "/".join(format(v, fmt) for v in values)
-        return f"{format(mean, fmt)}{unit} ({each})" if len(values) > 1 else f"{format(mean, fmt)}{unit}"
+    """Markdown table: per variant, mean over seeds with a 95% t interval (and each seed's value), KL gap closed first."""
+    from lit_block.quality import mean_interval
 
-    lines = ["| model | seeds | val NLL | val gap recovered | val KL to teacher | ood NLL | ood gap recovered | "
-             "ood KL to teacher | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    def cell(values: list[float], fmt: str, scale: float = 1.0, unit: str = "") -> str:
+        mean, low, high = mean_interval([scale * v for v in values])
+        each = "/".join(format(scale * v, fmt) for v in values)
+        ci = f" [{format(low, fmt)}, {format(high, fmt)}]" if len(values) > 1 else ""
+        return f"{format(mean, fmt)}{unit}{ci} ({each})" if len(values) > 1 else f"{format(mean, fmt)}{unit}"
+
+    figures = (("kl_gap_closed", ".1f", 100, "%"), ("kl_teacher", ".4f", 1, ""), ("own_gap_closed", ".1f", 100, "%"),
+               ("nll", ".4f", 1, ""), ("nll_gap_closed_vs_teacher", ".1f", 100, "%"))
+    header = [f"{split} {name}" for split in ("val", "ood") for name in
+              ("KL gap closed", "KL to teacher", "own gap closed", "NLL", "NLL gap closed vs teacher (domain)")]
+    lines = ["| model | seeds | " + " | ".join(header) + " | train s |", "|---" * (len(header) + 3) + "|"]
     for name, key in (("teacher, full attention", "full"), ("teacher, block attention (untrained)", "block")):
         row = [name, "-"]
         for split in ("val", "ood"):
             r = refs.get(split, {}).get(key)
-            row += ["-"] * 3 if r is None else [f"{r['nll']:.4f}", f"{100 * gap(r, refs[split]):.1f}%", f"{r['kl_teacher']:.4f}"]
+            row += ["-"] * len(figures) if r is None else [
+                "-" if r.get(k) is None else format(scale * r[k], fmt) + unit for k, fmt, scale, unit in figures]
         lines.append("| " + " | ".join(row + ["-"]) + " |")
     by_variant: dict[str, list[dict]] = {}
     for r in sorted(results, key=lambda r: r["seed"]):
@@ -206,8 +211,8 @@ def summarize(refs: dict, results: list[dict]) -> str:
         row = [variant, ",".join(str(r["seed"]) for r in runs)]
         for split in ("val", "ood"):
             rs = [r[split] for r in runs if split in r]
-            row += [cell([r["nll"] for r in rs], ".4f"), cell([100 * gap(r, refs[split]) for r in rs], ".1f", "%"),
-                    cell([r["kl_teacher"] for r in rs], ".4f")] if rs else ["-"] * 3
+            row += [cell([r[k] for r in rs], fmt, scale, unit) for k, fmt, scale, unit in figures] if rs \
+                else ["-"] * len(figures)
         row.append(f"{statistics.fmean(r['seconds'] for r in runs):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -12,6 +12,10 @@ Per batch (dicts of ``[B, S]`` tensors from ``datamodules.TextBlocksDataModule``
    with ``isolated_weight``; multiplied by ``batch["token_weights"]`` when a callback
    (``callbacks.AttentionSensitivityWeighting``) provides them. ``ce_weight`` mixes in cross-entropy.
 
+Validation and test lead with ``kl_gap_closed`` (``lit_block.quality``: the share of KL(teacher_full ||
+teacher_block) the student closes on the scored tokens), then the student's own block-vs-full NLL gap
+closed, and last the domain-sensitive ``nll_gap_closed_vs_teacher``.
+
 The teacher is not a registered submodule: it stays out of ``state_dict`` (so out of every checkpoint,
 sharded ones included), out of the optimizer and out of ``.train()``; it is reloaded from its name or
 path by ``configure_model`` and placed on the student's device and dtype before each stage (under
@@ -24,16 +28,20 @@ from dataclasses import asdict
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import SumMetric
 
+from lit_block.errors import UsageError, check_number
 from lit_block.layout import attended_pairs
-from lit_block.losses import chunked_distillation_loss, next_token_nll
+from lit_block.losses import DIVERGENCES, chunked_distillation_loss, next_token_nll
 from lit_block.model import BlockAttentionLM, compile_backend
-from lit_block.modules.block_finetune import DTYPES
-from lit_block.sharding import ShardingConfig, data_parallel_mesh, shard_block_lm
+from lit_block.quality import kl_gap_closed, nll_gap_closed, window_sums
+from lit_block.modules.block_finetune import check_lm_settings
+from lit_block.sharding import DTYPES, ShardingConfig, data_parallel_mesh, shard_block_lm
 
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SUM_ROWS = ("student", "student_full", "teacher_block", "teacher_full")  # validation rows, summed over scored tokens
+SUM_COLUMNS = ("nll", "kl", "count")
 
 
 def add_lora(student: BlockAttentionLM, rank: int, alpha: float, targets: list[str] | None) -> None:
@@ -88,15 +96,24 @@ class BlockDistillationModule(L.LightningModule):
         ``compile_layers``: ``torch.compile`` every decoder layer of teacher and student (after sharding) and the
         training loss's per-chunk softmaxes; ``True`` for the default backend (inductor), or a backend's name."""
         super().__init__()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        check_lm_settings(dtype=dtype, attn_backend=attn_backend, num_sink_tokens=num_sink_tokens,
+                          learning_rate=learning_rate, weight_decay=weight_decay)
+        if divergence not in DIVERGENCES:
+            raise UsageError(f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
+        check_number("temperature", temperature, low=0, low_open=True)  # 0 divides logits by zero: NaN loss
+        check_number("beta", beta, low=0, high=1, low_open=True, high_open=True)  # the JSD mixture weight
+        check_number("ce_weight", ce_weight, low=0)
+        check_number("isolated_weight", isolated_weight, low=0)
+        check_number("chunk_size", chunk_size, low=1, integer=True)
+        check_number("sink_learning_rate", sink_learning_rate, low=0)  # per-group rates skip AdamW's own check
+        check_number("lora_rank", lora_rank, low=0, integer=True)
+        check_number("lora_alpha", lora_alpha, low=0, low_open=True)
         self.save_hyperparameters(ignore=["sharding"])
         self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
         self._frozen: dict[str, BlockAttentionLM] = {}  # the teacher, kept out of the module tree
         self.student: BlockAttentionLM | None = None
         self.release_probability = 0.0  # set by BlockDropoutScheduler
-        self.metrics = torch.nn.ModuleDict({name: MeanMetric() for name in
-                                            ("nll_student", "nll_teacher_full", "nll_teacher_block", "kl_teacher")})
+        self.sums = torch.nn.ModuleDict({f"{row}_{column}": SumMetric() for row in SUM_ROWS for column in SUM_COLUMNS})
         self.attention = torch.nn.ModuleDict({name: SumMetric() for name in ("block_pairs", "full_pairs")})
 
     @property
@@ -206,39 +223,42 @@ class BlockDistillationModule(L.LightningModule):
 
     @torch.no_grad()
     def _evaluate(self, batch: dict) -> None:
-        """Global-block NLL of student, teacher (full) and teacher (block), and the student's KL to the teacher."""
-        ids, target = batch["input_ids"], batch["target_mask"]
+        """Sums over the scored (global-block) tokens of NLL and KL(teacher_full || .) for the student under block
+        and full attention and the teacher under block attention, and the attention work of the layout."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         head_s, head_t = self.student.model.get_output_embeddings(), self.teacher.model.get_output_embeddings()
-        s_hidden, _ = self.student_hidden(batch, self.sample_released(batch["block_ids"]))
         t_full = self.teacher_hidden(batch)
-        t_block = self.teacher_hidden(batch, block_attention=True)
-        for name, hidden, head in (("nll_student", s_hidden, head_s), ("nll_teacher_full", t_full, head_t),
-                                   ("nll_teacher_block", t_block, head_t)):
-            nll, n = next_token_nll(head(hidden), ids, target)
-            if n > 0:
-                self.metrics[name].update(nll / n, n)
-        positions = torch.roll(target, -1, dims=1)  # position t predicts scored token t + 1
-        positions[:, -1] = False
-        kl, n = chunked_distillation_loss(s_hidden[positions], t_full[positions], head_s, positions[positions].float(),
-                                          teacher_lm_head=head_t)
-        if n > 0:
-            self.metrics["kl_teacher"].update(kl / n, n)
+        rows = {"student": self.student_hidden(batch, self.sample_released(batch["block_ids"]))[0],
+                "student_full": self.student.full_attention_hidden_states(ids, mask),
+                "teacher_block": self.teacher_hidden(batch, block_attention=True), "teacher_full": t_full}
+        for row, hidden in rows.items():
+            head = head_t if row.startswith("teacher") else head_s
+            for column, value in zip(SUM_COLUMNS, window_sums(hidden, head, t_full, head_t, batch).sum(0)):
+                self.sums[f"{row}_{column}"].update(value.float())
         block_pairs, full_pairs = attended_pairs(batch["block_ids"], batch["attention_mask"])
         self.attention["block_pairs"].update(block_pairs.float())
         self.attention["full_pairs"].update(full_pairs.float())
 
     def _log_epoch(self, stage: str) -> None:
-        values = {name: m.compute() for name, m in self.metrics.items()}
+        """Per scored token: NLL and KL of each row, and the gap-closed metrics of ``lit_block.quality``."""
+        sums = {key: float(m.compute()) for key, m in self.sums.items()}
+        mean = {f"{c}_{row}": sums[f"{row}_{c}"] / max(sums[f"{row}_count"], 1.0) for row in SUM_ROWS for c in ("nll", "kl")}
+        tf, tb, s_block, s_full = (mean[f"nll_{r}"] for r in ("teacher_full", "teacher_block", "student", "student_full"))
+        values = {
+            "kl_gap_closed": kl_gap_closed(mean["kl_student"], mean["kl_teacher_block"]),  # the primary metric
+            "kl_teacher": mean["kl_student"], "kl_teacher_block": mean["kl_teacher_block"],
+            "nll_student": s_block, "nll_student_full": s_full, "nll_teacher_full": tf, "nll_teacher_block": tb,
+            "own_gap_closed": nll_gap_closed(s_block, s_full, tb, tf),
+            "nll_gap_closed_vs_teacher": nll_gap_closed(s_block, tf, tb, tf),  # domain-sensitive: secondary
+            "block_gap": tb - tf,  # what block attention costs the untrained teacher, nats per token
+            "student_gap": s_block - tf,
+        }
         for name, v in values.items():
-            self.log(f"{stage}/{name}", v)
-        gap = values["nll_teacher_block"] - values["nll_teacher_full"]
-        recovered = (values["nll_teacher_block"] - values["nll_student"]) / gap if gap.abs() > 1e-8 else gap * 0
-        self.log(f"{stage}/gap_recovered", recovered)  # 1 = as good as the full-attention teacher
-        self.log(f"{stage}/block_gap", gap)  # what untrained block attention costs, nats per token
-        self.log(f"{stage}/student_gap", values["nll_student"] - values["nll_teacher_full"])
+            if v == v:  # a metric without a gap to close is nan: not logged
+                self.log(f"{stage}/{name}", v)
         cost = self.attention["block_pairs"].compute() / self.attention["full_pairs"].compute().clamp(min=1)
         self.log(f"{stage}/attention_cost", cost)  # block attention's share of full attention's (query, key) pairs
-        for m in (*self.metrics.values(), *self.attention.values()):
+        for m in (*self.sums.values(), *self.attention.values()):
             m.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+LR_MARK = " @ lr="  # a variant's name, this mark and a learning rate: the variant trained at that rate
 TEACHER_DIR = Path(os.environ.get("LIT_BLOCK_TEACHER_DIR", "/tmp/smollm2-135m"))  # the converted teacher
 
 
@@ -101,7 +102,10 @@ def run_worker(args, variant: str, seed: int) -> dict:
     from lit_block.modules import BlockDistillationModule
 
     samples = torch.load(args.samples, weights_only=True)  # no code runs (torch < 2.6 defaulted to False)
-    cls, kwargs, make_callbacks = variants(str(TEACHER_DIR))[variant]
+    base, _, rate = variant.partition(LR_MARK)  # "distill (full) @ lr=1e-4": the variant at another learning rate
+    cls, kwargs, make_callbacks = variants(str(TEACHER_DIR))[base]
+    if rate:
+        kwargs = {**kwargs, "learning_rate": float(rate)}
     L.seed_everything(seed, verbose=False)
     module = cls(**kwargs)
     trainer = L.Trainer(accelerator=args.device, devices=1, precision=args.precision, max_steps=args.steps, logger=False,
@@ -226,6 +230,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    p.add_argument("--learning-rates", type=float, nargs="*", default=[],
+                   help="train each chosen variant at each of these learning rates (default: the variant's own)")
     p.add_argument("--parallel", type=int, default=6)
     p.add_argument("--deadline-s", type=float, default=480, help="kill workers still running after this")
     p.add_argument("--precision", default="bf16-mixed")
@@ -247,7 +253,10 @@ def main() -> None:
     unknown = set(args.only or []) - set(names)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {names}")
-    jobs = [(v, s) for s in args.seeds for v in names if not args.only or v in args.only]
+    chosen = [v for v in names if not args.only or v in args.only]
+    if args.learning_rates:
+        chosen = [f"{v}{LR_MARK}{rate:g}" for v in chosen for rate in args.learning_rates]
+    jobs = [(v, s) for s in args.seeds for v in chosen]
     folder = Path(args.work_dir)
     folder.mkdir(parents=True, exist_ok=True)
     refs = references(args)

@@ -9,6 +9,7 @@ public-domain KJV excerpts shipped in ``datamodules/texts/`` are used.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 import lightning as L
@@ -16,14 +17,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.seeded_loader import seeded_loader
-from lit_block.errors import check_number
+from lit_block.errors import UsageError, check_number
 from lit_block.layout import pack_tokens
 
 BUNDLED_TEXTS = Path(__file__).parent / "texts"
+# kept for independent checks of the project: never trained or evaluated on (by package, or Debian changelogs)
+RESERVED = re.compile(r"janeaustenr|r-cran-tm\b|(^|/)changelog(\.Debian)?(\.gz)?$", re.IGNORECASE)
+
+
+def check_not_reserved(path: Path) -> None:
+    if RESERVED.search(path.resolve().as_posix()):
+        raise UsageError(f"{path}: reserved for independent checks (r-cran-janeaustenr, r-cran-tm, Debian changelogs); "
+                         "lit-block never trains or evaluates on it")
 
 
 def expand_text_files(paths: list[str] | None) -> list[Path]:
-    """Files named directly, or every ``*.txt`` in a named folder; the bundled texts when empty."""
+    """Files named directly, or every ``*.txt`` in a named folder; the bundled texts when empty. Reserved
+    texts (:data:`RESERVED`) are refused."""
     if not paths:
         return sorted(BUNDLED_TEXTS.glob("*.txt"))
     files: list[Path] = []
@@ -36,6 +46,8 @@ def expand_text_files(paths: list[str] | None) -> list[Path]:
             raise FileNotFoundError(f"text file or folder not found: {p}")
     if not files:
         raise FileNotFoundError(f"no *.txt files in {paths}")
+    for f in files:
+        check_not_reserved(f)
     return files
 
 

@@ -147,6 +147,9 @@ def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
     p.add_argument("--controls", nargs="*", default=[], help="NAME=PATH: the full-attention control of model NAME "
                    "(same initialisation, data and budget, trained with full attention)")
     p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--texts", nargs="*", default=[], help="score plain-text files (or folders of *.txt) instead of the "
+                   "corpus: text families the models never trained on, cut into --text-block-tokens blocks")
+    p.add_argument("--text-block-tokens", type=int, default=256, help="context block size for --texts")
     p.add_argument("--max-samples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--experiment", default="eval-lm", help="MLflow experiment ('' to skip logging)")
@@ -158,20 +161,31 @@ def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
     models, controls = named_models(args.models), named_models(args.controls, "--controls")
     check_number("--max-samples", args.max_samples, low=1, integer=True)
     check_number("--batch-size", args.batch_size, low=1, integer=True)
-    data = data_from_arguments(args, tokenizer=args.teacher, batch_size=args.batch_size)
-    data.setup("validate" if args.split == "val" else "test")
-    data.samples[args.split] = data.samples[args.split][: args.max_samples]
-    loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+    if args.texts:  # held-out text families: fixed blocks over plain text, the window's end as the global block
+        from datamodules.text_blocks import TextBlocksDataModule
+
+        data = TextBlocksDataModule(val_files=args.texts, tokenizer=args.teacher, sample_tokens=args.sample_tokens,
+                                    block_tokens=args.text_block_tokens, global_tokens=args.global_tokens,
+                                    batch_size=args.batch_size, max_samples=args.max_samples)
+        data.setup("validate")
+        loader = data.val_dataloader()
+        source = f"{len(data.splits['val'])} windows of {args.sample_tokens} tokens from {', '.join(args.texts)}"
+    else:
+        data = data_from_arguments(args, tokenizer=args.teacher, batch_size=args.batch_size)
+        data.setup("validate" if args.split == "val" else "test")
+        data.samples[args.split] = data.samples[args.split][: args.max_samples]
+        loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+        source = f"{len(data.samples[args.split])} samples of the {args.split} split of {args.dataset}"
     results = evaluate(args.teacher, models, list(loader), controls)
     text = table(results)
-    print(f"\n{len(data.samples[args.split])} samples of the {args.split} split\n\n{text}")
+    print(f"\n{source}\n\n{text}")
     if args.experiment:
         import mlflow
 
         from lit_block.tracking import metric_key, start_mlflow_run
 
         with start_mlflow_run(args.experiment, f"eval-lm-{args.split}"):
-            mlflow.log_params({"teacher": args.teacher, "dataset": args.dataset, "samples": args.max_samples,
+            mlflow.log_params({"teacher": args.teacher, "data": source[:250], "samples": args.max_samples,
                                **{f"model.{k}": v for k, v in models.items()},
                                **{f"control.{k}": v for k, v in controls.items()}})
             for name, r in results.items():

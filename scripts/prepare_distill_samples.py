@@ -55,7 +55,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
-    from datamodules.text_blocks import window_blocks
+    from datamodules.text_blocks import check_not_reserved, window_blocks
     from lit_block.segmentation.document import encode, load_tokenizer
 
     data = data_from_arguments(args)
@@ -67,6 +67,7 @@ def main() -> None:
         tokenizer = load_tokenizer("smollm2-135m")
         ood, digest = [], hashlib.sha256()
         for name in args.ood_files:
+            check_not_reserved(Path(name))  # kept for independent checks
             text = Path(name).read_text(encoding="utf-8")
             digest.update(text.encode())
             ids = encode(tokenizer, text)[0]

@@ -34,6 +34,8 @@ def make_inputs(tmp):
     (tmp / "mydocs").mkdir()
     (tmp / "mydocs" / "notes.txt").write_text("the user's own notes\n")
     (tmp / "doc.txt").write_text("In the beginning was the word. " * 40)
+    (tmp / "r-cran-janeaustenr").mkdir()
+    (tmp / "r-cran-janeaustenr" / "emma.txt").write_text("a stand-in, never read\n")
     (tmp / "binary.txt").write_bytes(b"abc\x00def")
     (tmp / "not_a_checkpoint.ckpt").write_text("just some text, not a checkpoint\n")
     (tmp / "broken.yaml").write_text("model:\n  init_args: {temperature: 1.0\n")
@@ -111,6 +113,8 @@ CASES = [
          {"mlflow.db"}),
     # evaluation commands
     Case("eval-lm: --models without =", ["eval-lm", "--models", "student"], ["--models", "NAME=PATH", "student"]),
+    Case("eval-lm: a reserved text", ["eval-lm", "--texts", "{tmp}/r-cran-janeaustenr/emma.txt"],
+         ["janeaustenr", "reserved for independent checks"]),
     Case("eval-lm: a missing model folder", ["eval-lm", "--models", "s={tmp}/gone/student"], ["gone/student"]),
     Case("eval-rag: --models without =", ["eval-rag", "--models", "student"], ["--models", "NAME=PATH"]),
     Case("eval-rag: the same name twice", ["eval-rag", "--models", "a={model}", "a={model}"], ["'a'", "twice"]),

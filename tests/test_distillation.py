@@ -150,6 +150,22 @@ def test_eval_lm_scores_teacher_references_and_an_exported_student(module_and_da
     assert run.data.metrics["teacher_block_attention_untrained.kl_gap_closed"] == 0.0  # the reference point
 
 
+def test_eval_lm_scores_held_out_plain_text_families(module_and_data, tiny_model_dir, tmp_path, capsys):
+    from conftest import REPO
+    from lit_block.cli import main
+
+    module, _ = module_and_data
+    module.export(str(tmp_path / "student"))
+    family = tmp_path / "family"
+    family.mkdir()
+    (family / "ruth.txt").write_text((REPO / "datamodules" / "texts" / "kjv_ruth.txt").read_text())
+    assert main(["eval-lm", "--teacher", str(tiny_model_dir), "--models", f"student={tmp_path / 'student'}",
+                 "--texts", str(family), "--sample-tokens", "96", "--global-tokens", "32", "--text-block-tokens", "16",
+                 "--max-samples", "3", "--experiment", ""]) == 0
+    out = capsys.readouterr().out
+    assert f"3 windows of 96 tokens from {family}" in out and "| student |" in out
+
+
 def test_lora_student_trains_adapters_and_sinks_only_and_exports_merged(tiny_model_dir, tmp_path):
     pytest.importorskip("peft")
     torch.manual_seed(0)

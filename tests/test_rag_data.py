@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lit_block.rag import (AnswerMetrics, RagSample, build_corpus_tasks, contains_answer, exact_match,
                            normalize_answer, substring_match, token_f1)
@@ -43,7 +45,23 @@ def test_sample_validation_names_id_and_field():
 
 def test_normalize_answer_drops_case_punctuation_articles():
     assert normalize_answer("  The Cat, sat!  ") == "cat sat"
-    assert normalize_answer("“An” apple’s core") == "apples core"
+    assert normalize_answer("An apple's core") == "apples core"
+    assert normalize_answer("“An” apple’s core") == "“ ” apple’s core"  # as the official script: ASCII punctuation only
+
+
+WORDS = st.sampled_from(["the", "a", "an", "Cat", "cat,", "sat!", "“quoted”", "it's", "Paris", "  ", "-", "über", "9.5"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(WORDS, max_size=8).map(" ".join), st.lists(st.lists(WORDS, min_size=1, max_size=6).map(" ".join),
+                                                           min_size=1, max_size=3))
+def test_exact_match_and_f1_equal_torchmetrics_squad(prediction, answers):
+    from torchmetrics.functional.text import squad
+
+    reference = squad([{"prediction_text": prediction, "id": "0"}],
+                      [{"answers": {"answer_start": [0] * len(answers), "text": answers}, "id": "0"}])
+    assert 100 * exact_match(prediction, answers) == pytest.approx(float(reference["exact_match"]))
+    assert 100 * token_f1(prediction, answers) == pytest.approx(float(reference["f1"]), abs=1e-4)
 
 
 def test_hand_computed_scores():

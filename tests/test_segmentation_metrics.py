@@ -1,10 +1,12 @@
-"""Segmentation metrics against hand-computed cases."""
+"""Segmentation metrics against hand-computed cases and the reference implementation (segeval)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lit_block.segmentation.metrics import SegmentationMetrics, boundary_matches, default_window, window_errors
 
@@ -51,3 +53,22 @@ def test_no_hypothesis_boundary_gives_nan_precision_and_zero_f1():
     m.update([5], [], 10)
     out = m.compute()
     assert math.isnan(out["precision"].item()) and out["f1"].item() == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_pk_and_windowdiff_equal_segeval(data):
+    """The reference implementation (segeval, on segment masses) gives the same Pk and WindowDiff for any window."""
+    segeval = pytest.importorskip("segeval")
+    n = data.draw(st.integers(3, 80))
+    k = data.draw(st.integers(1, n - 1))
+    cuts = st.lists(st.integers(1, n - 1), unique=True, max_size=8).map(sorted)
+    ref, hyp = data.draw(cuts), data.draw(cuts)
+
+    def masses(bounds):
+        edges = [0, *bounds, n]
+        return tuple(b - a for a, b in zip(edges, edges[1:]))
+
+    pk, wd, windows = window_errors(ref, hyp, n, k)
+    assert pk / windows == pytest.approx(float(segeval.pk(masses(hyp), masses(ref), window_size=k)))
+    assert wd / windows == pytest.approx(float(segeval.window_diff(masses(hyp), masses(ref), window_size=k)))

@@ -1,5 +1,6 @@
 """Lightning callbacks for block distillation: dropout schedule, sink initialisation, token weights, export;
-and two that LitBlockCLI adds to every trainer: the finite-loss guard and the MLflow run in checkpoints."""
+and three that LitBlockCLI adds to every trainer: the finite-loss guard, the MLflow run in checkpoints and the
+training monitor (learning rate, gradient norm, tokens/s, progress lines in log files)."""
 
 from callbacks.block_dropout import BlockDropoutScheduler
 from callbacks.export import StudentExporter
@@ -7,6 +8,7 @@ from callbacks.finite_loss import FiniteLossGuard, NonFiniteLossError
 from callbacks.mlflow_run import MlflowRunInCheckpoint
 from callbacks.sensitivity import AttentionSensitivityWeighting
 from callbacks.sink_init import SinkTokenInitializer
+from callbacks.training_monitor import TrainingMonitor
 
 __all__ = ["AttentionSensitivityWeighting", "BlockDropoutScheduler", "FiniteLossGuard", "MlflowRunInCheckpoint",
-           "NonFiniteLossError", "SinkTokenInitializer", "StudentExporter"]
+           "NonFiniteLossError", "SinkTokenInitializer", "StudentExporter", "TrainingMonitor"]

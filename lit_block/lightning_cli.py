@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.finite_loss import FiniteLossGuard
 from callbacks.mlflow_run import MlflowRunInCheckpoint, checkpoint_run
+from callbacks.training_monitor import TrainingMonitor
 from lit_block.cli import LIGHTNING_SUBCOMMANDS
 from lit_block.errors import UsageError, one_line
 from lit_block.tracking import (LitBlockMLFlowLogger, MLflowSaveConfigCallback, default_tracking_uri, name_and_tag_run,
@@ -153,7 +154,7 @@ class LitBlockCLI(LightningCLI):
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             # callbacks here are added to those of the config, never replaced by them
             trainer_defaults={"logger": {"class_path": f"{LitBlockMLFlowLogger.__module__}.LitBlockMLFlowLogger"},
-                              "callbacks": [FiniteLossGuard(), MlflowRunInCheckpoint()]},
+                              "callbacks": [FiniteLossGuard(), MlflowRunInCheckpoint(), TrainingMonitor()]},
             parser_kwargs={**omegaconf, **{name: omegaconf for name in LIGHTNING_SUBCOMMANDS}},
             args=args,
             run=run,

@@ -36,6 +36,7 @@ from lit_block.losses import DIVERGENCES, chunked_distillation_loss, next_token_
 from lit_block.model import BlockAttentionLM, compile_backend
 from lit_block.quality import kl_gap_closed, nll_gap_closed, window_sums
 from lit_block.modules.block_finetune import check_lm_settings
+from lit_block.optim import LRSchedule, optimizer_and_schedule
 from lit_block.sharding import DTYPES, ShardingConfig, data_parallel_mesh, shard_block_lm
 
 
@@ -89,10 +90,12 @@ class BlockDistillationModule(L.LightningModule):
         lora_rank: int = 0,
         lora_alpha: float = 16.0,
         lora_target_modules: list[str] | None = None,
+        schedule: LRSchedule | None = None,
         sharding: ShardingConfig | None = None,
         compile_layers: bool | str = False,
     ):
-        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
+        """``schedule``: warm-up and decay of the learning rates (``lit_block.optim``; the sinks keep their own rate).
+        ``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
         ``compile_layers``: ``torch.compile`` every decoder layer of teacher and student (after sharding) and the
         training loss's per-chunk softmaxes; ``True`` for the default backend (inductor), or a backend's name."""
         super().__init__()
@@ -108,8 +111,9 @@ class BlockDistillationModule(L.LightningModule):
         check_number("sink_learning_rate", sink_learning_rate, low=0)  # per-group rates skip AdamW's own check
         check_number("lora_rank", lora_rank, low=0, integer=True)
         check_number("lora_alpha", lora_alpha, low=0, low_open=True)
-        self.save_hyperparameters(ignore=["sharding"])
+        self.save_hyperparameters(ignore=["sharding", "schedule"])
         self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
+        self.hparams["schedule"] = asdict(schedule) if schedule else None
         self._frozen: dict[str, BlockAttentionLM] = {}  # the teacher, kept out of the module tree
         self.student: BlockAttentionLM | None = None
         self.release_probability = 0.0  # set by BlockDropoutScheduler
@@ -274,7 +278,7 @@ class BlockDistillationModule(L.LightningModule):
         groups = [{"params": rest, "lr": h.learning_rate, "weight_decay": h.weight_decay}]
         if sinks and sinks[0].numel():
             groups.append({"params": sinks, "lr": h.sink_learning_rate, "weight_decay": 0.0})
-        return torch.optim.AdamW(groups)
+        return optimizer_and_schedule(groups, LRSchedule(**(h.schedule or {})), self.trainer.estimated_stepping_batches)
 
     def export(self, folder: str) -> None:
         """Save the student for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it, sinks included

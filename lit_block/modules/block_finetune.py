@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 from lit_block.errors import UsageError, check_number
 from lit_block.losses import next_token_nll
 from lit_block.model import BlockAttentionLM, compile_backend
+from lit_block.optim import LRSchedule, optimizer_and_schedule
 from lit_block.sharding import DTYPES, ShardingConfig, data_parallel_mesh, shard_block_lm
 
 def check_lm_settings(dtype: str, attn_backend: str, num_sink_tokens: int, learning_rate: float,
@@ -44,17 +45,20 @@ class BlockFinetuneModule(L.LightningModule):
         learning_rate: float = 1e-5,
         weight_decay: float = 0.0,
         eval_full_attention: bool = True,
+        schedule: LRSchedule | None = None,
         sharding: ShardingConfig | None = None,
         compile_layers: bool | str = False,
     ):
-        """``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
+        """``schedule``: warm-up and decay of the learning rate (``lit_block.optim``).
+        ``sharding``: FSDP2 settings used when the strategy provides a device mesh (``ModelParallelStrategy``).
         ``compile_layers``: ``torch.compile`` every decoder layer (after sharding); ``True`` for inductor, or a
         backend's name (as in ``BlockDistillationModule``)."""
         super().__init__()
         check_lm_settings(dtype=dtype, attn_backend=attn_backend, num_sink_tokens=num_sink_tokens,
                           learning_rate=learning_rate, weight_decay=weight_decay)
-        self.save_hyperparameters(ignore=["sharding"])
+        self.save_hyperparameters(ignore=["sharding", "schedule"])
         self.hparams["sharding"] = asdict(sharding) if sharding else None  # plain values: checkpoints load weights_only
+        self.hparams["schedule"] = asdict(schedule) if schedule else None
         self.lm: BlockAttentionLM | None = None  # built in configure_model (FSDP-friendly)
         self.nll = nn.ModuleDict(
             {f"{stage}_{mode}": MeanMetric() for stage in ("val", "test") for mode in ("block", "full")}
@@ -119,5 +123,7 @@ class BlockFinetuneModule(L.LightningModule):
         self.lm.save_pretrained(folder)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+        h = self.hparams
+        groups = [{"params": [p for p in self.parameters() if p.requires_grad], "lr": h.learning_rate,
+                   "weight_decay": h.weight_decay}]
+        return optimizer_and_schedule(groups, LRSchedule(**(h.schedule or {})), self.trainer.estimated_stepping_batches)

@@ -102,6 +102,14 @@ def load_spec(path: str | Path) -> SweepSpec:
                      command=tuple(str(c) for c in command), points=tuple(points), parallel=parallel, source=str(path))
 
 
+def point_name(spec: SweepSpec, point: dict) -> str:
+    """A child run's name: the sweep's and the swept values, each under its key's last part
+    (``granularity: granularity=64``), so the MLflow UI's run list says what each run is."""
+    values = " ".join(f"{key.rsplit('.', 1)[-1]}={json.dumps(v) if isinstance(v, (list, dict)) else v}"
+                      for key, v in point.items())
+    return f"{spec.name}: {values}"[:250]
+
+
 def point_args(spec: SweepSpec, point: dict) -> list[str]:
     """The lit-block arguments of one point: the command, the point's values, then the extra arguments."""
     values = [f"--{key}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for key, v in point.items()]
@@ -297,7 +305,7 @@ def launch_point(spec: SweepSpec, index: int, point: dict, parent_id: str, track
     tags = {"mlflow.parentRunId": parent_id, "lit_block.sweep": spec.name, "sweep.point": point_digest(point),
             **{f"sweep.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in point.items()}}
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "LIT_BLOCK_MLFLOW_EXPERIMENT": spec.experiment,
-           "LIT_BLOCK_MLFLOW_RUN_NAME": f"{spec.name}-{index:02d}", "LIT_BLOCK_MLFLOW_TAGS": json.dumps(tags)}
+           "LIT_BLOCK_MLFLOW_RUN_NAME": point_name(spec, point), "LIT_BLOCK_MLFLOW_TAGS": json.dumps(tags)}
     handle = open(log, "w")
     cmd = [sys.executable, "-m", "lit_block.cli", *point_args(spec, point)]
     handle.write(" ".join(cmd) + "\n\n")
@@ -353,7 +361,9 @@ def run_points(spec: SweepSpec, todo: list[tuple[int, dict]], parent_id: str, tr
 
 def summary(client, experiment_id: str, parent_id: str, spec: SweepSpec, metrics: list[str] | None) -> str:
     """A markdown table of the sweep's child runs: swept values, status and metrics."""
-    runs = sorted(child_runs(client, experiment_id, parent_id), key=lambda r: r.info.run_name or "")
+    order = {point_digest(point): i for i, point in enumerate(spec.points)}  # the sweep file's order, not the names'
+    runs = sorted(child_runs(client, experiment_id, parent_id),
+                  key=lambda r: (order.get(r.data.tags.get("sweep.point"), len(order)), r.info.run_name or ""))
     keys = list(spec.points[0])
     names = metrics or sorted({m for r in runs for m in r.data.metrics})[:6]
     lines = ["| run | " + " | ".join(keys) + " | status | " + " | ".join(names) + " |", "|---" * (len(keys) + len(names) + 2) + "|"]

@@ -20,6 +20,7 @@ Tag and param values are strings everywhere: MLflow's REST store rejects ints an
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -75,8 +76,31 @@ def as_strings(values: dict[str, Any] | None) -> dict[str, str]:
 
 
 def process_tags() -> dict[str, str]:
-    """The tags that let a later command tell whether the process that runs a run is still alive."""
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    """The tags every lit-block run gets: the process running it (so a later command can tell whether it is
+    still alive) and the code it ran (:func:`source_tags`)."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), **source_tags()}
+
+
+@functools.cache
+def source_tags() -> dict[str, str]:
+    """The code a run ran: lit-block's version and, in a git checkout, its commit (MLflow's own tag, shown in
+    the UI) and whether the working tree had uncommitted changes."""
+    import subprocess
+
+    import lit_block
+
+    tags = {"lit_block.version": lit_block.__version__}
+    root = Path(lit_block.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        if commit:
+            changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                     capture_output=True, text=True, timeout=10).stdout
+            tags.update({"mlflow.source.git.commit": commit, "lit_block.git_dirty": str(bool(changes.strip()))})
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: the version alone
+        pass
+    return tags
 
 
 def ready_store(uri: str, create: bool = True) -> None:
@@ -197,6 +221,10 @@ def end_dead_runs(uri: str) -> list[str]:
     return ended
 
 
+# MLflow 3's UI opens an experiment of this kind on its runs (training) view, not the empty GenAI traces view
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def get_or_create_experiment(client, name: str, artifact_location: str | None) -> str:
     """The id of experiment ``name``, created if missing; safe when commands create it at the same time."""
     from mlflow.exceptions import MlflowException
@@ -207,9 +235,11 @@ def get_or_create_experiment(client, name: str, artifact_location: str | None) -
             if experiment.lifecycle_stage == "deleted":
                 raise UsageError(f"MLflow experiment {name!r} is deleted; restore it (mlflow experiments restore "
                                  f"--experiment-id {experiment.experiment_id}) or choose another name")
+            if EXPERIMENT_KIND[0] not in experiment.tags:  # made by an older lit-block or by hand
+                client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
             return experiment.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            return client.create_experiment(name, artifact_location=artifact_location, tags=dict([EXPERIMENT_KIND]))
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

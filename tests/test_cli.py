@@ -120,6 +120,11 @@ def test_stacked_configs_compose_and_the_run_is_tracked_in_mlflow(tiny_model_dir
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_name.startswith("fit-BlockFinetuneModule-")
     assert run.data.tags["lit_block.data"] == "TextBlocksDataModule"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if commit:  # a git checkout: the run records the code it ran
+        assert run.data.tags["mlflow.source.git.commit"] == commit
+        assert run.data.tags["lit_block.git_dirty"] in ("True", "False")
     assert run.data.params["num_sink_tokens"] == "3"  # the second --config won
     assert {"train/loss", "val/nll_block", "val/nll_full", "val/nll_gap"} <= set(run.data.metrics)
     config = Path(run.info.artifact_uri.removeprefix("file://")) / "config.yaml"

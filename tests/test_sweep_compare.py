@@ -110,6 +110,7 @@ def test_parallel_fit_points_write_through_a_local_mlflow_server_with_string_tag
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     assert sorted(r.data.tags["sweep.data.init_args.block_tokens"] for r in children) == ["16", "32"]
+    assert sorted(r.info.run_name for r in children) == ["blocks: block_tokens=16", "blocks: block_tokens=32"]
     assert all(r.data.tags["granularity"] == "16" for r in children)
     log = tmp_path / "sweeps" / "blocks" / "mlflow-server.log"
     assert log.is_file() and not (log.parent / "mlflow-server.pid").exists()  # stopped, and its record removed

@@ -60,6 +60,15 @@ def test_segment_cli_writes_json_blocks_covering_the_input(tmp_path, tiny_tokeni
     assert set(blocks[0]) == {"start", "end", "tokens", "text"}
 
 
+def test_segment_cli_caps_blocks_by_default_and_0_lifts_the_cap(tmp_path, tiny_tokenizer_dir, capsys):
+    f = tmp_path / "run_on.txt"
+    f.write_text("word " * 3000)  # no sentence or line boundary anywhere
+    args = [str(f), "--method", "regex", "--granularity", "middle", "--tokenizer", str(tiny_tokenizer_dir)]
+    blocks = json.loads(run_segment(args, capsys)[1])["blocks"]
+    assert len(blocks) > 1 and all(b["tokens"] <= 4 * 256 for b in blocks)  # 4 x middle's 256 tokens
+    assert len(json.loads(run_segment([*args, "--max-block-tokens", "0"], capsys)[1])["blocks"]) == 1
+
+
 @pytest.mark.parametrize(
     "content, args, message",
     [

@@ -16,7 +16,7 @@ import sys
 
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import METHODS, Segmenter, parse_granularity
+from lit_block.segmentation.segmenter import LEVEL_TOKENS, METHODS, Segmenter, parse_granularity
 
 
 class InputError(UsageError):
@@ -41,6 +41,15 @@ def read_input(path: str) -> str:
     return text
 
 
+def default_max_block_tokens(granularity: str | int, min_block_tokens: int, given: int | None) -> int | None:
+    """The maximum the user gave (0: none), else 4 x the granularity's block size: a segmenter that finds no
+    boundary must not return one block of the whole document."""
+    if given is not None:
+        return given or None
+    size = granularity if isinstance(granularity, int) else LEVEL_TOKENS[granularity]
+    return max(4 * size, 2 * min_block_tokens)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lit-block segment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +59,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--granularity", default="middle", help="coarse, middle, fine, or a target block size in tokens")
     p.add_argument("--threshold", type=float, default=0.5, help="segmenter boundary probability to cut at")
     p.add_argument("--min-block-tokens", type=int, default=0)
-    p.add_argument("--max-block-tokens", type=int, default=None)
+    p.add_argument("--max-block-tokens", type=int, default=None,
+                   help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
+                        "0 for none)")
     p.add_argument("--max-depth", type=int, default=8, help="recursion depth for splitting over-long blocks")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer that counts block tokens")
     p.add_argument("--splitter", default="sentences", choices=SPLITTERS, help="candidate cut points (see lit_block.candidates)")
@@ -62,7 +73,8 @@ def main(argv: list[str]) -> int:
     granularity = parse_granularity(args.granularity)  # errors are reported by the command's top level (status 2)
     text = read_input(args.file)
     segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
-    blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens, args.max_block_tokens,
+    blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
+                               default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
                                args.max_depth)
     try:
         _write(blocks, args.format)

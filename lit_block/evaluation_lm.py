@@ -185,6 +185,11 @@ def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
         from lit_block.tracking import metric_key, start_mlflow_run
 
         with start_mlflow_run(args.experiment, f"eval-lm-{args.split}"):
+            cut = ({"texts": ",".join(args.texts), "block_tokens": args.text_block_tokens} if args.texts else
+                   {"dataset": args.dataset, "split": args.split, "method": args.method, "checkpoint": args.checkpoint,
+                    "granularity": args.granularity, "min_block_tokens": args.min_block_tokens,
+                    "max_block_tokens": args.max_block_tokens})  # how the context was cut into blocks
+            mlflow.log_params({**cut, "sample_tokens": args.sample_tokens, "global_tokens": args.global_tokens})
             mlflow.log_params({"teacher": args.teacher, "data": source[:250], "samples": args.max_samples,
                                **{f"model.{k}": v for k, v in models.items()},
                                **{f"control.{k}": v for k, v in controls.items()}})

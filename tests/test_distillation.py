@@ -338,3 +338,14 @@ def test_compiled_layers_serve_every_sequence_length_without_falling_back_to_eag
         assert len(calls) == n_layers, f"length {length}: {len(calls)} of {n_layers} layers ran compiled"
     assert len(graphs) <= 4  # static and dynamic, with and without grad: not one per length
     assert torch._dynamo.config.recompile_limit >= 64  # room for the pass kinds of a teacher and a student
+
+
+def test_validating_an_untrained_student_logs_no_gap_closed(module_and_data):
+    """Validation of the untrained student (the teacher plus fresh sinks, as a reference sweep runs it) logs the
+    teacher's block-attention cost but no "gap closed" figure: there is nothing trained to close it."""
+    module, data = module_and_data
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=1)
+    (metrics,) = trainer.validate(module, data.val_dataloader(), verbose=False)
+    assert {"val/block_gap", "val/kl_teacher", "val/kl_teacher_block"} <= set(metrics)
+    assert not [k for k in metrics if k.endswith("gap_closed")]

@@ -243,6 +243,11 @@ class BlockDistillationModule(L.LightningModule):
         self.attention["block_pairs"].update(block_pairs.float())
         self.attention["full_pairs"].update(full_pairs.float())
 
+    def _student_trained(self) -> bool:
+        """Whether the student differs from its initialisation: fitting, or evaluating a loaded checkpoint."""
+        trainer = self._trainer
+        return trainer is None or trainer.state.fn == "fit" or trainer.ckpt_path is not None
+
     def _log_epoch(self, stage: str) -> None:
         """Per scored token: NLL and KL of each row, and the gap-closed metrics of ``lit_block.quality``."""
         sums = {key: float(m.compute()) for key, m in self.sums.items()}
@@ -257,6 +262,8 @@ class BlockDistillationModule(L.LightningModule):
             "block_gap": tb - tf,  # what block attention costs the untrained teacher, nats per token
             "student_gap": s_block - tf,
         }
+        if not self._student_trained():  # the teacher itself plus fresh sinks: nothing was trained to close a gap
+            values = {k: v for k, v in values.items() if not k.endswith("gap_closed") and k != "student_gap"}
         for name, v in values.items():
             if v == v:  # a metric without a gap to close is nan: not logged
                 self.log(f"{stage}/{name}", v)

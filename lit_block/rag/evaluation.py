@@ -180,6 +180,8 @@ def main(argv: list[str]) -> int:
         with start_mlflow_run(args.experiment, "eval-rag"):
             mlflow.log_params({"teacher": args.teacher, "tasks": ",".join(args.tasks), "splits": ",".join(args.splits),
                                "benchmarks": ",".join(args.benchmark), "samples": len(samples),
+                               "num_passages": args.num_passages, "template": args.template or "default",
+                               "max_new_tokens": args.max_new_tokens, "seed": args.seed,
                                **{f"model.{k}": v for k, v in models.items()}})
             for name, r in results.items():
                 key = metric_key(name)

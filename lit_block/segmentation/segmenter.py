@@ -43,7 +43,7 @@ class Segmenter:
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
-            raise UsageError("the segmenter method needs --checkpoint (train one: see the README, 'Train the segmenter')")
+            raise UsageError("the segmenter method needs --checkpoint (train one: lit-block fit --config experiments/segmenter/segmenter.yaml; README, 'Recipes')")
         self.method, self.checkpoint, self.splitter = method, checkpoint, splitter
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location

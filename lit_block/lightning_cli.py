@@ -16,6 +16,7 @@ from callbacks.mlflow_run import MlflowRunInCheckpoint, checkpoint_run
 from callbacks.training_monitor import TrainingMonitor
 from lit_block.cli import LIGHTNING_SUBCOMMANDS
 from lit_block.errors import UsageError, one_line
+from lit_block.run_folder import place_outputs
 from lit_block.tracking import (LitBlockMLFlowLogger, MLflowSaveConfigCallback, default_tracking_uri, name_and_tag_run,
                                 ready_store)
 
@@ -145,6 +146,7 @@ class LitBlockCLI(LightningCLI):
         if args is None or isinstance(args, (list, tuple)):  # not for a dict or Namespace of settings
             check_config_files(list(sys.argv[1:] if args is None else args))
         omegaconf = {"parser_mode": interpolation_mode()}
+        self._run_dir: Path | None = None  # lit_block.run_folder: set once the config is parsed
         super().__init__(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -180,6 +182,9 @@ class LitBlockCLI(LightningCLI):
         if self.subcommand == "fit" and self._checkpoint is not None:  # a resumed fit continues its MLflow run
             continue_run(config.trainer.logger, self._checkpoint, config.ckpt_path)
         self._checkpoint = None  # not kept in memory while training
+        self._run_dir = place_outputs(config, self.subcommand or "fit", config.get("ckpt_path"))
+        if self._run_dir is not None:  # the resolved config goes into the run folder too
+            self.save_config_kwargs = {**self.save_config_kwargs, "run_dir": str(self._run_dir)}
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -193,5 +198,7 @@ class LitBlockCLI(LightningCLI):
         if isinstance(logger, LitBlockMLFlowLogger) and logger._run_id is not None:
             print(f"\nMLflow run {logger.run_id} in experiment {logger._experiment_name!r}")
             print(f"  browse: mlflow ui --backend-store-uri {logger._tracking_uri}")
+        if self._run_dir is not None and self._run_dir.is_dir():
+            print(f"  outputs: {self._run_dir}", flush=True)
 
     after_fit = after_validate = after_test = after_predict = _report_run

@@ -375,13 +375,23 @@ def name_and_tag_run(logger_config: Any, subcommand: str, model_class: str, data
 
 
 class MLflowSaveConfigCallback(SaveConfigCallback):
-    """Logs the resolved config of the run as the MLflow artifact ``config.yaml``."""
+    """Logs the resolved config of the run as the MLflow artifact ``config.yaml``, and writes it into the run
+    folder (``run_dir``, see ``lit_block.run_folder``) when there is one."""
+
+    def __init__(self, *args, run_dir: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.run_dir = run_dir
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = self.parser.dump(self.config, skip_none=False)
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, config, "config.yaml")
+        if self.run_dir and trainer.is_global_zero:
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
+            tmp = Path(self.run_dir) / ".config.yaml.tmp"
+            tmp.write_text(config)
+            tmp.replace(Path(self.run_dir) / "config.yaml")  # whole or not at all
 
 
 def metric_key(name: str) -> str:

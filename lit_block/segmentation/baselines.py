@@ -9,8 +9,10 @@ granularity knobs (threshold or target size, hard min / max) to every method.
   ``\\n``): pieces split by the first delimiter, longer pieces by the next, then merged greedily
   under the block size.
 * ``sentence``: sentences packed greedily up to the target size.
-* ``texttiling``: lexical cohesion between adjacent windows of sentences (Hearst, 1997); depth
-  scores at sentence starts.
+* ``texttiling``: a simplified TextTiling (after Hearst, 1997), not nltk's ``TextTilingTokenizer``:
+  word-count cosine between windows of ``window`` sentences on each side of a sentence start, depth
+  scored against the highest similarity to each side (Hearst climbs to the nearest peak), no
+  stemming, stop words or smoothing.
 * ``semantic``: cosine distance between consecutive sentence embeddings (an encoder of your
   choice; the default is all-MiniLM-L6-v2); breakpoints where the distance is high.
 """

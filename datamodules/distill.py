@@ -22,6 +22,7 @@ import functools
 import lightning as L
 from torch.utils.data import DataLoader
 
+from datamodules.dataset_identity import DatasetIdentity, corpus_identity
 from datamodules.seeded_loader import seeded_loader
 from datamodules.text_blocks import collate_packed
 from lit_block.errors import check_number
@@ -130,6 +131,10 @@ class DistillDataModule(L.LightningDataModule):
         prompt = RagPrompt(*TEMPLATES[default_template(tokenizer)])
         packed = [pack_rag_sample(sample, prompt, lambda text: encode(tokenizer, text)[0]) for sample in rag]
         return [p for p in packed if len(p["input_ids"]) <= h.sample_tokens]
+
+    def dataset_identity(self) -> DatasetIdentity:
+        """The corpus this module reads (recorded on the MLflow run by ``callbacks.DatasetRecord``)."""
+        return corpus_identity(self.hparams.dataset_path)
 
     def setup(self, stage: str | None = None) -> None:
         """Segment the splits ``stage`` needs (all of them without a stage), once each."""

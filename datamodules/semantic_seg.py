@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.corpus.schema import LEVELS
+from datamodules.dataset_identity import DatasetIdentity, corpus_identity
 from datamodules.seeded_loader import seeded_loader
 from lit_block.candidates import candidate_starts
 
@@ -102,6 +103,10 @@ class SemanticSegDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.samples: dict[str, list[dict]] = {}
+
+    def dataset_identity(self) -> DatasetIdentity:
+        """The corpus this module reads (recorded on the MLflow run by ``callbacks.DatasetRecord``)."""
+        return corpus_identity(self.hparams.dataset_path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.samples:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.dataset_identity import DatasetIdentity, files_identity
 from datamodules.seeded_loader import seeded_loader
 from lit_block.errors import UsageError, check_number
 from lit_block.layout import pack_tokens
@@ -120,6 +121,11 @@ class TextBlocksDataModule(L.LightningDataModule):
         if not samples:
             raise ValueError(f"no sample of {h.sample_tokens} tokens fits in {[str(f) for f in files]}")
         return samples[: h.max_samples] if h.max_samples else samples
+
+    def dataset_identity(self) -> DatasetIdentity:
+        """The text files this module reads (recorded on the MLflow run by ``callbacks.DatasetRecord``)."""
+        h = self.hparams
+        return files_identity(expand_text_files(h.train_files) + expand_text_files(h.val_files))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

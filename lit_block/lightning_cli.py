@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from callbacks.dataset_record import DatasetRecord
 from callbacks.finite_loss import FiniteLossGuard
 from callbacks.mlflow_run import MlflowRunInCheckpoint, checkpoint_run
 from callbacks.training_monitor import TrainingMonitor
@@ -156,7 +157,8 @@ class LitBlockCLI(LightningCLI):
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             # callbacks here are added to those of the config, never replaced by them
             trainer_defaults={"logger": {"class_path": f"{LitBlockMLFlowLogger.__module__}.LitBlockMLFlowLogger"},
-                              "callbacks": [FiniteLossGuard(), MlflowRunInCheckpoint(), TrainingMonitor()]},
+                              "callbacks": [FiniteLossGuard(), MlflowRunInCheckpoint(), TrainingMonitor(),
+                                            DatasetRecord()]},
             parser_kwargs={**omegaconf, **{name: omegaconf for name in LIGHTNING_SUBCOMMANDS}},
             args=args,
             run=run,

@@ -6,6 +6,7 @@ import os
 import stat
 
 from conftest import REPO
+from datamodules.dataset_identity import corpus_identity
 from lit_block import BlockAttentionLM
 from lit_block.cli import main
 
@@ -39,6 +40,10 @@ def test_a_fit_writes_config_checkpoint_and_student_into_its_run_folder_and_a_re
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("block-distillation").experiment_id])
     assert run.data.tags["lit_block.run_dir"] == str(run_dir)
+    (dataset_input,) = run.inputs.dataset_inputs  # the corpus it trained on, by content digest
+    assert dataset_input.dataset.digest == corpus_identity(tiny_corpus_dir).digest
+    assert dataset_input.dataset.name == tiny_corpus_dir.name
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert main(fit_args(tiny_model_dir, tiny_corpus_dir, "--trainer.max_steps=3",
@@ -63,3 +68,21 @@ def test_paths_a_config_sets_are_kept_and_validate_writes_no_checkpoint(tiny_mod
                  "--trainer.logger.init_args.run_name=check"]) == 0
     checked = tmp_path / "runs" / "block-distillation" / "check"
     assert sorted(p.name for p in checked.iterdir()) == ["config.yaml"]
+
+
+def test_dataset_digests_follow_content(tiny_corpus_dir, tmp_path):
+    from datasets import load_from_disk
+
+    from datamodules.dataset_identity import files_identity
+
+    copy = tmp_path / "copy"
+    load_from_disk(str(tiny_corpus_dir)).save_to_disk(str(copy))
+    assert corpus_identity(copy).digest == corpus_identity(tiny_corpus_dir).digest  # same content, same digest
+    data = load_from_disk(str(tiny_corpus_dir))
+    data["train"] = data["train"].map(lambda row: {"text": row["text"] + "!"})
+    data.save_to_disk(str(tmp_path / "changed"))
+    assert corpus_identity(tmp_path / "changed").digest != corpus_identity(tiny_corpus_dir).digest
+    (tmp_path / "a.txt").write_text("one")
+    first = files_identity([tmp_path / "a.txt"]).digest
+    (tmp_path / "a.txt").write_text("two")
+    assert files_identity([tmp_path / "a.txt"]).digest != first

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import yaml
 
 from lit_block.errors import UsageError
 
+TAGS_ENV = "LIT_BLOCK_MLFLOW_TAGS"  # lit_block.tracking.sweep_context: tags every run of this process gets
 DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "experiments" / "pipeline" / "cpu.yaml"
 
 
@@ -68,6 +72,42 @@ class PipelineConfig:
         if unknown:
             raise UsageError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**raw)
+
+
+PIPELINE_TAG = "lit_block.pipeline"  # on every stage's run: the pipeline run it belongs to
+
+
+@contextmanager
+def pipeline_run(cfg: PipelineConfig) -> Iterator[str]:
+    """One MLflow run (experiment ``pipeline``) for the whole workflow; every stage's run, in whatever
+    experiment, carries its id in the tag ``lit_block.pipeline`` (filter: ``tags.`lit_block.pipeline` = 'ID'``).
+    It ends FINISHED, FAILED, or KILLED on Ctrl-C."""
+    import mlflow
+
+    from lit_block.tracking import default_artifact_location, get_or_create_experiment, process_tags, tracking_uri
+
+    uri = tracking_uri()
+    client = mlflow.MlflowClient(uri)
+    experiment = get_or_create_experiment(client, "pipeline", default_artifact_location(uri))
+    run_id = client.create_run(experiment, run_name=f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags={"lit_block.subcommand": "pipeline", **process_tags()}).info.run_id
+    client.log_dict(run_id, asdict(cfg), "pipeline.json")
+    previous = os.environ.get(TAGS_ENV)
+    inherited = json.loads(previous) if previous else {}
+    os.environ[TAGS_ENV] = json.dumps({**inherited, PIPELINE_TAG: run_id})  # read by every stage's run
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if previous is None:
+            os.environ.pop(TAGS_ENV, None)
+        else:
+            os.environ[TAGS_ENV] = previous
+        client.set_terminated(run_id, status)
 
 
 def stage(index: int, name: str, what: str) -> None:
@@ -181,6 +221,28 @@ def sweep_stage(cfg: PipelineConfig, root: Path, repo: Path) -> str:
     return parent
 
 
+def run_stages(cfg: PipelineConfig, root: Path, repo: Path, force: bool) -> tuple[str, dict]:
+    """The six stages; returns the evaluation's table and figures."""
+    stage(1, "corpus", cfg.dataset)
+    if Path(cfg.dataset).is_dir() and not force:
+        print(f"reusing {cfg.dataset}")
+    else:
+        run(["data", "build", "--output", cfg.dataset])
+    stage(2, "segmenter", f"{cfg.segmenter_epochs} epochs over {cfg.segmenter_documents} documents per split")
+    ckpt = segmenter_stage(cfg, root, repo, force)
+    variant = " + ".join(Path(c).stem for c in cfg.distill_configs) or "full method"
+    stage(3, "distill", f"{cfg.teacher} ({variant}), {cfg.distill_steps} steps of {cfg.batch_size} x {cfg.sample_tokens} tokens")
+    student = distill_stage(cfg, root, repo, ckpt, force)
+    stage(4, "evaluate", f"{cfg.eval_samples} held-out samples")
+    table, results = evaluate_stage(cfg, root, ckpt, student, force)
+    stage(5, "sweep", f"granularity {cfg.sweep_granularities}")
+    parent = sweep_stage(cfg, root, repo)
+    stage(6, "compare", "the sweep's table and plots")
+    run(["compare", "--experiment", "sweeps", "--parent", parent, "--metrics", "val/block_gap", "val/attention_cost",
+         "--output", str(root / "compare")])
+    return table, results
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="lit-block pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,27 +260,20 @@ def main(argv: list[str]) -> int:
     root.mkdir(parents=True, exist_ok=True)
     (root / "pipeline.json").write_text(json.dumps(asdict(cfg), indent=1))
 
-    stage(1, "corpus", cfg.dataset)
-    if Path(cfg.dataset).is_dir() and not args.force:
-        print(f"reusing {cfg.dataset}")
-    else:
-        run(["data", "build", "--output", cfg.dataset])
-    stage(2, "segmenter", f"{cfg.segmenter_epochs} epochs over {cfg.segmenter_documents} documents per split")
-    ckpt = segmenter_stage(cfg, root, repo, args.force)
-    variant = " + ".join(Path(c).stem for c in cfg.distill_configs) or "full method"
-    stage(3, "distill", f"{cfg.teacher} ({variant}), {cfg.distill_steps} steps of {cfg.batch_size} x {cfg.sample_tokens} tokens")
-    student = distill_stage(cfg, root, repo, ckpt, args.force)
-    stage(4, "evaluate", f"{cfg.eval_samples} held-out samples")
-    table, results = evaluate_stage(cfg, root, ckpt, student, args.force)
-    stage(5, "sweep", f"granularity {cfg.sweep_granularities}")
-    parent = sweep_stage(cfg, root, repo)
-    stage(6, "compare", "the sweep's table and plots")
-    run(["compare", "--experiment", "sweeps", "--parent", parent, "--metrics", "val/block_gap", "val/attention_cost",
-         "--output", str(root / "compare")])
-    from lit_block.tracking import default_tracking_uri
+    with pipeline_run(cfg) as run_id:
+        table, results = run_stages(cfg, root, repo, args.force)
+        import mlflow
 
+        from lit_block.tracking import default_tracking_uri
+
+        client = mlflow.MlflowClient(default_tracking_uri())
+        client.log_text(run_id, table, "eval_lm.md")
+        for key, value in results["distilled"].items():
+            if isinstance(value, float) and value == value:  # the student's figures; nan ones are not logged
+                client.log_metric(run_id, f"distilled.{key}", value)
     print(f"\n=== done in {(time.monotonic() - start) / 60:.1f} min\n\nDistillation (held-out samples):\n\n{table}\n")
     print(verdict(results["distilled"], cfg.distill_steps) + "\n")
     print(f"Granularity sweep: {root / 'compare' / 'table.md'}; plots in {root / 'compare'}")
-    print(f"MLflow: mlflow ui --backend-store-uri {default_tracking_uri()}")
+    print(f"MLflow: mlflow ui --backend-store-uri {default_tracking_uri()}  (pipeline run {run_id}; its stages' runs: "
+          f"filter tags.`{PIPELINE_TAG}` = '{run_id}')")
     return 0

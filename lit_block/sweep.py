@@ -263,7 +263,7 @@ class LocalMlflowServer:
 def find_or_create_parent(client, experiment_id: str, spec: SweepSpec, restart: bool) -> tuple[str, bool]:
     """The sweep's parent run (found by name and digest unless ``restart``), and whether it was found; a
     found one is RUNNING again, in this process."""
-    from lit_block.tracking import process_tags
+    from lit_block.tracking import process_tags, sweep_context
 
     if not restart:
         found = client.search_runs([experiment_id], filter_string=(
@@ -275,6 +275,7 @@ def find_or_create_parent(client, experiment_id: str, spec: SweepSpec, restart: 
                 client.set_tag(run_id, key, value)
             return run_id, True
     run = client.create_run(experiment_id, run_name=spec.name, tags={
+        **sweep_context()["tags"],  # a workflow above the sweep (the pipeline) links its runs by tag
         "lit_block.sweep": spec.name, "lit_block.sweep_digest": spec.digest, "lit_block.subcommand": "sweep",
         **process_tags()})
     client.log_param(run.info.run_id, "command", " ".join(spec.command)[:250])
@@ -302,7 +303,10 @@ def finished_points(client, experiment_id: str, parent_id: str) -> set[str]:
 def launch_point(spec: SweepSpec, index: int, point: dict, parent_id: str, tracking_uri: str, log: Path):
     """Start one point as ``python -m lit_block.cli ...`` with its MLflow placement in the environment, in its
     own process group (stopped by the sweep's clean-up, or signalled by the kernel if the sweep dies)."""
-    tags = {"mlflow.parentRunId": parent_id, "lit_block.sweep": spec.name, "sweep.point": point_digest(point),
+    from lit_block.tracking import sweep_context
+
+    inherited = {k: v for k, v in sweep_context()["tags"].items() if k != "mlflow.parentRunId"}  # e.g. the pipeline's
+    tags = {**inherited, "mlflow.parentRunId": parent_id, "lit_block.sweep": spec.name, "sweep.point": point_digest(point),
             **{f"sweep.{k}": json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in point.items()}}
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "LIT_BLOCK_MLFLOW_EXPERIMENT": spec.experiment,
            "LIT_BLOCK_MLFLOW_RUN_NAME": point_name(spec, point), "LIT_BLOCK_MLFLOW_TAGS": json.dumps(tags)}

@@ -187,6 +187,15 @@ def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_
         assert stage in out
     assert "| distilled |" in out and (tmp_path / "run" / "exports" / "distilled" / "lit_block_sinks.safetensors").is_file()
     assert (tmp_path / "run" / "compare" / "tradeoff.png").is_file()
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (pipeline,) = client.search_runs([client.get_experiment_by_name("pipeline").experiment_id])
+    assert pipeline.info.status == "FINISHED" and "distilled.kl_gap_closed" in pipeline.data.metrics
+    linked = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                filter_string=f"tags.`lit_block.pipeline` = '{pipeline.info.run_id}'")
+    kinds = {r.data.tags.get("lit_block.subcommand") for r in linked}
+    assert {"fit", "sweep", "validate"} <= kinds and len(linked) >= 6  # segmenter, distill, eval-lm, sweep + points
     assert main(["pipeline", "--config", str(yaml), "--set", *tiny]) == 0  # again: every stage reuses its output
     assert "reusing" in capsys.readouterr().out
 

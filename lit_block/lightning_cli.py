@@ -18,8 +18,8 @@ from callbacks.training_monitor import TrainingMonitor
 from lit_block.cli import LIGHTNING_SUBCOMMANDS
 from lit_block.errors import UsageError, one_line
 from lit_block.run_folder import place_outputs
-from lit_block.tracking import (LitBlockMLFlowLogger, MLflowSaveConfigCallback, default_tracking_uri, name_and_tag_run,
-                                ready_store)
+from lit_block.tracking import LitBlockMLFlowLogger, MLflowSaveConfigCallback, default_tracking_uri, name_and_tag_run
+from lit_block.tracking_store import ready_store
 
 CKPT_KEYWORDS = ("last", "best", "hpc")  # ckpt_path values Lightning resolves itself
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lit_block.child_processes import pid_alive
 from lit_block.errors import OutputExistsError, UsageError
 
 MARKER = ".lit-block-output"
@@ -54,23 +55,13 @@ def check_not_inside(output: str | Path, source: str | Path, option: str = "--ou
         raise UsageError(f"{option} {output} would replace its own source {source}; choose another path")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def clean_leftovers(path: Path) -> None:
     """Remove staging folders that a killed command left beside ``path``; put back a folder it had moved aside."""
     if not path.parent.is_dir():
         return
     for entry in path.parent.iterdir():
         found = _LEFTOVER.match(entry.name)
-        if not found or found["name"] != path.name or _alive(int(found["pid"])):
+        if not found or found["name"] != path.name or pid_alive(int(found["pid"])):
             continue
         if found["kind"] == "old" and not path.exists():
             os.replace(entry, path)  # the swap was killed between its two renames: the previous output comes back

@@ -34,7 +34,7 @@ def runs_of(folder: Path, experiment: str = "lit-block") -> list:
     """The runs of ``experiment`` in ``folder/mlflow.db``, read under the store's lock (commands may be creating it)."""
     import mlflow
 
-    from lit_block.tracking import store_lock
+    from lit_block.tracking_store import store_lock
 
     with store_lock(folder / "mlflow.db"):
         client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")

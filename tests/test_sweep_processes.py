@@ -32,7 +32,7 @@ def wait_for(condition, timeout: float, what: str):
 
 
 def sweep_runs(folder: Path) -> list:
-    from lit_block.tracking import store_lock
+    from lit_block.tracking_store import store_lock
 
     with store_lock(folder / "mlflow.db"):  # the sweep may be creating the database
         client = mlflow_client(folder)

@@ -3,7 +3,7 @@
 Logged every ``log_every_n_steps`` optimizer steps (the trainer's setting): ``train/lr`` of each
 parameter group (``train/lr`` for the first, ``train/lr_<i>`` for the others), ``train/grad_norm``
 (the global 2-norm before clipping), ``train/tokens_per_s`` (real tokens, padding excluded, over the
-wall time since the last log) and ``train/step_time_s``. When standard output is not a terminal
+wall time since the last log; only for batches of tokens) and ``train/step_time_s``. When standard output is not a terminal
 (a log file, SLURM, nohup, CI), where Lightning's progress bar prints nothing, one line per log:
 ``step 40/200 (20%) loss 0.0123 lr 2.0e-05 1,234 tokens/s eta 3.1 min``. ``LitBlockCLI`` adds this
 callback to every trainer.
@@ -56,9 +56,9 @@ class TrainingMonitor(L.Callback):
         now = time.perf_counter()
         steps = max(1, trainer.global_step - self._start_step)
         seconds = now - self._since
-        rate = self._tokens / seconds if seconds > 0 else 0.0
-        pl_module.log_dict({"train/tokens_per_s": rate, "train/step_time_s": seconds / steps}, on_step=True,
-                           on_epoch=False)
+        rate = self._tokens / seconds if seconds > 0 and self._tokens else None  # None: batches without tokens
+        speed = {"train/step_time_s": seconds / steps, **({"train/tokens_per_s": rate} if rate is not None else {})}
+        pl_module.log_dict(speed, on_step=True, on_epoch=False)
         if self.progress_lines and trainer.is_global_zero:
             self._print(trainer, outputs, rate, seconds / steps)
         self._since, self._start_step, self._tokens = now, trainer.global_step, 0
@@ -69,7 +69,7 @@ class TrainingMonitor(L.Callback):
         return step % max(1, trainer.log_every_n_steps) == 0
 
     @staticmethod
-    def _print(trainer, outputs, rate: float, step_time: float) -> None:
+    def _print(trainer, outputs, rate: float | None, step_time: float) -> None:
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
@@ -77,4 +77,5 @@ class TrainingMonitor(L.Callback):
         eta = (total - done) * step_time / 60 if total and total != float("inf") else float("nan")
         share = f" ({100 * done / total:.0f}%)" if total and total != float("inf") else ""
         loss_text = f" loss {float(loss):.4g}" if loss is not None else ""
-        print(f"step {done}/{total}{share}{loss_text} lr {lr:.2g} {rate:,.0f} tokens/s eta {eta:.1f} min", flush=True)
+        speed = f" {rate:,.0f} tokens/s" if rate is not None else ""
+        print(f"step {done}/{total}{share}{loss_text} lr {lr:.2g}{speed} eta {eta:.1f} min", flush=True)

@@ -28,4 +28,23 @@ class DatasetRecord(L.Callback):
                           source=json.dumps({"uri": found.source}))  # MLflow's own record of a local path
         context = InputTag("mlflow.data.context", "training" if stage == "fit" else "evaluation")
         for logger in loggers:
-            logger.experiment.log_inputs(logger.run_id, datasets=[DatasetInput(dataset, [context])])
+            record(logger.experiment, logger.run_id, DatasetInput(dataset, [context]))
+
+
+def record(client, run_id: str, dataset_input) -> None:
+    """Log one dataset input; a record is worth no failed run. Runs started together (a parallel sweep's points)
+    race on MLflow's get-or-create of the same dataset row: the loser's insert fails once, and a second try
+    finds the row."""
+    import time
+    import warnings
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client.log_inputs(run_id, datasets=[dataset_input])
+            return
+        except MlflowException as err:
+            if attempt == 2:
+                warnings.warn(f"the dataset was not recorded on MLflow run {run_id}: {err}", stacklevel=2)
+            time.sleep(0.2 * (attempt + 1))

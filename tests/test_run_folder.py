@@ -86,3 +86,4 @@ def test_dataset_digests_follow_content(tiny_corpus_dir, tmp_path):
     first = files_identity([tmp_path / "a.txt"]).digest
     (tmp_path / "a.txt").write_text("two")
     assert files_identity([tmp_path / "a.txt"]).digest != first
+

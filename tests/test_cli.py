@@ -156,6 +156,8 @@ def test_every_shipped_sweep_runs_its_first_point_as_a_nested_mlflow_run(yaml, r
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     spec = load_spec(yaml)
     extras = [f"--extra={e}" for e in sweep_extras(spec, request, request.getfixturevalue("tiny_model_dir"))]
+    if spec.command[0] in ("fit", "validate", "test"):  # run folders under tmp_path, not in the repository
+        extras.append(f"--extra=--trainer.default_root_dir={tmp_path / 'runs'}")
     assert main(["sweep", str(yaml), "--max-points", "1", "--log-dir", str(tmp_path / "sweeps"), *extras]) == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(spec.experiment)

@@ -21,7 +21,7 @@ import argparse
 import torch
 
 from lit_block.errors import UsageError, check_number
-from lit_block.model import BlockAttentionLM
+from lit_block.model import BlockAttentionLM, load_scored_model
 from lit_block.model_sources import named_models
 from lit_block.quality import bootstrap_ratio_interval, kl_gap_closed, nll_gap_closed, window_sums
 
@@ -105,16 +105,9 @@ def evaluate(teacher_name: str, models: dict[str, str], batches, controls: dict[
     if unknown:
         raise UsageError(f"--controls {unknown[0]}: no model of that name in --models ({', '.join(models) or 'none'})")
     teacher = BlockAttentionLM.from_pretrained(teacher_name, num_sink_tokens=0, dtype=torch.float32).eval()
-
-    def load(option: str, name: str, path: str) -> BlockAttentionLM:
-        model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).eval()
-        if model.config.vocab_size != teacher.config.vocab_size:
-            raise UsageError(f"{option} {name}={path}: vocabulary of {model.config.vocab_size} tokens differs from "
-                             f"the teacher's ({teacher.config.vocab_size})")
-        return model
-
-    loaded = {name: load("--models", name, path) for name, path in models.items()}
-    control_models = {name: load("--controls", name, path) for name, path in controls.items()}
+    loaded = {name: load_scored_model(path, teacher, f"--models {name}={path}") for name, path in models.items()}
+    control_models = {name: load_scored_model(path, teacher, f"--controls {name}={path}")
+                      for name, path in controls.items()}
     return compare_to_teacher(teacher, loaded, batches, control_models)
 
 

@@ -239,3 +239,15 @@ class BlockAttentionLM(nn.Module):
         layout = self.layout(input_ids, block_ids, attention_mask, released)
         hidden = self._at_tokens(self._block_hidden(layout), layout)
         return CausalLMOutputWithPast(logits=self.model.get_output_embeddings()(hidden))
+
+
+def load_scored_model(path: str, teacher: BlockAttentionLM, what: str) -> BlockAttentionLM:
+    """A model to score against ``teacher`` (float32, eval mode, on the teacher's device); a vocabulary that differs
+    from the teacher's is refused, naming ``what`` (e.g. ``--models student=PATH``)."""
+    model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).to(teacher.sink_embeddings.device).eval()
+    if model.config.vocab_size != teacher.config.vocab_size:  # scored with the teacher's tokens and distributions
+        from lit_block.errors import UsageError
+
+        raise UsageError(f"{what}: vocabulary of {model.config.vocab_size} tokens differs from the teacher's "
+                         f"({teacher.config.vocab_size})")
+    return model

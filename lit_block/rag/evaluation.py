@@ -78,17 +78,13 @@ def evaluate(teacher: str, models: dict[str, str], samples, template: str | None
              store_gib: float, device: str) -> tuple[dict[str, dict], list]:
     """Every row's answers and scores (each block-attention row reads its blocks through its own KV store), and the
     samples scored: those that fit every row's context."""
-    from lit_block.model import BlockAttentionLM
+    from lit_block.model import BlockAttentionLM, load_scored_model
 
     ref = BlockAttentionLM.from_pretrained(teacher, num_sink_tokens=0, dtype=torch.float32).to(device).eval()
     prompt = RagPrompt(*TEMPLATES[template or default_template(ref.tokenizer)])
     rows = {"teacher, full attention": (ref, True), "teacher, block attention (untrained)": (ref, False)}
     for name, path in models.items():
-        model = BlockAttentionLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
-        if model.config.vocab_size != ref.config.vocab_size:  # prompts are tokenized once, with the teacher's tokenizer
-            raise UsageError(f"--models {name}={path}: vocabulary of {model.config.vocab_size} tokens differs from "
-                             f"the teacher's ({ref.config.vocab_size})")
-        rows[name] = (model, False)
+        rows[name] = (load_scored_model(path, ref, f"--models {name}={path}"), False)  # prompts use the teacher's tokens
     context = min(getattr(m.config, "max_position_embeddings", None) or 10**9 for m, _ in rows.values())
     samples, too_long = fitting_samples(samples, prompt, ref.tokenizer, context,
                                         max(m.num_sink_tokens for m, _ in rows.values()), max_new_tokens)

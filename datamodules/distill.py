@@ -49,14 +49,14 @@ def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_t
 
 def add_sample_arguments(parser, max_documents: int) -> None:
     """The options that shape ``DistillDataModule`` samples, for scripts and commands that build them."""
-    parser.add_argument("--dataset", default="data/semanticseg")
-    parser.add_argument("--method", default="sentence", help="segmentation method for the context blocks")
+    parser.add_argument("--dataset", default="data/semanticseg", help="corpus folder (lit-block data build)")
+    parser.add_argument("--method", default="sentence", help="segmentation method that cuts the context into blocks")
     parser.add_argument("--checkpoint", default=None, help="segmenter checkpoint (with --method segmenter)")
-    parser.add_argument("--granularity", default="256")
-    parser.add_argument("--min-block-tokens", type=int, default=128)
-    parser.add_argument("--max-block-tokens", type=int, default=512)
-    parser.add_argument("--sample-tokens", type=int, default=1024)
-    parser.add_argument("--global-tokens", type=int, default=256)
+    parser.add_argument("--granularity", default="256", help="coarse, middle, fine, or a target block size in tokens")
+    parser.add_argument("--min-block-tokens", type=int, default=128, help="smallest context block (tokens)")
+    parser.add_argument("--max-block-tokens", type=int, default=512, help="largest context block (tokens)")
+    parser.add_argument("--sample-tokens", type=int, default=1024, help="tokens per sample, global block included")
+    parser.add_argument("--global-tokens", type=int, default=256, help="tokens of the global block that ends a sample")
     parser.add_argument("--max-documents", type=int, default=max_documents, help="documents read per split")
 
 

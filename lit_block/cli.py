@@ -2,7 +2,7 @@
 
     lit-block fit --config experiments/demo/teacher_block_nll.yaml --config my_overrides.yaml
     lit-block validate --config experiments/demo/teacher_block_nll.yaml
-    lit-block bench attention --shapes 8192x512
+    lit-block bench attention --shapes 8192/512
 
 An expected error (bad input, a missing file, a bad setting) prints one line naming the culprit and
 exits with status 2; ``--debug`` (anywhere on the line) or ``LIT_BLOCK_DEBUG=1`` shows its traceback.
@@ -67,10 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if argv[0] in FRAMEWORK_SUBCOMMANDS:
-            return importlib.import_module(FRAMEWORK_SUBCOMMANDS[argv[0]][1]).main(argv[1:])
+            try:
+                return importlib.import_module(FRAMEWORK_SUBCOMMANDS[argv[0]][1]).main(argv[1:])
+            except SystemExit as done:  # the parser's --help (0) or usage error (2, already printed): a status
+                return done.code if isinstance(done.code, int) else 2
         from lit_block.lightning_cli import LitBlockCLI  # imported here: Lightning takes seconds to import
 
         LitBlockCLI(args=None if from_command_line else argv)
+        return 0
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`): nothing left to say
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - Python's exit flush would fail on the closed pipe again
         return 0
     except KeyboardInterrupt:  # Ctrl-C: what the command wrote is already consistent (runs end KILLED)
         print(f"lit-block {argv[0]}: interrupted", file=sys.stderr)

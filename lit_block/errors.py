@@ -9,6 +9,7 @@ else (a bug) keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
@@ -31,7 +32,7 @@ def debug_enabled() -> bool:
 
 def is_expected(err: BaseException) -> bool:
     """Errors that mean bad input or environment, not a bug: reported in one line."""
-    if isinstance(err, (ValueError, OSError)):  # UsageError, UnicodeDecodeError, FileNotFoundError, ConnectionError ...
+    if isinstance(err, (ValueError, OSError, argparse.ArgumentError)):  # UsageError, UnicodeDecodeError, FileNotFoundError, ConnectionError ...
         return True
     # parse errors of the config formats lit-block reads, matched by name so that no parser is imported here
     names = {f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__}
@@ -55,7 +56,7 @@ def _root_cause(err: BaseException) -> BaseException:
 
 def one_line(err: BaseException) -> str:
     """The error's message on one line: a wrapped UsageError's own message, with the class that raised it."""
-    cause = _root_cause(err)
+    cause = err if isinstance(err, argparse.ArgumentError) else _root_cause(err)  # a parser's message names the option
     if cause is not err:
         where = re.search(r"class_path='([\w.]+)'", str(err))  # jsonargparse names the class being instantiated
         text = f"{where[1]}: {cause}" if where else str(cause)

@@ -16,8 +16,6 @@ printed and logged to MLflow (experiment ``eval-lm``).
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from lit_block.errors import UsageError, check_number
@@ -131,25 +129,32 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
-    """Parse ``argv``, score every row, print and log the table; returns the table (markdown) and the figures."""
-    p = argparse.ArgumentParser(prog="lit-block eval-lm", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="smollm2-135m")
+def build_parser():
+    from datamodules.distill import add_sample_arguments
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block eval-lm", __doc__)
+    p.add_argument("--teacher", default="smollm2-135m", help="the full-attention teacher: an embedded name or a folder")
     p.add_argument("--models", nargs="*", default=[], help="NAME=PATH of exported students (or any model name)")
     p.add_argument("--controls", nargs="*", default=[], help="NAME=PATH: the full-attention control of model NAME "
                    "(same initialisation, data and budget, trained with full attention)")
-    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--split", default="test", choices=("validation", "test"), help="the corpus split scored")
     p.add_argument("--texts", nargs="*", default=[], help="score plain-text files (or folders of *.txt) instead of the "
                    "corpus: text families the models never trained on, cut into --text-block-tokens blocks")
     p.add_argument("--text-block-tokens", type=int, default=256, help="context block size for --texts")
-    p.add_argument("--max-samples", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--max-samples", type=int, default=64, help="samples (or --texts windows) scored")
+    p.add_argument("--batch-size", type=int, default=2, help="samples per forward pass")
     p.add_argument("--experiment", default="eval-lm", help="MLflow experiment ('' to skip logging)")
-    from datamodules.distill import add_sample_arguments, data_from_arguments
-
     add_sample_arguments(p, max_documents=300)
-    args = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
+    """Parse ``argv``, score every row, print and log the table; returns the table (markdown) and the figures."""
+    from datamodules.distill import data_from_arguments
+
+    args = build_parser().parse_args(argv)
+    split = {"validation": "val", "test": "test"}[args.split]  # DistillDataModule's name for the split
 
     models, controls = named_models(args.models), named_models(args.controls, "--controls")
     check_number("--max-samples", args.max_samples, low=1, integer=True)
@@ -165,10 +170,10 @@ def run(argv: list[str]) -> tuple[str, dict[str, dict]]:
         source = f"{len(data.splits['val'])} windows of {args.sample_tokens} tokens from {', '.join(args.texts)}"
     else:
         data = data_from_arguments(args, tokenizer=args.teacher, batch_size=args.batch_size)
-        data.setup("validate" if args.split == "val" else "test")
-        data.samples[args.split] = data.samples[args.split][: args.max_samples]
-        loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
-        source = f"{len(data.samples[args.split])} samples of the {args.split} split of {args.dataset}"
+        data.setup("validate" if split == "val" else "test")
+        data.samples[split] = data.samples[split][: args.max_samples]
+        loader = data.val_dataloader() if split == "val" else data.test_dataloader()
+        source = f"{len(data.samples[split])} samples of the {args.split} split of {args.dataset}"
     results = evaluate(args.teacher, models, list(loader), controls)
     text = table(results)
     print(f"\n{source}\n\n{text}")

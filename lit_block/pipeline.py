@@ -2,6 +2,7 @@
 
     lit-block pipeline                                            # CPU budgets (experiments/pipeline/cpu.yaml)
     lit-block pipeline --config experiments/pipeline/gpu.yaml     # the same stages with GPU budgets
+    lit-block pipeline --distill-steps 200 --workdir pipeline-200  # any profile value, as an option
 
 1. corpus      ``lit-block data build`` (an existing corpus folder is reused)
 2. segmenter   a brief training of the segmenter on the corpus
@@ -19,59 +20,55 @@ exists is skipped when the pipeline runs again (``--force`` redoes everything); 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from lit_block.errors import UsageError
 
 TAGS_ENV = "LIT_BLOCK_MLFLOW_TAGS"  # lit_block.tracking.sweep_context: tags every run of this process gets
 DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "experiments" / "pipeline" / "cpu.yaml"
 
 
+def _option(default, help_: str):
+    """A profile value with its command-line help (``lit-block pipeline --help`` shows both)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help_})
+    return field(default=default, metadata={"help": help_})
+
+
 @dataclass
 class PipelineConfig:
-    workdir: str = "pipeline"  # checkpoints, exports, generated configs, tables and plots
-    dataset: str = "data/semanticseg"
-    teacher: str = "smollm2-135m"
-    accelerator: str = "auto"
-    segmenter_documents: int = 100  # per split
-    segmenter_epochs: int = 2
-    segmenter_layers: int = 2  # of the frozen sentence encoder
-    granularity: str = "middle"  # the segmenter level that cuts the distillation context
-    sample_tokens: int = 512
-    global_tokens: int = 128
-    min_block_tokens: int = 32
-    max_block_tokens: int = 256
-    distill_documents: int = 60  # per split
-    distill_steps: int = 40
-    distill_configs: list = field(default_factory=list)  # overlays stacked on experiments/distill/full.yaml
-    batch_size: int = 1
-    learning_rate: float = 5.0e-5
-    val_batches: int = 8
-    eval_samples: int = 16
-    sweep_granularities: list = field(default_factory=lambda: [64, 128, 256])
-    sweep_batches: int = 4
-    sweep_parallel: int = 1
+    """A pipeline profile (experiments/pipeline/*.yaml): every stage's budget. Defaults: cpu.yaml's."""
 
-    @classmethod
-    def load(cls, path: str | Path) -> PipelineConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pipeline config not found: {path}")
-        raw = yaml.safe_load(path.read_text()) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise UsageError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**raw)
+    workdir: str = _option("pipeline", "folder for checkpoints, exports, generated configs, tables and plots")
+    dataset: str = _option("data/semanticseg", "corpus folder (built by stage 1 if missing)")
+    teacher: str = _option("smollm2-135m", "full-attention teacher: an embedded name, a folder or a hub id")
+    accelerator: str = _option("cpu", "Lightning accelerator of the training stages (cpu, gpu, auto)")
+    segmenter_documents: int = _option(100, "documents per split for the segmenter")
+    segmenter_epochs: int = _option(2, "segmenter training epochs")
+    segmenter_layers: int = _option(2, "layers of the frozen sentence encoder the segmenter uses")
+    granularity: str = _option("middle", "the segmenter level that cuts the distillation context")
+    sample_tokens: int = _option(512, "tokens per distillation sample, global block included")
+    global_tokens: int = _option(128, "tokens of each sample's global block")
+    min_block_tokens: int = _option(32, "smallest context block (tokens)")
+    max_block_tokens: int = _option(256, "largest context block (tokens)")
+    distill_documents: int = _option(60, "documents per split for distillation and evaluation")
+    distill_steps: int = _option(60, "distillation optimizer steps")
+    distill_configs: list = _option(["experiments/distill/no_weighting.yaml"],
+                                    "overlays stacked on experiments/distill/full.yaml ([] for the full method)")
+    batch_size: int = _option(1, "distillation samples per step")
+    learning_rate: float = _option(5.0e-5, "distillation learning rate")
+    val_batches: int = _option(8, "validation batches after distillation")
+    eval_samples: int = _option(16, "held-out samples scored by eval-lm")
+    sweep_granularities: list = _option([64, 128, 256], "block sizes (tokens) of the granularity sweep")
+    sweep_batches: int = _option(4, "validation batches per sweep point")
+    sweep_parallel: int = _option(1, "sweep points at a time")
 
 
 PIPELINE_TAG = "lit_block.pipeline"  # on every stage's run: the pipeline run it belongs to
@@ -178,7 +175,7 @@ def evaluate_stage(cfg: PipelineConfig, root: Path, ckpt: Path, student: Path, f
         return out.read_text(), json.loads(figures.read_text())
     from lit_block import evaluation_lm
 
-    argv = ["--teacher", cfg.teacher, "--models", f"distilled={student}", "--dataset", cfg.dataset, "--split", "val",
+    argv = ["--teacher", cfg.teacher, "--models", f"distilled={student}", "--dataset", cfg.dataset, "--split", "validation",
             "--method", "segmenter", "--checkpoint", str(ckpt), "--granularity", cfg.granularity,
             "--min-block-tokens", str(cfg.min_block_tokens), "--max-block-tokens", str(cfg.max_block_tokens),
             "--sample-tokens", str(cfg.sample_tokens), "--global-tokens", str(cfg.global_tokens),
@@ -243,19 +240,23 @@ def run_stages(cfg: PipelineConfig, root: Path, repo: Path, force: bool) -> tupl
     return table, results
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_PROFILE), help="a pipeline profile (experiments/pipeline/*.yaml)")
+def build_parser():
+    from typing import get_type_hints
+
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block pipeline", __doc__, default_config_files=[str(DEFAULT_PROFILE)])
     p.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override profile values (YAML values)")
-    args = p.parse_args(argv)
-    cfg = PipelineConfig.load(args.config)  # errors are reported by the command's top level (status 2)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in {f.name for f in fields(PipelineConfig)}:
-            raise UsageError(f"--set {item!r}: unknown key {key!r}")
-        setattr(cfg, key, yaml.safe_load(value))
+    types = get_type_hints(PipelineConfig)
+    for f in fields(PipelineConfig):  # one option per profile value: --distill-steps 5, or distill_steps: 5 in YAML
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        p.add_argument("--" + f.name.replace("_", "-"), type=types[f.name], default=default, help=f.metadata["help"])
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = PipelineConfig(**{f.name: args[f.name] for f in fields(PipelineConfig)})
     repo, root, start = Path(__file__).resolve().parents[1], Path(cfg.workdir), time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
     (root / "pipeline.json").write_text(json.dumps(asdict(cfg), indent=1))

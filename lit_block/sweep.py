@@ -26,7 +26,6 @@ so that a server left by a killed sweep is stopped by the next one.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -350,9 +349,10 @@ def run_sweep(spec: SweepSpec, parallel: int | None = None, restart: bool = Fals
     return parent_id, ok
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block sweep", __doc__)
     p.add_argument("spec", help="a sweep file (experiments/sweeps/*.yaml)")
     p.add_argument("--parallel", type=int, default=None, help="points at a time (default: the file's, else 1)")
     p.add_argument("--restart", action="store_true", help="start a new parent run instead of resuming")
@@ -360,7 +360,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--extra", action="append", default=[], help="an argument appended to every point, as --extra=--key=value")
     p.add_argument("--metrics", nargs="*", default=None, help="metrics in the summary table")
     p.add_argument("--log-dir", default="sweeps", help="where each point's output is kept (<log-dir>/<name>/NN.log)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.spec)
     except (FileNotFoundError, ValueError) as err:

@@ -284,7 +284,7 @@ def test_attention_benchmark_times_auto_with_gqa_uneven_blocks_and_batches_on_cp
     from lit_block.benchmarks.attention import main
 
     main(["--device", "cpu", "--dtype", "float32", "--shapes", "512/64", "--global-tokens", "64", "--heads", "4",
-          "--kv-heads", "2", "--batch", "2", "--uneven", "--released", "0.3", "--backends", "sdpa", "auto",
+          "--kv-heads", "2", "--batch-size", "2", "--uneven", "--released", "0.3", "--backends", "sdpa", "auto",
           "--warmup", "0", "--repeat", "1"])
     out = capsys.readouterr().out
     assert "B=2, 4 heads (2 key/value)" in out

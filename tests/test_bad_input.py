@@ -124,7 +124,7 @@ CASES = [
     # workflow
     Case("sweep: missing file", ["sweep", "{tmp}/nope.yaml"], ["nope.yaml"]),
     Case("sweep: unknown key", ["sweep", "{tmp}/sweep.yaml"], ["sweep.yaml", "surprise"]),
-    Case("pipeline: unknown --set key", ["pipeline", "--set", "nope=1"], ["nope"]),
+    Case("pipeline: unknown option", ["pipeline", "--nope", "1"], ["nope"]),
     Case("pipeline: missing profile", ["pipeline", "--config", "{tmp}/nope.yaml"], ["nope.yaml"]),
 ]
 

@@ -138,7 +138,7 @@ SWEEP_YAMLS = [y for y in YAMLS if documented_command(y)[0] == "sweep"]
 def sweep_extras(spec, request, model_dir: Path) -> list[str]:
     """Tiny stand-ins for a sweep's command, given as --extra arguments (they come last, so they win)."""
     if spec.command[0] == "bench":
-        return [f"--model={model_dir}", "--lengths=200", "--query-tokens=16", "--repeat=1", "--device=cpu"]
+        return [f"--model={model_dir}", "--tokens=200", "--query-tokens=16", "--repeat=1", "--device=cpu"]
     text = " ".join(Path(a).read_text() for a in spec.command if a.endswith(".yaml"))
     # one step and one batch (not fast_dev_run: it turns the logger off, and the point must be an MLflow run)
     extras = overrides_for(text, request) + ["--trainer.max_steps=1", "--trainer.limit_val_batches=1",
@@ -174,16 +174,17 @@ PIPELINE_YAMLS = [y for y in YAMLS if documented_command(y)[0] == "pipeline"]
 @pytest.mark.parametrize("yaml", PIPELINE_YAMLS, ids=[str(p.relative_to(REPO)) for p in PIPELINE_YAMLS])
 def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_dir, tiny_corpus_dir, tmp_path,
                                                                monkeypatch, capsys):
-    from lit_block.pipeline import PipelineConfig
+    from lit_block.pipeline import build_parser
 
-    PipelineConfig.load(yaml)  # every key of the profile is known
+    build_parser().parse_args(["--config", str(yaml)])  # every key of the profile is known
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    tiny = ["workdir=run", f"dataset={tiny_corpus_dir}", f"teacher={tiny_model_dir}", "accelerator=cpu",
-            "segmenter_documents=4", "segmenter_epochs=1", "segmenter_layers=1", "sample_tokens=96", "global_tokens=32",
-            "min_block_tokens=4", "max_block_tokens=32", "distill_documents=4", "distill_steps=2", "batch_size=1",
-            "val_batches=1", "eval_samples=2", "sweep_granularities=[8, 16]", "sweep_batches=1", "sweep_parallel=1"]
-    assert main(["pipeline", "--config", str(yaml), "--set", *tiny]) == 0
+    tiny = ["--workdir=run", f"--dataset={tiny_corpus_dir}", f"--teacher={tiny_model_dir}", "--accelerator=cpu",
+            "--segmenter-documents=4", "--segmenter-epochs=1", "--segmenter-layers=1", "--sample-tokens=96",
+            "--global-tokens=32", "--min-block-tokens=4", "--max-block-tokens=32", "--distill-documents=4",
+            "--distill-steps=2", "--batch-size=1", "--val-batches=1", "--eval-samples=2",
+            "--sweep-granularities=[8, 16]", "--sweep-batches=1", "--sweep-parallel=1"]
+    assert main(["pipeline", "--config", str(yaml), *tiny]) == 0
     out = capsys.readouterr().out
     for stage in ("[1/6] corpus", "[2/6] segmenter", "[3/6] distill", "[4/6] evaluate", "[5/6] sweep", "[6/6] compare"):
         assert stage in out
@@ -198,7 +199,7 @@ def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_
                                 filter_string=f"tags.`lit_block.pipeline` = '{pipeline.info.run_id}'")
     kinds = {r.data.tags.get("lit_block.subcommand") for r in linked}
     assert {"fit", "sweep", "validate"} <= kinds and len(linked) >= 6  # segmenter, distill, eval-lm, sweep + points
-    assert main(["pipeline", "--config", str(yaml), "--set", *tiny]) == 0  # again: every stage reuses its output
+    assert main(["pipeline", "--config", str(yaml), *tiny]) == 0  # again: every stage reuses its output
     assert "reusing" in capsys.readouterr().out
 
 

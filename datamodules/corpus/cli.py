@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 from datamodules.corpus.build import BuildConfig, build
 from lit_block.errors import UsageError
 
 
-def _build(args: argparse.Namespace) -> int:
+def _build(args) -> int:
     fields = {f.name for f in dataclasses.fields(BuildConfig)}
     cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     out, reports, fp = build(cfg)
@@ -24,7 +23,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sources(args: argparse.Namespace) -> int:
+def _sources(args) -> int:
     from datamodules.corpus.sources import all_sources
 
     print("| source | category | license | coarse / middle / fine | packages |\n|---|---|---|---|---|")
@@ -34,7 +33,7 @@ def _sources(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace) -> int:
+def _import(args) -> int:
     from datamodules.corpus.external import import_dataset
 
     bad = [item for item in args.level_columns or [] if "=" not in item]
@@ -48,33 +47,42 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block data", description="The SemanticSeg-style corpus.")
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="fetch, parse and write the corpus (a Hugging Face dataset on disk)")
-    b.add_argument("--output", default=BuildConfig.output, help="dataset folder (replaced atomically)")
-    b.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace --output even if lit-block did not write it (it is never replaced otherwise)")
-    b.add_argument("--cache-dir", dest="cache_dir", help="package cache (default $LIT_BLOCK_CACHE/corpus)")
-    b.add_argument("--tokenizer", help="tokenizer for token counts (default: the embedded teacher's)")
-    b.add_argument("--sources", nargs="+", help="only these sources (see `lit-block data sources`)")
-    b.add_argument("--min-tokens", dest="min_tokens", type=int)
-    b.add_argument("--max-tokens", dest="max_tokens", type=int)
-    b.add_argument("--max-raw-chars", dest="max_raw_chars", type=int, help="text parsed per source")
-    b.add_argument("--seed", type=int)
-    b.add_argument("--offline", action="store_true", default=None, help="use the cache only")
-    b.set_defaults(run=_build)
-    sub.add_parser("sources", help="list the source adapters").set_defaults(run=_sources)
-    i = sub.add_parser("import", help="convert another segmentation dataset (local or hub) to this schema")
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    d = BuildConfig()
+    b = command_parser("lit-block data build", "Fetch, parse and write the corpus (a Hugging Face dataset on disk).")
+    b.add_argument("--output", default=d.output, help="dataset folder (replaced atomically)")
+    b.add_argument("--overwrite", action="store_true", help="replace --output even if lit-block did not write it "
+                   "(it is never replaced otherwise)")
+    b.add_argument("--cache-dir", default=d.cache_dir, help="package cache (null: $LIT_BLOCK_CACHE/corpus)")
+    b.add_argument("--tokenizer", default=d.tokenizer, help="tokenizer for token counts")
+    b.add_argument("--sources", nargs="+", default=d.sources, help="only these sources (null: all of "
+                   "`lit-block data sources`)")
+    b.add_argument("--min-tokens", type=int, default=d.min_tokens, help="shorter documents are skipped")
+    b.add_argument("--max-tokens", type=int, default=d.max_tokens, help="longer documents are cut at a boundary")
+    b.add_argument("--max-raw-chars", type=int, default=d.max_raw_chars, help="text parsed per source")
+    b.add_argument("--seed", type=int, default=d.seed, help="seed of the train/validation/test assignment")
+    b.add_argument("--offline", action="store_true", help="use the package cache only")
+    i = command_parser("lit-block data import", "Convert another segmentation dataset (local or hub) to this schema.")
     i.add_argument("source", help="a save_to_disk folder, a .json/.jsonl/.parquet/.csv file, or a hub id")
     i.add_argument("--output", required=True, help="dataset folder (written atomically; never the source itself)")
     i.add_argument("--overwrite", action="store_true", help="replace --output even if lit-block did not write it")
-    i.add_argument("--text-column", default="text")
+    i.add_argument("--text-column", default="text", help="column holding the document text")
     i.add_argument("--segments-column", help="column holding a list of segment texts")
     i.add_argument("--boundaries-column", help="column holding boundary character offsets")
-    i.add_argument("--category-column")
+    i.add_argument("--category-column", help="column holding each document's category (default: none)")
     i.add_argument("--level-columns", nargs="+", help="LEVEL=COLUMN, e.g. coarse=chapters")
-    i.add_argument("--joiner", default="\n\n", help="text put between segments (default: a blank line)")
-    i.set_defaults(run=_import)
-    args = p.parse_args(argv)
-    return args.run(args)
+    i.add_argument("--joiner", default="\n\n", help="text put between segments")
+    p = command_parser("lit-block data", "The SemanticSeg-style corpus.")
+    sub = p.add_subcommands(dest="command")
+    sub.add_subcommand("build", b, help="fetch, parse and write the corpus (a Hugging Face dataset on disk)")
+    sub.add_subcommand("sources", command_parser("lit-block data sources", "List the corpus's source adapters."),
+                       help="list the source adapters")
+    sub.add_subcommand("import", i, help="convert another segmentation dataset (local or hub) to this schema")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return {"build": _build, "sources": _sources, "import": _import}[args.command](args[args.command])

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import sys
+import importlib
+
+from lit_block.errors import UsageError
+
+# name -> the module whose build_parser() and main(argv) run it (imported only when it runs)
+BENCHES = {"attention": "lit_block.benchmarks.attention", "segment": "lit_block.benchmarks.segmentation",
+           "ttft": "lit_block.benchmarks.ttft", "distill": "lit_block.benchmarks.distill_step"}
 
 
 def main(argv: list[str]) -> int:
-    from lit_block.benchmarks import attention, distill_step, segmentation, ttft
-
-    benches = {"attention": attention.main, "segment": segmentation.main, "ttft": ttft.main,
-               "distill": distill_step.main}
-    if not argv or argv[0] not in benches:
-        print(f"usage: lit-block bench {{{','.join(benches)}}} [options]", file=sys.stderr)
-        return 2
-    return benches[argv[0]](argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: lit-block bench {{{','.join(BENCHES)}}} [options]   (lit-block bench NAME --help for its options)")
+        return 0 if argv else 2
+    if argv[0] not in BENCHES:
+        raise UsageError(f"unknown benchmark {argv[0]!r}; choose one of {', '.join(BENCHES)}")
+    return importlib.import_module(BENCHES[argv[0]]).main(argv[1:])

@@ -1,7 +1,7 @@
 """Attention backends against dense causal SDPA, forward and forward+backward.
 
     lit-block bench attention                      # GPU: 8k/512, 32k/512, 32k/2048, bf16, B=1, 32 heads, d=128
-    lit-block bench attention --uneven --kv-heads 8 --batch 4 --shapes 8192/512   # segmenter-like blocks, GQA
+    lit-block bench attention --uneven --kv-heads 8 --batch-size 4 --shapes 8192/512   # segmenter-like blocks, GQA
     lit-block bench attention --released 0.1 --shapes 32768/512   # the distillation student's block dropout
     lit-block bench attention --device cpu --shapes 2048/256 --dtype float32
 
@@ -21,7 +21,6 @@ forward, 3.5 times that forward + backward).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import time
@@ -118,13 +117,13 @@ def _timed(fn, device: str, repeat: int) -> tuple[float, float]:
 def bench_shape(length, block, args) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     rows_blocks = [uneven_block_sizes(length, block, args.global_tokens, g) if args.uneven
-                   else block_sizes(length, block, args.global_tokens) for _ in range(args.batch)]
+                   else block_sizes(length, block, args.global_tokens) for _ in range(args.batch_size)]
     draw = lambda n: (torch.rand(n, generator=g) < args.released).tolist()  # noqa: E731
-    released = [draw(len(b)) for b in rows_blocks] if args.uneven else [draw(len(rows_blocks[0]))] * args.batch
+    released = [draw(len(b)) for b in rows_blocks] if args.uneven else [draw(len(rows_blocks[0]))] * args.batch_size
     work = [attention_work(blocks, args.global_tokens, r) for blocks, r in zip(rows_blocks, released)]
     full_pairs, block_pairs = sum(w[0] for w in work), sum(w[1] for w in work)
     dtype = getattr(torch, args.dtype)
-    B, H, D, dev = args.batch, args.heads, args.head_dim, args.device
+    B, H, D, dev = args.batch_size, args.heads, args.head_dim, args.device
     kv_heads = args.kv_heads or H
     # as transformers passes them to attention: [B, H, T, D] views of [B, T, H, D] memory
     q = torch.randn(B, length, H, D, device=dev, dtype=dtype).transpose(1, 2).requires_grad_(True)
@@ -182,32 +181,37 @@ def print_table(rows: list[dict]) -> None:
               f"{lf:.2f} / {lfb:.2f} | {xf:.2f}x / {xfb:.2f}x |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lit-block bench attention", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block bench attention", __doc__)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where it runs")
     p.add_argument("--shapes", nargs="+", default=["8192/512", "32768/512", "32768/2048"], help="LENGTH/BLOCK")
-    p.add_argument("--global-tokens", type=int, default=512)
-    p.add_argument("--heads", type=int, default=32)
+    p.add_argument("--global-tokens", type=int, default=512, help="tokens of the global block")
+    p.add_argument("--heads", type=int, default=32, help="query heads")
     p.add_argument("--kv-heads", type=int, default=None, help="key/value heads (GQA); default: --heads")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=1, help="rows per call")
     p.add_argument("--uneven", action="store_true", help="segmenter-like uneven block lengths, different per row")
     p.add_argument("--released", type=float, default=0.0,
                    help="chance that a context block is released to full attention (block dropout: the student's "
                         "layout)")
-    p.add_argument("--head-dim", type=int, default=128)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--head-dim", type=int, default=128, help="dimension per head")
+    p.add_argument("--dtype", default="bfloat16", help="torch dtype of q, k, v")
     p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen", "flash", "cudnn", "auto"],
-                   choices=list(BACKEND_NAMES))
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeat", type=int, default=10)
-    args = p.parse_args(argv)
+                   choices=list(BACKEND_NAMES), help="attention backends timed against dense causal sdpa")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    p.add_argument("--repeat", type=int, default=10, help="timed calls (median reported)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     rows = []
     for shape in args.shapes:
         length, block = map(int, shape.split("/"))
         rows.extend(bench_shape(length, block, args))
     print(f"\ndevice {torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"B={args.batch}, {args.heads} heads ({args.kv_heads or args.heads} key/value), d={args.head_dim}, {args.dtype}, "
+          f"B={args.batch_size}, {args.heads} heads ({args.kv_heads or args.heads} key/value), d={args.head_dim}, {args.dtype}, "
           f"global block {args.global_tokens}")
     print_table(rows)
     return 0

@@ -17,7 +17,6 @@ attention; activation recomputation not counted) against
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import time
@@ -205,27 +204,32 @@ def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, dev
     return {"ms": 1e3 * statistics.median(times), "peak_gib": peak, "oom": False}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lit-block bench distill", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block bench distill", __doc__)
     p.add_argument("--model", default="qwen3-0.6b", help="a shape of lit_block.benchmarks.ttft.SHAPES or a config folder")
-    p.add_argument("--tokens", type=int, nargs="+", default=[8192, 32768])
-    p.add_argument("--block-tokens", type=int, default=512)
-    p.add_argument("--global-tokens", type=int, default=512)
-    p.add_argument("--sinks", type=int, default=2)
-    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen"])
+    p.add_argument("--tokens", type=int, nargs="+", default=[8192, 32768], help="tokens per step")
+    p.add_argument("--block-tokens", type=int, default=512, help="tokens per context block")
+    p.add_argument("--global-tokens", type=int, default=512, help="tokens of the global block")
+    p.add_argument("--sinks", type=int, default=2, help="sink tokens per block")
+    p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen"], help="student attention backends timed")
     p.add_argument("--checkpointing", choices=("on", "off", "both"), default="both", help="student activation checkpointing")
-    p.add_argument("--naive", action=argparse.BooleanOptionalAction, default=True, help="run the naive baseline")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--naive", type=bool, default=True, help="run the naive baseline")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where it runs")
+    p.add_argument("--repeat", type=int, default=3, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1,
                    help="steps before timing; auto's cudnn plans for block dropout's released blocks need tens at 32k")
-    p.add_argument("--peak-tflops", type=float, default=989.0)
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU, for MFU")
     p.add_argument("--breakdown", action="store_true", help="also time each phase of the lit-block step")
     p.add_argument("--profile", action="store_true", help="also profile one lit-block step: kernel time and top kernels")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every decoder layer of both models and the loss's per-chunk softmaxes")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss (ours_step)
     rows = []

@@ -10,7 +10,6 @@ methods) is timed once. Ratios are against the ``fixed`` baseline in the same ru
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -33,19 +32,24 @@ def long_text(dataset: str, tokens: int, tokenizer) -> str:
     return "".join(parts)[: offsets[min(tokens, len(offsets)) - 1][1]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lit-block bench segment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block bench segment", __doc__)
     p.add_argument("--checkpoint", help="trained segmenter (without it only the baselines run)")
-    p.add_argument("--dataset", default="data/semanticseg")
+    p.add_argument("--dataset", default="data/semanticseg", help="corpus folder whose documents are timed")
     p.add_argument("--file", help="a UTF-8 text file instead of corpus documents")
-    p.add_argument("--tokens", type=int, default=32768)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--tokens", type=int, default=32768, help="document length timed (tokens)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
+    p.add_argument("--device", default="cpu", help="where the segmenter runs")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods timed")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
     p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
     if "fixed" not in methods:
         methods.append("fixed")  # the ratio baseline

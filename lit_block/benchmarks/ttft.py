@@ -1,7 +1,7 @@
 """Time to first token: full prefill against block-cached prefill of only the global block.
 
-    lit-block bench ttft --model llama-3.1-8b --lengths 4096 8192 16384 32768 --device cuda   # random weights
-    lit-block bench ttft --model smollm2-135m --lengths 1024 2048 4096 --device cpu
+    lit-block bench ttft --model llama-3.1-8b --tokens 4096 8192 16384 32768 --device cuda   # random weights
+    lit-block bench ttft --model smollm2-135m --tokens 1024 2048 4096 --device cpu
 
 For each total length, the context (length minus ``--query-tokens``) is cut into blocks of
 ``--block-tokens`` and answered three ways with ``lit_block.serving.generate`` (one new token):
@@ -17,7 +17,6 @@ Times are medians of ``--repeat`` runs, synchronized; the ratio columns are agai
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
@@ -88,23 +87,29 @@ def measure(lm, length: int, args) -> dict:
                 store_mib=store.bytes / 2**20)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lit-block bench ttft", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block bench ttft", __doc__)
     p.add_argument("--model", default="smollm2-135m", help=f"a shape ({', '.join(SHAPES)}) or a config folder")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where it runs")
     p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    p.add_argument("--lengths", type=int, nargs="+", default=None, help="total prompt tokens")
-    p.add_argument("--block-tokens", type=int, default=512)
-    p.add_argument("--query-tokens", type=int, default=128)
-    p.add_argument("--sinks", type=int, default=0)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--store-gib", type=int, default=16)
+    p.add_argument("--tokens", type=int, nargs="+", default=None,
+                   help="total prompt tokens (null: 4k-32k on cuda, 1k-4k on cpu)")
+    p.add_argument("--block-tokens", type=int, default=512, help="tokens per context block")
+    p.add_argument("--query-tokens", type=int, default=128, help="tokens of the query (global block)")
+    p.add_argument("--sinks", type=int, default=0, help="sink tokens per block")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
+    p.add_argument("--store-gib", type=int, default=16, help="byte budget of the block KV store (GiB)")
     p.add_argument("--experiment", default="", help="MLflow experiment to log the table to ('' to skip)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cuda = args.device == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
-    lengths = args.lengths or ([4096, 8192, 16384, 32768] if cuda else [1024, 2048, 4096])
+    lengths = args.tokens or ([4096, 8192, 16384, 32768] if cuda else [1024, 2048, 4096])
     torch.manual_seed(0)
     lm = random_model(args.model, args.device, dtype, args.sinks)
     rows = []

@@ -1,7 +1,7 @@
 """``lit-block eval-rag``: RAG-style question answering with every passage a cached block.
 
     lit-block eval-rag --teacher smollm2-135m --models distilled=exports/distilled finetuned=exports/ft \\
-        --dataset data/semanticseg --splits validation test --tasks faq definition headword --max-samples 50
+        --dataset data/semanticseg --split validation test --tasks faq definition headword --max-samples 50
     lit-block eval-rag --benchmark hotpotqa=data/hotpot_dev_distractor_v1.json --max-samples 200
 
 Each sample's passages are context blocks (after one shared instruction block) and the question is
@@ -16,7 +16,6 @@ The table is printed and logged to MLflow (experiment ``eval-rag``).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 
@@ -122,7 +121,7 @@ def load_samples(args) -> list:
 
     samples = []
     if args.tasks:
-        samples += build_corpus_tasks(args.dataset, tasks=tuple(args.tasks), splits=tuple(args.splits),
+        samples += build_corpus_tasks(args.dataset, tasks=tuple(args.tasks), splits=tuple(args.split),
                                       num_passages=args.num_passages, max_samples_per_task=args.max_samples,
                                       seed=args.seed)
     for item in args.benchmark:
@@ -133,26 +132,32 @@ def load_samples(args) -> list:
     return samples
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block eval-rag", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", default="smollm2-135m")
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block eval-rag", __doc__)
+    p.add_argument("--teacher", default="smollm2-135m", help="the full-attention teacher: an embedded name or a folder")
     p.add_argument("--models", nargs="*", default=[], help="NAME=PATH of exported students (block attention)")
     p.add_argument("--dataset", default="data/semanticseg", help="the corpus, for the constructed tasks")
     p.add_argument("--tasks", nargs="*", default=["faq", "definition", "headword"], help="constructed tasks ('' for none)")
-    p.add_argument("--splits", nargs="+", default=["validation", "test"])
+    p.add_argument("--split", nargs="+", default=["validation", "test"], choices=("train", "validation", "test"),
+                   help="corpus splits the constructed tasks are drawn from")
     p.add_argument("--benchmark", nargs="*", default=[], help="NAME=PATH_OR_HUB_ID (hotpotqa, 2wikimqa, nq, triviaqa, "
                    "longbench, locomo)")
-    p.add_argument("--benchmark-split", default=None)
-    p.add_argument("--num-passages", type=int, default=5)
+    p.add_argument("--benchmark-split", default=None, help="the benchmarks' split (default: each one's evaluation split)")
+    p.add_argument("--num-passages", type=int, default=5, help="passages per question, each a cached block")
     p.add_argument("--max-samples", type=int, default=40, help="per task / benchmark")
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--max-new-tokens", type=int, default=24, help="answer length limit (tokens)")
     p.add_argument("--template", choices=sorted(TEMPLATES), default=None, help="default: chatml if the tokenizer has it")
-    p.add_argument("--store-gib", type=float, default=2.0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store-gib", type=float, default=2.0, help="byte budget of the shared block KV store (GiB)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the models run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the constructed tasks' sampling")
     p.add_argument("--experiment", default="eval-rag", help="MLflow experiment ('' to skip logging)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     args.tasks = [t for t in args.tasks if t]
     models = named_models(args.models)
     check_number("--store-gib", args.store_gib, low=0, low_open=True)
@@ -174,7 +179,7 @@ def main(argv: list[str]) -> int:
         from lit_block.tracking import metric_key, start_mlflow_run
 
         with start_mlflow_run(args.experiment, "eval-rag"):
-            mlflow.log_params({"teacher": args.teacher, "tasks": ",".join(args.tasks), "splits": ",".join(args.splits),
+            mlflow.log_params({"teacher": args.teacher, "tasks": ",".join(args.tasks), "splits": ",".join(args.split),
                                "benchmarks": ",".join(args.benchmark), "samples": len(samples),
                                "num_passages": args.num_passages, "template": args.template or "default",
                                "max_new_tokens": args.max_new_tokens, "seed": args.seed,

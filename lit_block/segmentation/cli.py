@@ -10,7 +10,6 @@ exit with status 2 and a message that names the problem.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -50,23 +49,29 @@ def default_max_block_tokens(granularity: str | int, min_block_tokens: int, give
     return max(4 * size, 2 * min_block_tokens)
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block segment", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block segment", __doc__)
     p.add_argument("file", help="a UTF-8 text file, or - for standard input")
-    p.add_argument("--method", default="segmenter", choices=METHODS)
+    p.add_argument("--method", default="segmenter", choices=METHODS, help="the trained segmenter or a baseline")
     p.add_argument("--checkpoint", help="trained segmenter checkpoint (for --method segmenter)")
     p.add_argument("--granularity", default="middle", help="coarse, middle, fine, or a target block size in tokens")
     p.add_argument("--threshold", type=float, default=0.5, help="segmenter boundary probability to cut at")
-    p.add_argument("--min-block-tokens", type=int, default=0)
+    p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
                         "0 for none)")
     p.add_argument("--max-depth", type=int, default=8, help="recursion depth for splitting over-long blocks")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer that counts block tokens")
     p.add_argument("--splitter", default="sentences", choices=SPLITTERS, help="candidate cut points (see lit_block.candidates)")
-    p.add_argument("--format", default="json", choices=("json", "text"))
-    args = p.parse_args(argv)
+    p.add_argument("--format", default="json", choices=("json", "text"),
+                   help="json: blocks with offsets and token counts; text: each block under an === block N === line")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no weight-loading bars around the output

@@ -18,16 +18,14 @@ swept values (``sweep.*`` tags), chosen ``--params`` and ``--metrics``. Plots, s
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 
 from lit_block.errors import UsageError, one_line
+from lit_block.plots import SEG_METRIC, label, plot_metrics, plot_segmentation, plot_tradeoff, value_of
 
 COST_DEFAULTS = ("val/attention_cost", "test/attention_cost")
 QUALITY_DEFAULTS = ("val/block_gap", "test/block_gap", "val/nll_gap", "test/nll_gap")
-SEG_METRIC = re.compile(r"^(?P<method>[^.]+)\.(?P<level>coarse|middle|fine)\.(?P<category>.+)\.(?P<metric>pk|windowdiff)$")
 
 
 def select_runs(client, experiment: str, parent: str | None, sweep: str | None, tags: list[str], filter_string: str,
@@ -68,26 +66,6 @@ def swept_keys(runs) -> list[str]:
     return sorted(keys)
 
 
-def as_number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
-def label(value) -> str:
-    """A value as a label: ``64`` rather than ``64.0``."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-
-
-def value_of(run, key: str):
-    """A run's value for a tag, param or metric name (tags first)."""
-    for source in (run.data.tags, run.data.params, run.data.metrics):
-        if key in source:
-            return as_number(source[key])
-    return None
-
-
 def table(runs, columns: list[str]) -> str:
     lines = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for r in runs:
@@ -100,96 +78,17 @@ def table(runs, columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _sorted_xy(runs, x: str, y: str):
-    pts = [(value_of(r, x), value_of(r, y)) for r in runs]
-    pts = [(a, b) for a, b in pts if a is not None and isinstance(b, float)]
-    return sorted(pts, key=lambda p: (isinstance(p[0], str), p[0]))
+def build_parser():
+    from lit_block.command_line import command_parser
 
-
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display here)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_metrics(runs, x: str, metrics: list[str], path: Path) -> Path:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        pts = _sorted_xy(runs, x, metric)
-        ax.plot([str(a) if isinstance(a, str) else a for a, _ in pts], [b for _, b in pts], marker="o")
-        ax.set_xlabel(x.removeprefix("sweep."))
-        ax.set_title(metric, fontsize=9)
-        if pts and all(isinstance(a, float) for a, _ in pts) and min(a for a, _ in pts) > 0:
-            ax.set_xscale("log", base=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_tradeoff(runs, cost: str, quality: str, label_key: str, path: Path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for r in runs:
-        c, q = value_of(r, cost), value_of(r, quality)
-        if isinstance(c, float) and isinstance(q, float):
-            ax.scatter(c, q, color="tab:blue")
-            ax.annotate(label(value_of(r, label_key)), (c, q), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"cost: {cost}")
-    lower = any(w in quality for w in ("gap", "kl", "nll", "loss", "pk", "windowdiff", "ms"))
-    ax.set_ylabel(f"{quality}" + (" (lower is better)" if lower else ""))
-    ax.set_title(f"quality vs cost; points labelled by {label_key.removeprefix('sweep.')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_segmentation(run, method: str | None, path: Path) -> Path:
-    """Pk and WindowDiff per category across levels, from one ``eval-seg`` run's metrics."""
-    plt = pyplot()
-    found: dict[tuple[str, str], dict[str, float]] = {}
-    methods = set()
-    for key, value in run.data.metrics.items():
-        m = SEG_METRIC.match(key)
-        if m:
-            methods.add(m["method"])
-            found.setdefault((m["method"], m["metric"]), {})[f"{m['category']}@{m['level']}"] = value
-    method = method or ("segmenter" if "segmenter" in methods else sorted(methods)[0])
-    levels = ["coarse", "middle", "fine"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, metric in zip(axes, ("pk", "windowdiff")):
-        values = found.get((method, metric), {})
-        colors = plt.get_cmap("tab20").colors
-        for i, category in enumerate(sorted({k.split("@")[0] for k in values})):
-            ys = [float("nan") if values.get(f"{category}@{lv}") is None else values[f"{category}@{lv}"] for lv in levels]
-            overall = category == "all"  # the overall score, drawn bold
-            ax.plot(levels, ys, marker="o", label=category, color="black" if overall else colors[i % len(colors)],
-                    linewidth=2.5 if overall else 1.0)
-        ax.set_title(f"{method}: {metric} per category (lower is better)", fontsize=9)
-        ax.set_xlabel("granularity level")
-    axes[1].legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True)
+    p = command_parser("lit-block compare", __doc__)
+    p.add_argument("--experiment", required=True, help="the MLflow experiment whose runs are compared")
     p.add_argument("--parent", help="a sweep's parent run id")
     p.add_argument("--sweep", help="a sweep's name (its latest parent run)")
     p.add_argument("--tags", nargs="*", default=[], help="KEY=VALUE tag filters")
     p.add_argument("--filter", default="", help="an MLflow filter string, e.g. \"metrics.`val/nll_student` < 2.5\"")
     p.add_argument("--all-statuses", action="store_true", help="also failed, killed and running runs")
-    p.add_argument("--params", nargs="*", default=[])
+    p.add_argument("--params", nargs="*", default=[], help="parameters shown as columns (besides the swept ones)")
     p.add_argument("--metrics", nargs="*", default=None, help="default: up to 6 metrics every run has")
     p.add_argument("--x", default=None, help="x axis of metrics_vs_<x>.png (default: the first swept key)")
     p.add_argument("--cost", default=None, help="cost metric of tradeoff.png")
@@ -197,7 +96,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--segmentation", action="store_true", help="plot an eval-seg run's per-category scores")
     p.add_argument("--method", default=None, help="segmentation method for --segmentation (default: segmenter)")
     p.add_argument("--output", default=None, help="folder for table.md and the plots (default: compare/<name>)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     import mlflow
 
     from lit_block.tracking import tracking_uri

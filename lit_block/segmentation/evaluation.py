@@ -8,7 +8,6 @@ with a plot of Pk per category and level, to MLflow.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -78,37 +77,46 @@ def win_table(results: dict, ours: str = "segmenter") -> str:
 
 
 def plot_pk(results: dict, path: Path) -> None:
-    import matplotlib
+    """Pk of every method per category (rows, ``all`` last) and level (one heatmap per level)."""
+    import numpy as np
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from lit_block.plots import draw_heatmap, pyplot, readable
 
-    cats = sorted({c for _, _, c in results if c != "all"})
+    plt = pyplot()
+    cats = sorted({c for _, _, c in results}, key=lambda c: (c == "all", c))
     methods = sorted({m for m, _, _ in results}, key=lambda m: METHODS.index(m))
-    fig, axes = plt.subplots(1, len(LEVELS), figsize=(6 * len(LEVELS), 4.5), sharey=True)
-    width = 0.8 / len(methods)
-    for ax, level in zip(axes, LEVELS):
-        for i, m in enumerate(methods):
-            ax.bar([x + i * width for x in range(len(cats))], [results[(m, level, c)]["pk"] for c in cats], width, label=m)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(cats))], cats, rotation=60, ha="right")
-        ax.set_title(f"Pk per category: {level} (lower is better)")
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(LEVELS), figsize=(1.2 * len(methods) * len(LEVELS) + 5, 1.6 + 0.36 * len(cats)),
+                             squeeze=False)
+    for ax, level in zip(axes[0], LEVELS):
+        grid = np.array([[results.get((m, level, c), {}).get("pk", np.nan) for m in methods] for c in cats])
+        draw_heatmap(fig, ax, grid, [readable(c) for c in cats], methods, "Pk (error probability)")
+        ax.tick_params(axis="x", labelrotation=45)
+        ax.set_title(f"{level} level (lower is better)", fontsize=9)
+    axes[0][0].set_ylabel("document category")
+    fig.suptitle("Pk per category, level and method", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lit-block eval-seg", description=__doc__)
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block eval-seg", __doc__)
     p.add_argument("--dataset", default="data/semanticseg", help="corpus folder (lit-block data build)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"), help="the corpus split scored")
     p.add_argument("--checkpoint", help="trained segmenter; without it only the baselines run")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                   help="methods compared (segmenter only with --checkpoint)")
     p.add_argument("--per-category", type=int, default=6, help="documents per category")
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     from datasets import load_from_disk
 
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]

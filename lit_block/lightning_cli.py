@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -132,6 +133,18 @@ def continue_run(logger_config, checkpoint: dict, ckpt_path) -> str | None:
     return run_id
 
 
+def filter_known_warnings() -> None:
+    """Silence the warnings every training run printed that ask nothing of the user; each says why."""
+    # Lightning's own LightningCLI calls jsonargparse's add_instantiator, deprecated since jsonargparse 4.49: not
+    # ours to change (the pin keeps Lightning 2.6 and jsonargparse < 5 together)
+    warnings.filterwarnings("ignore", message=r"\s*``ArgumentParser.add_instantiator`` was deprecated")
+    warnings.filterwarnings("ignore", message=r"\s*By default only one JsonargparseDeprecationWarning")
+    # the frozen teacher (and the segmenter's frozen sentence encoder) stay in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # in-process calls (the pipeline's stages, tests) pass their own args on purpose while sys.argv holds the caller's
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+
+
 class LitBlockCLI(LightningCLI):
     """LightningCLI in subclass mode: any LightningModule / LightningDataModule by ``class_path``.
 
@@ -144,6 +157,7 @@ class LitBlockCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True):
+        filter_known_warnings()
         if args is None or isinstance(args, (list, tuple)):  # not for a dict or Namespace of settings
             check_config_files(list(sys.argv[1:] if args is None else args))
         omegaconf = {"parser_mode": interpolation_mode()}
@@ -154,6 +168,7 @@ class LitBlockCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=MLflowSaveConfigCallback,
+            seed_everything_default=0,  # recorded in every run's config (Lightning warned and used 0 when unset)
             save_config_kwargs={"save_to_log_dir": False, "overwrite": True},
             # callbacks here are added to those of the config, never replaced by them
             trainer_defaults={"logger": {"class_path": f"{LitBlockMLFlowLogger.__module__}.LitBlockMLFlowLogger"},

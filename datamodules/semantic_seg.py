@@ -8,10 +8,16 @@ Each sample is a window of a document's candidate units (see ``lit_block.candida
 
 Long documents are cut into windows of ``max_units`` units that overlap by one unit, so every
 boundary is labelled exactly once and nothing is truncated away.
+
+``synthetic_documents`` adds training samples that join runs of units from 2 to 4 documents of
+different categories: where one source ends and another begins is a boundary at every level,
+whatever the two sources are, which teaches topic and register shift rather than one corpus's
+layout. ``exclude_categories`` leaves categories out of every split (leave-one-category-out).
 """
 
 from __future__ import annotations
 
+import random
 from bisect import bisect_left
 from pathlib import Path
 
@@ -23,6 +29,7 @@ from datamodules.corpus.schema import LEVELS
 from datamodules.dataset_identity import DatasetIdentity, corpus_identity
 from datamodules.seeded_loader import seeded_loader
 from lit_block.candidates import candidate_starts
+from lit_block.errors import check_number
 
 
 def document_units(row: dict, splitter: str) -> tuple[list[int], torch.Tensor, int]:
@@ -66,6 +73,39 @@ def windows(row: dict, splitter: str, max_units: int) -> list[dict]:
     return out
 
 
+def joined_windows(windows_: list[dict], count: int, max_units: int, seed: int) -> list[dict]:
+    """``count`` samples, each runs of units from 2-4 windows of different categories, joined in order.
+
+    A join is a gold boundary at every level (coarse implies middle and fine); labels inside a run are the
+    run's own. Deterministic for a seed, so the segmenter's feature cache stays valid across epochs.
+    """
+    by_category: dict[str, list[dict]] = {}
+    for w in windows_:
+        if len(w["unit_texts"]) >= 4:
+            by_category.setdefault(w["category"], []).append(w)
+    if len(by_category) < 2 or count <= 0:
+        return []
+    rng, out = random.Random(seed), []
+    for i in range(count):
+        pieces = rng.randint(2, min(4, len(by_category)))
+        texts, labels, mask = [], [], []
+        for j, category in enumerate(rng.sample(sorted(by_category), pieces)):
+            w = rng.choice(by_category[category])
+            n = len(w["unit_texts"])
+            length = rng.randint(min(4, n), max(min(n, max_units // pieces), min(4, n)))
+            start = rng.randint(0, n - length)
+            piece_labels = w["labels"][start:start + length].clone()
+            piece_mask = w["label_mask"][start:start + length].clone()
+            piece_mask[0] = j > 0  # the join is labelled; the sample's first unit has no left context
+            piece_labels[0] = 1 if j > 0 else piece_labels[0]
+            texts += w["unit_texts"][start:start + length]
+            labels.append(piece_labels)
+            mask.append(piece_mask)
+        out.append({"doc_id": f"joined-{seed}-{i}", "category": "joined", "unit_starts": list(range(len(texts))),
+                    "unit_texts": texts, "labels": torch.cat(labels), "label_mask": torch.cat(mask)})
+    return out
+
+
 def collate_units(samples: list[dict]) -> dict:
     """Pad labels to ``[B, U_max, 3]``; texts stay lists (the segmenter tokenizes them itself)."""
     U = max(len(s["unit_texts"]) for s in samples)
@@ -97,10 +137,13 @@ class SemanticSegDataModule(L.LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         categories: list[str] | None = None,
+        exclude_categories: list[str] | None = None,
         max_documents: int | None = None,
+        synthetic_documents: int = 0,
         seed: int = 0,
     ):
         super().__init__()
+        check_number("synthetic_documents", synthetic_documents, low=0, integer=True)
         self.save_hyperparameters()
         self.samples: dict[str, list[dict]] = {}
 
@@ -121,9 +164,14 @@ class SemanticSegDataModule(L.LightningDataModule):
             rows = data[split]
             if self.hparams.categories:
                 rows = rows.filter(lambda r: r["category"] in self.hparams.categories)
+            if self.hparams.exclude_categories:
+                rows = rows.filter(lambda r: r["category"] not in self.hparams.exclude_categories)
             if self.hparams.max_documents:
                 rows = rows.select(range(min(self.hparams.max_documents, len(rows))))
             self.samples[split] = [w for row in rows for w in windows(row, self.hparams.splitter, self.hparams.max_units)]
+        if "train" in self.samples:  # joins of unrelated documents: training only, scores stay on real documents
+            self.samples["train"] += joined_windows(self.samples["train"], self.hparams.synthetic_documents,
+                                                    self.hparams.max_units, self.hparams.seed)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.samples:

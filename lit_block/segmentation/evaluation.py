@@ -112,11 +112,20 @@ def build_parser():
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
+    g = p.add_argument_group("leave one category out (lit_block.segmentation.leave_one_out)")
+    g.add_argument("--leave-one-out", default=None, help="a segmenter fit config: train it without each category "
+                   "in turn and score it on the one left out (all its splits)")
+    g.add_argument("--categories", nargs="+", default=None, help="only leave out these (null: every category)")
+    g.add_argument("--extra", action="append", default=[], help="an argument appended to every fold's `lit-block "
+                   "fit`, as --extra=--trainer.max_epochs=2 (repeatable)")
+    g.add_argument("--force", action="store_true", help="retrain folds whose checkpoint exists")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.leave_one_out:
+        return leave_one_out_main(args)
     from datasets import load_from_disk
 
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
@@ -141,4 +150,31 @@ def main(argv: list[str]) -> int:
                                 for k, v in r.items() if k in SUMMARY_KEYS and v == v})
             for f in ("eval_seg.md", "eval_seg.json", "pk_per_category.png"):
                 mlflow.log_artifact(str(out / f))
+    return 0
+
+
+def leave_one_out_main(args) -> int:
+    from contextlib import nullcontext
+
+    from lit_block.segmentation import leave_one_out
+
+    if args.experiment:
+        from lit_block.tracking import start_mlflow_run
+
+        context = start_mlflow_run(args.experiment, "eval-seg-leave-one-out")
+    else:
+        context = nullcontext()
+    with context:
+        text, found = leave_one_out.run(args)
+        print(f"\n{text}\n\nwritten to {args.output}/")
+        if args.experiment:
+            import mlflow
+
+            mlflow.log_params({"dataset": args.dataset, "config": args.leave_one_out,
+                               "extra": " ".join(args.extra)[:500], "per_category": args.per_category})
+            mlflow.log_metrics({f"{m}.{lv}.{c}.{k}".replace(" ", "_"): v for (m, lv, c), r in found["results"].items()
+                                for k, v in r.items() if k in SUMMARY_KEYS and v == v})
+            mlflow.log_metrics({f"goal.{k}": float(v) for k, v in found["goals"].items()})
+            for f in ("leave_one_out.md", "leave_one_out.json", "pk_per_left_out_category.png"):
+                mlflow.log_artifact(str(Path(args.output) / f))
     return 0

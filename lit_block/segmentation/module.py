@@ -2,14 +2,18 @@
 
 Batches come from ``datamodules.SemanticSegDataModule``: windows of candidate units with gold
 labels ``[B, U, 3]``. The sentence encoder is frozen, so unit vectors are computed once per window
-and cached in memory for later epochs; only the head (about 0.5M parameters) trains. The frozen
-encoder is not stored in checkpoints: it is reloaded from its name, like a teacher.
+and cached in memory for later epochs (and on disk under ``feature_cache_dir``, shared by every run
+with the same encoder settings: a leave-one-category-out evaluation encodes the corpus once); only
+the head (about 0.5M parameters) trains. The frozen encoder is not stored in checkpoints: it is
+reloaded from its name, like a teacher.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -19,6 +23,7 @@ from lit_block.segmentation.metrics import SegmentationMetrics
 from lit_block.segmentation.model import NET_ARGS, SegmenterNet
 
 LEVEL_NAMES = ("coarse", "middle", "fine")
+FEATURES_VERSION = 1  # bump when SegmenterNet.unit_features computes differently: stored features then miss
 
 
 class SegmenterModule(L.LightningModule):
@@ -36,6 +41,7 @@ class SegmenterModule(L.LightningModule):
         weight_decay: float = 0.01,
         pos_weight: float = 2.0,
         cache_unit_vectors: bool = True,
+        feature_cache_dir: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -54,10 +60,30 @@ class SegmenterModule(L.LightningModule):
         """``[U, encoder_dim + N_LAYOUT]`` for one window or document (cached by ``key`` when given)."""
         if key is not None and key in self._cache:
             return self._cache[key].to(self.device)
-        vectors = self.net.unit_features(unit_texts).clone()  # a normal tensor: the head trains on it
+        stored = self._stored_features_path(unit_texts)
+        if stored is not None and stored.is_file():
+            vectors = torch.load(stored, weights_only=True).to(self.device)
+        else:
+            vectors = self.net.unit_features(unit_texts).clone()  # a normal tensor: the head trains on it
+            if stored is not None:  # written whole, then renamed: a killed run leaves no half file
+                stored.parent.mkdir(parents=True, exist_ok=True)
+                partial = stored.with_suffix(f".{os.getpid()}.partial")
+                torch.save(vectors.cpu(), partial)
+                partial.replace(stored)
         if key is not None and self.hparams.cache_unit_vectors:
             self._cache[key] = vectors.cpu()
         return vectors
+
+    def _stored_features_path(self, unit_texts: list[str]) -> Path | None:
+        """Where ``feature_cache_dir`` keeps these units' features: named by the encoder settings and the texts."""
+        if not self.hparams.feature_cache_dir:
+            return None
+        h = self.hparams
+        digest = hashlib.sha256(f"{h.encoder}|{h.encoder_layers}|{h.max_unit_tokens}|{FEATURES_VERSION}".encode())
+        for text in unit_texts:
+            digest.update(text.encode() + b"\x00")
+        name = digest.hexdigest()
+        return Path(h.feature_cache_dir) / name[:2] / f"{name}.pt"
 
     def _batch_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         feats = [self.unit_features(texts, (doc, starts[0])) for doc, texts, starts

@@ -1,0 +1,78 @@
+"""Leave-one-category-out evaluation and the training data that aims at it (joins of unrelated documents)."""
+
+from __future__ import annotations
+
+import torch
+from conftest import REPO
+
+from datamodules.semantic_seg import SemanticSegDataModule, joined_windows
+from lit_block.cli import main
+
+
+def window(doc: str, category: str, n: int, boundary_every: int = 3) -> dict:
+    labels = torch.zeros(n, 3, dtype=torch.long)
+    labels[::boundary_every, 2] = 1
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[0] = False
+    return {"doc_id": doc, "category": category, "unit_starts": list(range(n)),
+            "unit_texts": [f"{doc} unit {i}. " for i in range(n)], "labels": labels, "label_mask": mask}
+
+
+def test_joined_documents_mark_every_join_at_every_level_and_mix_categories():
+    pool = [window(f"{c}{i}", c, 20) for c in "abcd" for i in range(3)]
+    joined = joined_windows(pool, 50, max_units=32, seed=7)
+    again = joined_windows(pool, 50, max_units=32, seed=7)  # deterministic for a seed: feature caches stay valid
+    assert [x["unit_texts"] for x in joined] == [y["unit_texts"] for y in again]
+    assert all(torch.equal(x["labels"], y["labels"]) for x, y in zip(joined, again))
+    assert len(joined) == 50
+    for sample in joined:
+        sources = [t.split()[0] for t in sample["unit_texts"]]
+        joins = [i for i in range(1, len(sources)) if sources[i] != sources[i - 1]]
+        assert 1 <= len(joins) <= 3 and len(sample["unit_texts"]) <= 32
+        assert len({s[0] for s in sources}) == len(joins) + 1  # each piece from another category
+        for j in joins:  # a join: a labelled boundary at every level
+            assert sample["label_mask"][j] and sample["labels"][j].tolist() == [1, 1, 1]
+        assert not sample["label_mask"][0]
+        inside = [i for i in range(1, len(sources)) if i not in joins]
+        assert all(sample["labels"][i, :2].sum() == 0 for i in inside)  # a piece keeps its own labels
+    assert joined_windows(pool[:3], 5, 32, seed=0) == []  # one category: nothing to join
+
+
+def test_excluded_categories_are_in_no_split_and_joins_only_in_train(tiny_corpus_dir):
+    data = SemanticSegDataModule(str(tiny_corpus_dir), max_units=16, exclude_categories=["origins"],
+                                 synthetic_documents=6)
+    data.setup()
+    assert all(w["category"] != "origins" for split in data.samples.values() for w in split)
+    assert sum(w["category"] == "joined" for w in data.samples["train"]) == 0  # one category left: no joins
+    both = SemanticSegDataModule(str(tiny_corpus_dir), max_units=16, synthetic_documents=6)
+    both.setup()
+    assert sum(w["category"] == "joined" for w in both.samples["train"]) == 6
+    assert all(w["category"] != "joined" for s in ("validation", "test") for w in both.samples[s])
+
+
+def test_leave_one_out_trains_a_fold_per_category_scores_it_and_resumes(tiny_corpus_dir, tmp_path, monkeypatch,
+                                                                         capsys):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    argv = ["eval-seg", "--leave-one-out", str(REPO / "experiments/segmenter/segmenter.yaml"),
+            f"--dataset={tiny_corpus_dir}", "--categories", "origins", "--methods", "fixed", "regex",
+            "--per-category=1", "--output=loco", "--extra=--data.init_args.max_units=32",
+            "--extra=--model.init_args.encoder_layers=1", "--extra=--trainer.max_epochs=1",
+            "--extra=--trainer.accelerator=cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| origins |" in out and "left-out categories" in out
+    assert (tmp_path / "loco/folds/origins/checkpoints/segmenter/segmenter.ckpt").is_file()
+    assert any((tmp_path / "loco/features").rglob("*.pt"))  # unit features stored for the next fold or run
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (evaluation,) = client.search_runs([client.get_experiment_by_name("eval-seg").experiment_id])
+    assert evaluation.info.status == "FINISHED" and "goal.share_won" in evaluation.data.metrics
+    (fold,) = client.search_runs([client.get_experiment_by_name("segmenter").experiment_id])
+    assert fold.data.tags["lit_block.leave_one_out"] == evaluation.info.run_id
+    assert fold.data.tags["left_out"] == "origins" and fold.info.run_name == "leave out origins"
+    assert main(argv) == 0  # again: the fold is reused, not retrained
+    assert "reusing" in capsys.readouterr().out
+    assert main([*argv[:5], "nope", *argv[6:]]) == 2  # an unknown category is named
+    assert "'nope'" in capsys.readouterr().err

@@ -27,11 +27,16 @@ from datamodules.corpus.card import write_card
 from datamodules.corpus.fetch import FetchError, package_root
 from datamodules.corpus.packing import SPLITS, PackedDocument, pack_documents, split_of
 from datamodules.corpus.schema import LEVELS, RawDocument, SkippedInput, Source
-from datamodules.corpus.sources import all_sources
+from datamodules.corpus.sources import all_sources, heldout_sources
 from lit_block.errors import UsageError, check_number
 
 
 SUMMARY_FILE = "build_summary.json"  # what was built from what: also tells a corpus folder from the user's own
+
+# `--heldout`: only the held-out evaluation families, every document in the test split, in a folder
+# of their own (never the training corpus's)
+HELDOUT_OUTPUT = "data/heldout-families"
+HELDOUT_SPLIT_FRACTIONS = (0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -47,8 +52,13 @@ class BuildConfig:
     seed: int = 0
     offline: bool = False
     overwrite: bool = False  # replace an output folder that lit-block did not write
+    heldout: bool = False  # build only sources.heldout_sources(), all in the test split (see HELDOUT_OUTPUT)
 
     def __post_init__(self):
+        if self.heldout:  # held-out families are test data only, and never written over the training corpus
+            if self.output == BuildConfig.output:
+                self.output = HELDOUT_OUTPUT
+            self.split_fractions = HELDOUT_SPLIT_FRACTIONS
         check_number("min_tokens", self.min_tokens, low=1, integer=True)
         check_number("max_tokens", self.max_tokens, low=self.min_tokens, integer=True)
         check_number("max_raw_chars", self.max_raw_chars, low=1, integer=True)
@@ -187,7 +197,7 @@ def build(cfg: BuildConfig) -> tuple[Path, list[SourceReport], str]:
     check_output(cfg.output, cfg.overwrite, signature=SUMMARY_FILE)  # refuse before minutes of work, not after
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "corpus"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    sources = all_sources()
+    sources = heldout_sources() if cfg.heldout else all_sources()  # never both: held-out families stay out of training
     if cfg.sources:
         unknown = sorted(set(cfg.sources) - {s.name for s in sources})
         if unknown:

@@ -24,12 +24,18 @@ def _build(args) -> int:
 
 
 def _sources(args) -> int:
-    from datamodules.corpus.sources import all_sources
+    from datamodules.corpus.sources import all_sources, heldout_sources
 
     print("| source | category | license | coarse / middle / fine | packages |\n|---|---|---|---|---|")
     for s in all_sources():
         pk = ", ".join(f"{p.manager}:{p.name}={p.version}" for p in s.packages)
         print(f"| {s.name} | {s.category} | {s.license} | {' / '.join(s.level_names)} | {pk} |")
+    # held-out evaluation families: listed apart, marked; only `data build --heldout` builds them
+    for s in heldout_sources():
+        pk = ", ".join(f"{p.manager}:{p.name}={p.version}" for p in s.packages)
+        print(f"| {s.name} (held-out) | {s.category} (held-out) | {s.license} | {' / '.join(s.level_names)} | {pk} |")
+    print("\n(held-out): evaluation-only families, never in the default build; `lit-block data build --heldout` "
+          "builds only them, all in the test split")
     return 0
 
 
@@ -64,6 +70,9 @@ def build_parser():
     b.add_argument("--max-raw-chars", type=int, default=d.max_raw_chars, help="text parsed per source")
     b.add_argument("--seed", type=int, default=d.seed, help="seed of the train/validation/test assignment")
     b.add_argument("--offline", action="store_true", help="use the package cache only")
+    b.add_argument("--heldout", action="store_true", help="build ONLY the held-out evaluation families (marked "
+                   "in `lit-block data sources`; never in the default build), every document in the test split, "
+                   "into data/heldout-families unless --output names another folder")
     i = command_parser("lit-block data import", "Convert another segmentation dataset (local or hub) to this schema.")
     i.add_argument("source", help="a save_to_disk folder, a .json/.jsonl/.parquet/.csv file, or a hub id")
     i.add_argument("--output", required=True, help="dataset folder (written atomically; never the source itself)")

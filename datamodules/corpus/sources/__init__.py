@@ -12,9 +12,21 @@ ADAPTER_MODULES = (
 )
 
 
+def _sources_of(modules: tuple[str, ...]) -> list[Source]:
+    return [s for name in modules for s in importlib.import_module(f"datamodules.corpus.sources.{name}").SOURCES]
+
+
 def all_sources() -> list[Source]:
-    """Every source, in a fixed order (the build is deterministic)."""
-    sources: list[Source] = []
-    for name in ADAPTER_MODULES:
-        sources.extend(importlib.import_module(f"datamodules.corpus.sources.{name}").SOURCES)
-    return sources
+    """Every training-corpus source, in a fixed order (the build is deterministic)."""
+    return _sources_of(ADAPTER_MODULES)
+
+
+# Held-out families: text kinds the training corpus lacks, from packages it does not use, for evaluation only. They are
+# never in all_sources(), so never in the default build (the training corpus); only
+# `lit-block data build --heldout` builds them, every document in the test split.
+HELDOUT_MODULES = ("drama", "poetry", "history_books")
+
+
+def heldout_sources() -> list[Source]:
+    """The held-out families (drama, poetry, history-book), in a fixed order; none of them is in all_sources()."""
+    return _sources_of(HELDOUT_MODULES)

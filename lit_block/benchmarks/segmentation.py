@@ -4,19 +4,34 @@
 
 The document is real text: test-split documents of the corpus concatenated up to ``--tokens``
 tokens (or a file given with ``--file``). Each method's time covers scoring and planning blocks
-(``granularity middle``); "prepare" (one tokenization and candidate search, shared by all
-methods) is timed once. Ratios are against the ``fixed`` baseline in the same run.
+(``granularity middle`` with the command's default limits, models loaded); "prepare" (one
+tokenization and candidate search, shared by all methods) is timed apart. Ratios are against the
+``fixed`` baseline in the same run.
+
+The last columns time the command itself, ``lit-block segment FILE --method M --granularity middle``,
+in fresh processes (median of ``--e2e-repeat``) on the CPU, and subtract its start-up: a process that
+starts Python and imports what the command imports before it reads its input (torch only for the
+methods that need it), timed the same way in the same run. What is left is loading the models,
+tokenizing, finding candidates, scoring, planning and writing the blocks.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
 
+from lit_block.segmentation.cli import default_max_block_tokens
 from lit_block.segmentation.document import token_offsets
+from lit_block.segmentation.planner import BlockLimits
 from lit_block.segmentation.segmenter import METHODS, Segmenter
+
+TORCH_METHODS = ("segmenter", "semantic")
 
 
 def long_text(dataset: str, tokens: int, tokenizer) -> str:
@@ -41,11 +56,63 @@ def build_parser():
     p.add_argument("--file", help="a UTF-8 text file instead of corpus documents")
     p.add_argument("--tokens", type=int, default=32768, help="document length timed (tokens)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
-    p.add_argument("--device", default="cpu", help="where the segmenter runs")
+    p.add_argument("--device", default="cpu", help="where the segmenter and the semantic baseline run")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods timed")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
     p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
+    p.add_argument("--e2e-repeat", type=int, default=3,
+                   help="fresh `lit-block segment` processes per method (and start-up processes) timed on the CPU, "
+                        "median reported; 0: none")
     return p
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _wall(command: list[str]) -> float:
+    """Seconds one process takes, start to exit (its output discarded; a failure is an error)."""
+    t = time.perf_counter()
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return seconds
+
+
+def segment_command(path: str, method: str, checkpoint: str | None, tokenizer: str) -> list[str]:
+    """``lit-block segment`` as the bench runs it (the same module the ``lit-block`` script runs)."""
+    return [sys.executable, "-m", "lit_block.cli", "segment", path, "--method", method, "--granularity", "middle",
+            "--tokenizer", tokenizer, *(["--checkpoint", checkpoint] if method == "segmenter" else [])]
+
+
+def startup_command(method: str) -> list[str]:
+    """A process that imports what ``lit-block segment --method METHOD`` imports before it reads its input."""
+    from lit_block.segmentation.cli import startup_modules
+
+    modules = ["lit_block.cli", "lit_block.command_line", "lit_block.segmentation.cli", *startup_modules(method)]
+    return [sys.executable, "-c", "import " + ", ".join(modules)]
+
+
+def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer: str,
+               repeat: int) -> tuple[dict[str, float], dict[bool, float], dict[str, float]]:
+    """Median wall seconds of the command per method, of the start-up with and without torch, and their difference."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "document.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        walls: dict[str, list[float]] = {m: [] for m in methods}
+        startup: dict[bool, list[float]] = {False: [], True: []}
+        kinds = {m in TORCH_METHODS for m in methods}
+        for _ in range(repeat):  # interleaved: a slower stretch of a shared machine touches every figure alike
+            for needs_torch in sorted(kinds):
+                startup[needs_torch].append(_wall(startup_command("segmenter" if needs_torch else "fixed")))
+            for m in methods:
+                walls[m].append(_wall(segment_command(path, m, checkpoint, tokenizer)))
+    wall = {m: statistics.median(v) for m, v in walls.items()}
+    start = {k: statistics.median(v) for k, v in startup.items() if v}
+    return wall, start, {m: wall[m] - start[m in TORCH_METHODS] for m in methods}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,27 +129,45 @@ def main(argv: list[str] | None = None) -> int:
         segs["segmenter"].module.to(args.device)
     if "semantic" in segs and args.device != "cpu":
         segs["semantic"]._embedder.to(args.device)
-    t0 = time.perf_counter()
-    doc = segs["fixed"].prepare(text)
-    prepare = time.perf_counter() - t0
+    prepares = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        doc = segs["fixed"].prepare(text)
+        doc.candidate_tokens  # waits for the tokenization (it runs beside the candidate search) and maps candidates
+        prepares.append(time.perf_counter() - t0)
+    prepare = statistics.median(prepares)
+    limits = BlockLimits(max_block_tokens=default_max_block_tokens("middle", 0, None))  # as `lit-block segment`
     rows = []
     for name, seg in segs.items():
-        seg.cut(doc, "middle")  # warm-up: loads models, compiles nothing, fills no cache that later runs reuse
+        seg.cut(doc, "middle", limits=limits)  # warm-up: loads models, fills no cache that later runs reuse
         times = []
         for _ in range(args.repeat):
             seg._doc = None  # drop per-document memo: every run scores from scratch
-            if args.device == "cuda":
-                torch.cuda.synchronize()
+            _synchronize(args.device)
             t = time.perf_counter()
-            blocks = seg.cut(doc, "middle")
-            if args.device == "cuda":
-                torch.cuda.synchronize()
+            blocks = seg.cut(doc, "middle", limits=limits)
+            _synchronize(args.device)
             times.append(time.perf_counter() - t)
         rows.append((name, statistics.median(times), len(blocks) + 1))
+    wall = start = beyond = {}
+    e2e_methods = [m for m in methods if not (args.encoder and m in TORCH_METHODS)]  # the command takes no --encoder
+    if args.e2e_repeat > 0:
+        wall, start, beyond = end_to_end(text, e2e_methods, args.checkpoint, args.tokenizer, args.e2e_repeat)
     base = dict((n, t) for n, t, _ in rows)["fixed"]
-    print(f"\n{doc.n_tokens} tokens, {len(doc.candidate_chars)} candidate units, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}; prepare (tokenize + candidates) {prepare:.2f} s\n")
-    print("| method | seconds (median) | prepare + method | x fixed | blocks |\n|---|---|---|---|---|")
+    print(f"\n{doc.n_tokens} tokens, {len(doc.candidate_chars)} candidate units, {len(text)} characters; device "
+          f"{args.device}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
+          f"prepare (tokenize + candidates) {prepare:.3f} s (median of {len(prepares)})")
+    if start:
+        print("start-up (Python + the command's imports, median of "
+              f"{args.e2e_repeat} processes): " + ", ".join(f"{s:.2f} s {'with' if k else 'without'} torch"
+                                                           for k, s in sorted(start.items())))
+    print("\n| method | seconds (median) | prepare + method | x fixed | blocks | `lit-block segment` wall (CPU) "
+          "| beyond start-up |\n|---|---|---|---|---|---|---|")
     for name, t, n in rows:
-        print(f"| {name} | {t:.3f} | {prepare + t:.2f} | {t / base:.1f}x | {n} |")
+        e2e = f"{wall[name]:.2f} s | {beyond[name]:.2f} s" if name in wall else "- | -"
+        print(f"| {name} | {t:.3f} | {prepare + t:.3f} | {t / base:.1f}x | {n} | {e2e} |")
+    if wall:
+        command = segment_command("DOC", "METHOD", args.checkpoint and "CKPT", args.tokenizer)
+        print(f"\nend to end: `{' '.join(command[1:])}` (--checkpoint for the segmenter), median of "
+              f"{args.e2e_repeat} processes each, minus the start-up of the same kind")
     return 0

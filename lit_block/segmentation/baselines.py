@@ -106,7 +106,9 @@ def semantic_scores(doc: SegmentableText, target: float, embed: Callable[[list[s
     units = _sentences(doc)
     if len(units) < 2:
         return {}
-    vectors = embed([doc.text[doc.char_of(a) : doc.char_of(b)] for a, b in units])
+    spans = [(doc.char_of(a), doc.char_of(b)) for a, b in units]
+    encode_spans = getattr(embed, "encode_spans", None)  # a UnitEncoder: one tokenization of the whole text
+    vectors = encode_spans(doc.text, spans) if encode_spans else embed([doc.text[a:b] for a, b in spans])
     vectors = vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-8)
     distance = 1 - (vectors[1:] * vectors[:-1]).sum(-1)
     return {units[i + 1][0]: float(d) for i, d in enumerate(distance)}

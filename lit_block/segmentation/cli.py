@@ -10,7 +10,11 @@ exit with status 2 and a message that names the problem.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import importlib
 import json
+import os
 import sys
 
 from lit_block.candidates import SPLITTERS
@@ -72,20 +76,49 @@ def build_parser():
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no weight-loading bars around the output
+    _no_progress_bars()
     granularity = parse_granularity(args.granularity)  # errors are reported by the command's top level (status 2)
-    text = read_input(args.file)
-    segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
-    blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
-                               default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
-                               args.max_depth)
+    for module in startup_modules(args.method, args.splitter):  # the rest of start-up, before any work
+        with contextlib.suppress(ImportError):  # a missing one fails where it is used, with its own message
+            importlib.import_module(module)
+    gc.freeze()  # what the imports made lives on: each collection would walk torch's objects again (50 ms each)
     try:
-        _write(blocks, args.format)
-    except BrokenPipeError:  # e.g. piped into `head`
-        sys.stderr.close()
+        text = read_input(args.file)
+        segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
+        blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
+                                   default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
+                                   args.max_depth)
+        try:
+            _write(blocks, args.format)
+        except BrokenPipeError:  # e.g. piped into `head`
+            sys.stderr.close()
+    finally:
+        gc.unfreeze()  # in-process callers (tests) keep a collector that sees everything
     return 0
+
+
+def startup_modules(method: str, splitter: str = "sentences") -> list[str]:
+    """What ``lit-block segment`` imports besides its own command modules before it reads the input: its start-up
+    (``lit-block bench segment`` times it apart from the segmentation). torch only for the methods that need it."""
+    modules = ["tokenizers"] + (["punkt"] if splitter == "sentences" else [])
+    if method in ("segmenter", "semantic"):
+        modules += ["lit_block.segmentation.model", "safetensors.torch"]  # torch
+    return modules
+
+
+def _no_progress_bars() -> None:
+    """No weight-loading bars around the output, without importing transformers for it (a second or more of
+    start-up): the embedded encoder loads without it; a tokenizer or encoder that needs it reads the setting."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    elif "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    else:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _write(blocks, fmt: str) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from dataclasses import dataclass
+from functools import cached_property
 
 from lit_block.candidates import candidate_starts
 
@@ -11,7 +13,8 @@ from lit_block.candidates import candidate_starts
 def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character spans; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
     if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
-        enc = tokenizer.encode(text, add_special_tokens=False)
+        # a batch of one: the same encoding as encode(), computed without holding the GIL (encode() holds it)
+        enc = tokenizer.encode_batch([text], add_special_tokens=False)[0]
         return enc.ids, enc.offsets
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     return enc["input_ids"], enc["offset_mapping"]
@@ -43,6 +46,38 @@ def load_tokenizer(name_or_path: str):
         raise not_found(name_or_path, err) from err
 
 
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+class Background:
+    """``fn()`` running in a daemon thread; :meth:`result` waits for it and raises what it raised."""
+
+    def __init__(self, fn):
+        self._fn, self._done, self._value, self._error = fn, False, None, None
+        self._thread = threading.Thread(target=self._run, name="lit-block-tokenize", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as err:  # handed to the caller of result()
+            self._error = err
+        self._done = True
+
+    def result(self):
+        self._thread.join()
+        if not self._done:  # the thread was lost (a fork while it ran): do the work here
+            self._run()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 @dataclass(frozen=True)
 class Block:
     start: int  # character offset, inclusive
@@ -56,18 +91,44 @@ class SegmentableText:
 
     Positions used by planners and metrics are token indices; ``char_of`` maps a cut back to a
     character offset (the candidate's own offset when the cut came from a candidate).
+
+    A long text is tokenized in a background thread while the candidates are searched (the Rust
+    tokenizer releases the GIL, the sentence splitter is Python); the token attributes wait for it on
+    first use.
     """
+
+    BACKGROUND_CHARS = 20_000  # shorter texts tokenize in a few milliseconds: no thread
 
     def __init__(self, text: str, tokenizer, splitter: str = "sentences"):
         self.text = text
-        self.token_ids, offsets = encode(tokenizer, text)
-        self.token_starts = [s for s, _ in offsets]
-        self.n_tokens = len(self.token_starts)
-        # candidate char offsets, and the token position each maps to (first token starting at or after it)
+
+        def tokenize() -> tuple[list[int], list[int]]:
+            ids, offsets = encode(tokenizer, text)
+            return ids, [s for s, _ in offsets]
+
+        self._tokens = Background(tokenize) if len(text) >= self.BACKGROUND_CHARS else _Done(tokenize())
         self.candidate_chars = candidate_starts(text, splitter)
-        self._char_at: dict[int, int] = {}
+
+    @cached_property
+    def token_ids(self) -> list[int]:
+        return self._tokens.result()[0]
+
+    @cached_property
+    def token_starts(self) -> list[int]:
+        """Character offset where each token starts."""
+        return self._tokens.result()[1]
+
+    @cached_property
+    def n_tokens(self) -> int:
+        return len(self.token_starts)
+
+    @cached_property
+    def _char_at(self) -> dict[int, int]:
+        """Token position -> the first candidate char offset that maps to it (first token starting at or after it)."""
+        char_at: dict[int, int] = {}
         for c in self.candidate_chars:
-            self._char_at.setdefault(self.token_index(c), c)
+            char_at.setdefault(self.token_index(c), c)
+        return char_at
 
     def token_index(self, char: int) -> int:
         return bisect_left(self.token_starts, char)

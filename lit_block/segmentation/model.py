@@ -7,21 +7,25 @@ the granularity level (coarse, middle, fine), so one model serves every granular
              + level embedding
              --(2-layer BiGRU over the whole document)--> [U, 2h] --(linear)--> boundary logit per unit
 
-A 32k-token document is a few thousand units: one encoder pass over its tokens (truncated per
-unit) and one GRU pass, a few seconds on a 2-core CPU.
+A 32k-token document is a thousand or two units: one encoder pass over their tokens (truncated
+per unit, packed without padding) and one GRU pass, under a second on a 2-core CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 import re
+from bisect import bisect_left
 
 import torch
 from torch import nn
 
 from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
+from lit_block.segmentation.document import Background
+from lit_block.segmentation.packed_bert import PackedBert, plain_tokenizer
 
 HEADING = re.compile(r"^\s*(#+\s|=+|-{3,}|\*{3,}|[0-9]+(\.[0-9]+)*[.)]?\s|[A-Z][A-Z0-9 ,:;'-]{3,}$|\.S[HS]\b|=head|\[)")
 N_LAYOUT = 9
@@ -50,27 +54,52 @@ def layout_features(unit_texts: list[str]) -> torch.Tensor:
 
 
 class UnitEncoder(nn.Module):
-    """A frozen sentence encoder truncated to its first ``layers`` layers; mean-pooled unit vectors."""
+    """A frozen sentence encoder truncated to its first ``layers`` layers; mean-pooled unit vectors.
 
-    def __init__(self, name_or_path: str = "all-minilm-l6-v2", layers: int = 3, max_unit_tokens: int = 32):
+    Each unit is encoded on its own, ``[CLS]`` + its first ``max_unit_tokens - 2`` tokens + ``[SEP]``,
+    as in one tokenizer call per unit with truncation. A BERT folder with ``config.json``,
+    float32 ``model.safetensors`` and ``tokenizer.json`` (the embedded all-MiniLM-L6-v2) runs as a
+    :class:`PackedBert`: the same computation without importing transformers (seconds of start-up),
+    reading only the layers kept, over units packed by length (no padding in the matrix products).
+    Any other encoder runs through transformers' ``AutoModel``. :meth:`encode_spans` tokenizes a
+    whole document once and slices each unit's tokens out of it.
+    """
+
+    def __init__(self, name_or_path: str = "all-minilm-l6-v2", layers: int = 3, max_unit_tokens: int = 32,
+                 max_batch_tokens: int | None = None):
         super().__init__()
+        path = resolve_model_path(name_or_path)
+        self.max_unit_tokens, self.max_batch_tokens = max_unit_tokens, max_batch_tokens
+        self._pending = None  # (text, its tokenization under way): see start_tokenizing
+        tokenizer, self.specials = plain_tokenizer(path)  # specials: (first, last) ids around one sequence
+        packed = PackedBert.load(path, layers) if self.specials is not None and max_unit_tokens >= 2 else None
+        if packed is not None:
+            self.tokenizer, self.encoder, self.dim = tokenizer, packed.eval().requires_grad_(False), packed.hidden
+            return
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_model_path(name_or_path)
+        self.specials = None
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = AutoModel.from_pretrained(path)
         encoder.encoder.layer = encoder.encoder.layer[:layers]  # BERT-style: keep the first layers
         self.encoder = encoder.eval().requires_grad_(False)
-        self.max_unit_tokens = max_unit_tokens
         self.dim = encoder.config.hidden_size
 
     def train(self, mode: bool = True):  # stays in eval mode: frozen, no dropout
         return super().train(False)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
     @torch.inference_mode()
     def forward(self, unit_texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        device = next(self.encoder.parameters()).device
-        out = []
+        """``[U, dim]``: the vector of each text."""
+        if self.specials is not None:
+            content = self.max_unit_tokens - 2
+            encodings = self.tokenizer.encode_batch(unit_texts, add_special_tokens=False)
+            return self.encode_ids([e.ids[:content] for e in encodings])
+        device, out = self.device, []
         for i in range(0, len(unit_texts), batch_size):
             enc = self.tokenizer(unit_texts[i : i + batch_size], padding=True, truncation=True,
                                  max_length=self.max_unit_tokens, return_tensors="pt").to(device)
@@ -78,6 +107,88 @@ class UnitEncoder(nn.Module):
             mask = enc["attention_mask"][..., None].to(hidden.dtype)
             out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
         return torch.cat(out) if out else torch.zeros(0, self.dim, device=device)
+
+    def start_tokenizing(self, text: str) -> None:
+        """Tokenize ``text`` in a background thread (the Rust tokenizer releases the GIL) for the next
+        :meth:`encode_spans` of this same string: the caller meanwhile prepares the document."""
+        if self.specials is not None:
+            self._pending = (text, Background(lambda: self._tokenize(text)))
+
+    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
+        enc = self.tokenizer.encode_batch([text], add_special_tokens=False)[0]  # as encode(), without the GIL
+        return enc.ids, enc.offsets, enc.word_ids
+
+    @torch.inference_mode()
+    def encode_spans(self, text: str, spans: list[tuple[int, int]]) -> torch.Tensor:
+        """``[U, dim]``: what ``self([text[a:b] for a, b in spans])`` gives, from one tokenization of ``text``.
+
+        A unit takes the document's tokens that start inside it. Where a unit edge falls inside a word
+        (a token crosses it, or the tokenizer's pre-tokenizer put the tokens on both sides in one word),
+        the unit is tokenized on its own: its tokens would differ."""
+        if self.specials is None:
+            return self([text[a:b] for a, b in spans])
+        pending, self._pending = self._pending, None
+        ids, offsets, words = pending[1].result() if pending and pending[0] is text else self._tokenize(text)
+        n, token_starts = len(ids), [s for s, _ in offsets]
+
+        def first_token(c: int) -> tuple[int, bool]:
+            """The first token starting at or after ``c``, and whether ``c`` cuts a word."""
+            j = bisect_left(token_starts, c)
+            crossed = 0 < j and offsets[j - 1][1] > c
+            return j, crossed or (0 < j < n and words[j - 1] is not None and words[j - 1] == words[j])
+
+        content, units, alone = self.max_unit_tokens - 2, [], []
+        for u, (a, b) in enumerate(spans):
+            (i, cut_a), (j, cut_b) = first_token(a), first_token(b)
+            if cut_a or cut_b:
+                alone.append(u)
+            units.append(ids[i : min(j, i + content)] if j > i else [])
+        if alone:  # rare: a cut inside a word
+            own = self.tokenizer.encode_batch([text[slice(*spans[u])] for u in alone], add_special_tokens=False)
+            for u, e in zip(alone, own):
+                units[u] = e.ids[:content]
+        return self.encode_ids(units)
+
+    @torch.inference_mode()
+    def encode_ids(self, units: list[list[int]]) -> torch.Tensor:
+        """``[U, dim]`` from each unit's token ids (truncated, without the special tokens; packed encoder only).
+
+        Repeated units are encoded once. Units run sorted by length, in chunks of at most ``max_batch_tokens``
+        tokens (default: 2048 on a CPU, measured fastest there: a chunk's activations stay small and their
+        buffers are reused; 65536 on a GPU): the matrix products see a chunk's tokens packed without padding,
+        attention runs per group of units of equal length."""
+        first, last = self.specials
+        device = self.device
+        index: dict[tuple[int, ...], int] = {}
+        unique = [index.setdefault(tuple(ids), len(index)) for ids in units]  # each unit's row among the distinct
+        distinct = list(index)
+        out = torch.empty(len(distinct), self.dim, device=device)
+        limit = self.max_batch_tokens or (2048 if device.type == "cpu" else 65536)
+        order = sorted(range(len(distinct)), key=lambda u: len(distinct[u]))
+        start, workspace = 0, {}
+        while start < len(order):
+            end, tokens = start, 0
+            while end < len(order) and (end == start or tokens + len(distinct[order[end]]) + 2 <= limit):
+                tokens += len(distinct[order[end]]) + 2
+                end += 1
+            chunk = order[start:end]
+            groups: list[list[int]] = []  # [n units, length] of each run of equal lengths
+            for u in chunk:
+                length = len(distinct[u]) + 2
+                if groups and groups[-1][1] == length:
+                    groups[-1][0] += 1
+                else:
+                    groups.append([1, length])
+            flat = [t for u in chunk for t in (first, *distinct[u], last)]
+            positions = torch.cat([torch.arange(length).repeat(count) for count, length in groups])
+            hidden = self.encoder(torch.tensor(flat, device=device), positions.to(device), groups, workspace)
+            pooled, offset = [], 0
+            for count, length in groups:  # mean over each unit's tokens (all real: nothing is padded)
+                pooled.append(hidden[offset : offset + count * length].view(count, length, -1).sum(1) / length)
+                offset += count * length
+            out[torch.tensor(chunk, device=device)] = torch.cat(pooled)
+            start = end
+        return out[torch.tensor(unique, dtype=torch.long, device=device)] if len(distinct) < len(units) else out
 
 
 class SegmenterHead(nn.Module):
@@ -118,16 +229,25 @@ class SegmenterNet(nn.Module):
         self.head = SegmenterHead(self.encoder.dim + N_LAYOUT, hidden, gru_layers, levels, dropout)
 
     @torch.inference_mode()
-    def unit_features(self, unit_texts: list[str]) -> torch.Tensor:
-        """``[U, encoder_dim + N_LAYOUT]``: sentence vectors and layout cues of each unit."""
+    def unit_features(self, unit_texts: list[str], document: str | None = None,
+                      spans: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """``[U, encoder_dim + N_LAYOUT]``: sentence vectors and layout cues of each unit.
+
+        Given the ``document`` the units were cut from and their character ``spans`` in it
+        (``unit_texts[i] == document[a:b]``), the encoder tokenizes the document once instead of each unit."""
         device = next(self.head.parameters()).device
-        return torch.cat([self.encoder(unit_texts).float(), layout_features(unit_texts).to(device)], dim=-1)
+        vectors = self.encoder.encode_spans(document, spans) if document is not None else self.encoder(unit_texts)
+        return torch.cat([vectors.float(), layout_features(unit_texts).to(device)], dim=-1)
 
     @torch.inference_mode()
     def boundary_probabilities(self, features: torch.Tensor, level: int) -> torch.Tensor:
-        """``[U]`` probability that a block starts at each unit (the first unit's value is meaningless)."""
+        """``[U]`` probability that a block starts at each unit (the first unit's value is meaningless).
+
+        On a CPU the GRU runs on one thread: its thousands of steps are tiny products that more threads
+        only slow down (each step waits for every thread, and for seconds when other work holds a core)."""
         self.eval()
-        return torch.sigmoid(self.head(features[None], level))[0].cpu()
+        with _threads(1) if features.device.type == "cpu" else contextlib.nullcontext():
+            return torch.sigmoid(self.head(features[None], level))[0].cpu()
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location: str = "cpu", encoder: str | None = None) -> SegmenterNet:
@@ -148,6 +268,20 @@ class SegmenterNet(nn.Module):
         except RuntimeError as err:  # missing / unexpected keys or shapes that do not match its hyper_parameters
             raise UsageError(f"{path}: the segmenter head weights do not fit its hyper_parameters: {_flat(err)}") from err
         return net.eval()
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op threads set to ``n`` inside the block (process-wide), restored after it."""
+    before = torch.get_num_threads()
+    if n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _load_checkpoint(path: str, map_location: str = "cpu") -> dict:

@@ -78,9 +78,10 @@ class Segmenter:
             self._doc, self._memo = doc, {}
         if self.method == "segmenter":
             units = doc.candidate_chars
-            if "features" not in self._memo:  # encode the units once, score each level with the head
-                texts = [doc.text[a:b] for a, b in zip(units, units[1:] + [len(doc.text)])]
-                self._memo["features"] = self.module.unit_features(texts) if texts else None
+            if "features" not in self._memo:  # encode the units once (one tokenization), score levels with the head
+                spans = list(zip(units, units[1:] + [len(doc.text)]))
+                texts = [doc.text[a:b] for a, b in spans]
+                self._memo["features"] = self.module.unit_features(texts, doc.text, spans) if texts else None
             if self._memo["features"] is None:
                 return {}
             probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level))
@@ -112,6 +113,10 @@ class Segmenter:
                 min_block_tokens: int = 0, max_block_tokens: int | None = None, max_depth: int = 8) -> list[Block]:
         """Blocks that cover ``text`` exactly, in order."""
         check_number("max_depth", max_depth, low=0, integer=True)
+        check_number("threshold", threshold, low=0, high=1)  # bad options fail before any model loads
+        parse_granularity(granularity)
+        if self.method == "segmenter" and len(text) >= SegmentableText.BACKGROUND_CHARS:
+            self.module.encoder.start_tokenizing(text)  # the encoder's tokenizer works while the text is prepared
         doc = self.prepare(text)
         cuts = self.cut(doc, granularity, threshold, BlockLimits(min_block_tokens, max_block_tokens, max_depth))
         return doc.blocks(cuts)

@@ -97,6 +97,10 @@ RUN = {  # the rest, each run by one test below
     "lit-block bench ttft": "test_bench_ttft",
     "lit-block pipeline --config experiments/pipeline/cpu.yaml --distill-steps 120 --workdir pipeline-120":
         "test_pipeline_overrides",
+    "lit-block eval-seg --leave-one-out experiments/segmenter/segmenter.yaml": "test_segmentation_generalisation",
+    "lit-block data build --heldout": "test_segmentation_generalisation",
+    "lit-block eval-seg --dataset data/heldout-families --checkpoint checkpoints/segmenter/segmenter.ckpt":
+        "test_segmentation_generalisation",
 }
 
 
@@ -226,6 +230,24 @@ def test_segmentation_commands(in_workspace, request, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(Path(piped.split()[1]).read_bytes())))
     assert lit_block(command, tokenizer) == 0
     assert "=== block 0" in capsys.readouterr().out
+
+
+def test_segmentation_generalisation(in_workspace, request, monkeypatch, capsys):
+    import datamodules.corpus.build as build_module
+    from test_corpus_build import fixture_sources
+
+    corpus = request.getfixturevalue("tiny_corpus_dir")
+    assert lit_block("lit-block eval-seg --leave-one-out experiments/segmenter/segmenter.yaml", f"--dataset={corpus}",
+                     "--categories=origins", "--methods", "fixed", "regex", "--per-category=1",
+                     "--extra=--data.init_args.max_units=32", "--extra=--model.init_args.encoder_layers=1",
+                     "--extra=--trainer.max_epochs=1", "--extra=--trainer.accelerator=cpu") == 0
+    assert "| origins |" in capsys.readouterr().out
+    monkeypatch.setattr(build_module, "heldout_sources", lambda: fixture_sources()[:1])  # a local package
+    assert lit_block("lit-block data build --heldout", "--offline", "--min-tokens=40", "--max-tokens=300",
+                     f"--tokenizer={request.getfixturevalue('tiny_tokenizer_dir')}") == 0
+    assert lit_block("lit-block eval-seg --dataset data/heldout-families --checkpoint "
+                     "checkpoints/segmenter/segmenter.ckpt", "--methods", "segmenter", "fixed") == 0
+    assert "| segmenter | coarse |" in capsys.readouterr().out
 
 
 def free_port() -> int:

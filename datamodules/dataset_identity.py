@@ -28,7 +28,8 @@ def corpus_identity(path: str | Path) -> DatasetIdentity:
         digest = json.loads(summary.read_text())["fingerprint"]
     else:
         h = hashlib.sha256()
-        for data in sorted(path.rglob("*.arrow")):  # the tables themselves, split by split
+        tables = (p for p in path.rglob("*.arrow") if not p.name.startswith("cache-"))  # not a map/filter's cache
+        for data in sorted(tables):  # the tables themselves, split by split
             h.update(data.relative_to(path).as_posix().encode())
             with open(data, "rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):

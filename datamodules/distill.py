@@ -159,7 +159,7 @@ class DistillDataModule(L.LightningDataModule):
                 continue
             rows = data[split]
             if h.categories:
-                rows = rows.filter(lambda r: r["category"] in h.categories)
+                rows = rows.filter(lambda r: r["category"] in h.categories, keep_in_memory=True)  # no cache file in the corpus
             if h.max_documents:
                 rows = rows.select(range(min(h.max_documents, len(rows))))
             self.samples[name] = self._segment_split(rows, segmenter)

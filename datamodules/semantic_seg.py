@@ -163,9 +163,10 @@ class SemanticSegDataModule(L.LightningDataModule):
         for split in data:
             rows = data[split]
             if self.hparams.categories:
-                rows = rows.filter(lambda r: r["category"] in self.hparams.categories)
+                # in memory: a filter's cache file would be written into the corpus folder itself
+                rows = rows.filter(lambda r: r["category"] in self.hparams.categories, keep_in_memory=True)
             if self.hparams.exclude_categories:
-                rows = rows.filter(lambda r: r["category"] not in self.hparams.exclude_categories)
+                rows = rows.filter(lambda r: r["category"] not in self.hparams.exclude_categories, keep_in_memory=True)
             if self.hparams.max_documents:
                 rows = rows.select(range(min(self.hparams.max_documents, len(rows))))
             self.samples[split] = [w for row in rows for w in windows(row, self.hparams.splitter, self.hparams.max_units)]

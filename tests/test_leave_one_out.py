@@ -76,3 +76,10 @@ def test_leave_one_out_trains_a_fold_per_category_scores_it_and_resumes(tiny_cor
     assert "reusing" in capsys.readouterr().out
     assert main([*argv[:5], "nope", *argv[6:]]) == 2  # an unknown category is named
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_choosing_categories_writes_nothing_into_the_corpus_folder(tiny_corpus_dir):
+    before = sorted(p.name for p in tiny_corpus_dir.rglob("*"))
+    for kwargs in ({"categories": ["origins"]}, {"exclude_categories": ["origins"]}):
+        SemanticSegDataModule(str(tiny_corpus_dir), max_units=16, **kwargs).setup()
+    assert sorted(p.name for p in tiny_corpus_dir.rglob("*")) == before  # no filter cache files

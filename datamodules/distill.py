@@ -33,11 +33,15 @@ SPLITS = {"train": "train", "val": "validation", "test": "test"}
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}  # what each stage reads
 
 
-def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_tokens: int) -> list[dict]:
-    """Packed samples from one document's token ids and block starts (token positions)."""
+def window_samples(ids: list[int], cuts: list[int], sample_tokens: int, global_tokens: int,
+                   offset: int = 0) -> list[dict]:
+    """Packed samples from one document's token ids and block starts (token positions).
+
+    Windows tile the document from token ``offset`` on; another offset gives other windows of the same
+    text (other context blocks at the edges, another continuation as the global block)."""
     samples = []
     cut_set = sorted(set(cuts))
-    for start in range(0, len(ids) - sample_tokens + 1, sample_tokens):
+    for start in range(offset, len(ids) - sample_tokens + 1, sample_tokens):
         split = start + sample_tokens - global_tokens
         edges = [start, *(c for c in cut_set if start < c < split), split]
         context = [ids[a:b] for a, b in zip(edges, edges[1:])]
@@ -103,7 +107,8 @@ class DistillDataModule(L.LightningDataModule):
         self.samples: dict[str, list[dict]] = {}
         self.pad_token_id = 0  # padding is masked out of attention and loss: any id works
 
-    def _segment_split(self, rows, segmenter) -> list[dict]:
+    def segment_documents(self, rows, segmenter) -> list[tuple[list[int], list[int]]]:
+        """Each document's token ids and block starts, cut by ``method`` at ``granularity`` within the limits."""
         from lit_block.segmentation.planner import BlockLimits
 
         h = self.hparams
@@ -111,9 +116,13 @@ class DistillDataModule(L.LightningDataModule):
         out = []
         for row in rows:
             doc = segmenter.prepare(row["text"])
-            cuts = segmenter.cut(doc, h.granularity, limits=limits)
-            out.extend(window_samples(doc.token_ids, cuts, h.sample_tokens, h.global_tokens))
+            out.append((doc.token_ids, segmenter.cut(doc, h.granularity, limits=limits)))
         return out
+
+    def _segment_split(self, rows, segmenter) -> list[dict]:
+        h = self.hparams
+        return [s for ids, cuts in self.segment_documents(rows, segmenter)
+                for s in window_samples(ids, cuts, h.sample_tokens, h.global_tokens)]
 
     def _rag_split(self, split: str, tokenizer) -> list[dict]:
         """RAG samples of one corpus split, packed; those longer than ``sample_tokens`` are left out."""

@@ -1,0 +1,84 @@
+"""The GPU recipe (``scripts/distill_recipe.py``) end to end on the CPU with a tiny model, and its data pieces."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from datamodules.distill import window_samples
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("offset", [0, 5, 17])
+def test_windows_at_an_offset_tile_the_document_from_there(offset):
+    ids = list(range(200))
+    cuts = [0, 13, 40, 41, 90, 150]
+    windows = window_samples(ids, cuts, sample_tokens=48, global_tokens=16, offset=offset)
+    assert len(windows) == (200 - offset) // 48
+    for i, w in enumerate(windows):
+        start = offset + 48 * i
+        assert w["input_ids"] == ids[start:start + 48]  # packing keeps the tokens in order
+        blocks = torch.tensor(w["block_ids"])
+        assert (blocks[-16:] == -1).all() and (blocks[:-16] >= 0).all()  # the last 16 tokens are the global block
+        starts = [start + j for j in range(1, 32) if blocks[j] != blocks[j - 1]]
+        assert starts == [c for c in cuts if start < c < start + 32]  # context blocks start at the document's cuts
+
+
+def test_each_pass_sees_every_window_once_in_a_seeded_order():
+    recipe = load_script("distill_recipe")
+    ids = torch.arange(10 * 4, dtype=torch.int32).view(10, 4)
+    blocks = torch.tensor([[0, 0, -1, -1]] * 10, dtype=torch.int8)
+    steps = recipe.StepBatches(ids, blocks, batch_size=3, steps=6, seed=1, full_attention=False)
+    first = [int(r) for i in range(3) for r in steps[i]["input_ids"][:, 0] // 4]  # one pass: 3 batches of 3
+    assert len(set(first)) == 9  # no window twice within a pass
+    again = recipe.StepBatches(ids, blocks, batch_size=3, steps=6, seed=1, full_attention=False)
+    assert all(torch.equal(steps[i]["input_ids"], again[i]["input_ids"]) for i in range(6))
+    control = recipe.StepBatches(ids, blocks, batch_size=3, steps=6, seed=1, full_attention=True)
+    assert (control[0]["block_ids"] == -1).all()  # the control trains on the same tokens with full attention
+    assert torch.equal(control[0]["input_ids"], steps[0]["input_ids"])
+    assert torch.equal(control[0]["target_mask"][:, 1:], torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_model_dir, tiny_corpus_dir, tmp_path):
+    data = tmp_path / "docs.pt"
+    prepare = [sys.executable, str(REPO / "scripts" / "prepare_distill_samples.py"), "--dataset", str(tiny_corpus_dir),
+               "--tokenizer", str(tiny_model_dir), "--granularity", "32", "--min-block-tokens", "8",
+               "--max-block-tokens", "64", "--sample-tokens", "128", "--global-tokens", "32", "--train", "0", "--val", "4",
+               "--train-documents", "--heldout-dataset", str(tiny_corpus_dir), "--heldout-windows", "3",
+               "--ood-sample-tokens", "128", "--ood-block-tokens", "32", "--rag-splits", "", "--out", str(data)]
+    subprocess.run(prepare, check=True, capture_output=True, cwd=REPO)
+    out, students = tmp_path / "recipe.json", tmp_path / "students"
+    recipe = [sys.executable, str(REPO / "scripts" / "distill_recipe.py"), "--teacher", str(tiny_model_dir), "--data",
+              str(data), "--runs", "distill (full)", "full-attention fine-tuning (control)", "--tokens", "1536",
+              "--eval-at", "512", "--batch-size", "2", "--device", "cpu", "--precision", "32", "--compile", "none",
+              "--warmup-steps", "1", "--export-dir", str(students), "--out", str(out)]
+    result = subprocess.run(recipe, capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    families = set(torch.load(data, weights_only=True)["heldout"])
+    assert families  # the held-out build's categories, each scored on its own
+    assert [r["variant"] for r in runs] == ["distill (full)", "full-attention fine-tuning (control)"]
+    for r in runs:
+        assert r["steps"] == 6 and r["tokens"] == 1536 and r["tokens_per_s"] > 0
+        assert [m["tokens"] for m in r["curve"]] == [512]
+        assert set(r["final"]) == {"val"} | families  # the validation windows and each held-out family
+        for split in r["final"].values():
+            assert 0 < split["kl_teacher_block"] and split["kl_gap_closed"] == pytest.approx(
+                1 - split["kl_teacher"] / split["kl_teacher_block"])
+    from lit_block.model import BlockAttentionLM
+
+    student = BlockAttentionLM.from_pretrained(runs[0]["export"])  # what anyone scores afterwards
+    assert student.num_sink_tokens == 2
+    assert "| distill (full) | 0 | 0.0M |" in result.stdout  # the summary table

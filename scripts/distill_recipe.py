@@ -216,6 +216,22 @@ def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
     return out
 
 
+CONTROL = "full-attention fine-tuning (control)"
+
+
+def vs_control(run: dict, controls: dict[int, dict], split: str) -> float:
+    """The NLL gap closed against the full-attention control of the same seed (``lit_block.quality``): for block
+    fine-tuning, the control fine-tuned on the same windows with full attention; for distillation, whose
+    full-attention counterpart is the teacher itself (KL 0 from the start), the teacher."""
+    from lit_block.quality import nll_gap_closed
+
+    r = run["final"][split]
+    control = controls.get(run["seed"])
+    reference = r["nll_teacher_full"] if run["variant"].startswith("distill") or control is None \
+        else control["final"][split]["nll_full"]
+    return nll_gap_closed(r["nll"], reference, r["nll_teacher_block"], r["nll_teacher_full"])
+
+
 def table(results: list[dict]) -> str:
     """Markdown: per variant, each split's KL gap closed (mean over seeds, 95% t interval, each seed) and more."""
     from lit_block.quality import mean_interval
@@ -228,18 +244,21 @@ def table(results: list[dict]) -> str:
 
     splits = list(results[0]["final"])
     heldout = [s for s in splits if s != "val"]
+    controls = {r["seed"]: r for r in results if r["variant"] == CONTROL}
     lines = ["| model | seeds | tokens | " + " | ".join(f"{s} KL gap closed" for s in splits)
-             + " | held-out mean KL gap closed | held-out own gap closed | tokens/s |", "|---" * (len(splits) + 6) + "|"]
+             + " | held-out mean KL gap closed | held-out NLL gap closed vs full-attention control"
+             + " | held-out own gap closed | tokens/s |", "|---" * (len(splits) + 7) + "|"]
     by_variant: dict[str, list[dict]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
     for name, runs in by_variant.items():
         cells = [cell([r["final"][s]["kl_gap_closed"] for r in runs]) for s in splits]
         mean_kl = cell([statistics.fmean(r["final"][s]["kl_gap_closed"] for s in heldout) for r in runs])
+        control = cell([statistics.fmean(vs_control(r, controls, s) for s in heldout) for r in runs])
         own = cell([statistics.fmean(r["final"][s].get("own_gap_closed", float("nan")) for s in heldout) for r in runs])
         rate = statistics.fmean(r.get("tokens_per_s_after_warmup", r["tokens_per_s"]) for r in runs)
         lines.append(f"| {name} | {','.join(str(r['seed']) for r in runs)} | {runs[0]['tokens'] / 1e6:.1f}M | "
-                     + " | ".join(cells) + f" | {mean_kl} | {own} | {rate / 1e3:.0f}k |")
+                     + " | ".join(cells) + f" | {mean_kl} | {control} | {own} | {rate / 1e3:.0f}k |")
     return "\n".join(lines)
 
 

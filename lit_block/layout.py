@@ -302,3 +302,15 @@ def sink_slots(layout: BlockLayout) -> torch.Tensor:
         return torch.full_like(layout.block_ids, -1)
     rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1  # every block has exactly num_sinks sinks
     return torch.where(layout.sink_mask, rank % layout.num_sinks, torch.full_like(rank, -1))
+
+
+def place_sinks(embeds: torch.Tensor, layout: BlockLayout, sink_embeddings: torch.Tensor) -> torch.Tensor:
+    """``embeds [B, T, hidden]`` of ``layout.input_ids`` with the model's sink embeddings (``[k, hidden]``)
+    in the sink slots, as :func:`sink_slots` assigns them: the training forward and the block store's
+    prefill both build their inputs here, so a cached block starts with exactly the sinks it trained with."""
+    if layout.num_sinks == 0:
+        return embeds
+    if sink_embeddings.shape[0] != layout.num_sinks:
+        raise ValueError(f"the layout has {layout.num_sinks} sinks per block, the model {sink_embeddings.shape[0]}")
+    sinks = sink_embeddings.to(embeds.dtype)[sink_slots(layout).clamp(min=0)]
+    return torch.where(layout.sink_mask[..., None], sinks, embeds)

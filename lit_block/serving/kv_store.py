@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
-from lit_block.layout import block_spans, isolated_blocks, sink_slots
+from lit_block.layout import block_spans, isolated_blocks, place_sinks
 from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
 from lit_block.serving.rope import KeyRerotator, find_rotary_embedding
 
@@ -192,10 +192,7 @@ class BlockKVStore:
         """Encode blocks alone (sinks first, local positions, padded at the end: ``isolated_blocks``) in one batch."""
         device = model.sink_embeddings.device
         layout = isolated_blocks(blocks, model.num_sink_tokens).to(device)
-        embeds = model.model.get_input_embeddings()(layout.input_ids)
-        if layout.num_sinks:
-            sinks = model.sink_embeddings.to(embeds.dtype)[sink_slots(layout).clamp(min=0)]
-            embeds = torch.where(layout.sink_mask[..., None], sinks, embeds)
+        embeds = place_sinks(model.model.get_input_embeddings()(layout.input_ids), layout, model.sink_embeddings)
         cache = DynamicCache()
         # causal attention, no padding mask: padding only follows the real tokens, which never see it
         model.model.base_model(inputs_embeds=embeds, position_ids=layout.position_ids, past_key_values=cache,

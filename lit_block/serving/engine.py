@@ -204,15 +204,19 @@ class ServingEngine:
             else:
                 going.append(job)
                 tokens.append(token)
-        self._active = going
         if self.decoder is None:
+            # survivors go into a new list: removing a failed answer from the one being walked would hand the
+            # next answer's token to the one after it
+            self._active = []
             for job, token in zip(going, tokens):
                 try:
                     job.generation.run(token)
                 except Exception as err:  # noqa: BLE001
                     job.emit("error", err)
-                    self._active.remove(job)
+                    continue
+                self._active.append(job)
             return
+        self._active = going
         if not going:
             self.decoder.clear()  # idle: the slab's memory goes back
             return

@@ -1,0 +1,64 @@
+"""The serving engine without HTTP: what fails in one request fails it alone, and leaves the store's books straight."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from lit_block.serving import BlockKVStore, GenerationConfig, generate
+from lit_block.serving.engine import Job, ServingEngine
+from test_serving import random_blocks, tiny_lm
+
+GREEDY = GenerationConfig(max_new_tokens=5, stop_at_eos=False)
+
+
+def answer_together(engine: ServingEngine, generations: list) -> dict[int, tuple[str, object]]:
+    """Submit every answer at once (one burst, admitted together); each one's last event, by index."""
+    last: dict[int, tuple[str, object]] = {}
+    finished = threading.Event()
+
+    def notify_for(i: int):
+        def notify(kind: str, payload: object) -> None:
+            if kind in ("done", "error"):
+                last[i] = (kind, payload)
+                if len(last) == len(generations):
+                    finished.set()
+        return notify
+
+    for i, generation in enumerate(generations):
+        engine.submit(Job(generation, stream=False, notify=notify_for(i)))
+    assert finished.wait(120), "the engine did not finish every answer"
+    return last
+
+
+@pytest.mark.parametrize("batch_decode", [False, True])
+def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_decode):
+    lm = tiny_lm("llama", sinks=2)
+    prompts = [(random_blocks([6, 4], seed=i), random_blocks([3], seed=10 + i)[0]) for i in range(3)]
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=batch_decode)
+    try:
+        generations = [engine.generation(blocks, query, GREEDY) for blocks, query in prompts]
+
+        def fail(*_):
+            raise RuntimeError("this answer's forward failed")
+
+        if batch_decode:  # the shared forward fails: every answer in it fails, and the engine goes on
+            engine.decoder.step = fail
+        else:  # the first answer's own forward fails at its first step
+            generations[0].run = fail
+        results = answer_together(engine, generations)
+        failed = range(3) if batch_decode else [0]
+        assert all(results[i][0] == "error" for i in failed)
+        for i, (blocks, query) in enumerate(prompts):
+            if i not in failed:
+                assert results[i][0] == "done"
+                assert results[i][1].token_ids == generate(lm, blocks, query, GREEDY).token_ids
+        if batch_decode:
+            del engine.decoder.step  # the class's own again
+        again = answer_together(engine, [engine.generation(*prompts[1], GREEDY)])
+        assert again[0][1].token_ids == generate(lm, *prompts[1], GREEDY).token_ids
+    finally:
+        engine.close()
+

@@ -62,3 +62,18 @@ def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_
     finally:
         engine.close()
 
+
+def test_a_failed_fetch_leaves_the_store_and_its_counters_as_they_were(monkeypatch):
+    lm = tiny_lm("llama", sinks=1)
+    store = BlockKVStore()
+    old, new = random_blocks([5, 7], seed=3)
+    store.fetch(lm, [old])
+    before, keys = store.stats(), list(store.entries)
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("no room for the batch")
+
+    monkeypatch.setattr(store, "prefill", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        store.fetch(lm, [old, new])  # a hit and a miss whose prefill fails
+    assert store.stats() == before and list(store.entries) == keys

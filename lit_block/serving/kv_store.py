@@ -142,19 +142,23 @@ class BlockKVStore:
         found: dict[str, BlockKV] = {}
         stored: set[str] = set()
         todo: dict[str, Sequence[int]] = {}  # key -> ids of the blocks to prefill
+        hits = 0
         for key, ids in zip(keys, blocks):
             if key in self.entries:  # stored before this call (new caches are inserted after the loop)
-                self.hits += 1
+                hits += 1
                 self.entries.move_to_end(key)  # most recently used
                 found[key] = self.entries[key]
                 stored.add(key)
             elif key not in todo:  # a miss repeated in one call is prefilled once
-                self._check_block(model, ids)  # before counting: a refused block leaves the store as it was
+                self._check_block(model, ids)  # a refused block leaves the store as it was
                 todo[key] = ids
-        self.misses += len(todo)
         for batch in self.batches(todo):
             for kv in self.prefill(model, [todo[key] for key in batch], batch):
                 found[kv.key] = kv
+        # counted once every prefill succeeded: a call that fails (and that the server then retries request by
+        # request to find the culprit) leaves the counters as they were
+        self.hits += hits
+        self.misses += len(todo)
         for key in todo:  # inserted after every prefill: a failing batch inserts nothing
             self._insert(found[key])
         return [(found[key], key in stored) for key in keys]

@@ -138,7 +138,7 @@ def test_streaming_equals_non_streaming(live, chat, sampling):
     assert "".join(pieces) == text
     assert reasons == [whole.choices[0].finish_reason]
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
-    assert chunks[-1].usage.lit_block["block_hits"] == 3 if chat else 2  # the second call finds every block
+    assert chunks[-1].usage.lit_block["block_hits"] == (3 if chat else 2)  # the second call finds every block
 
 
 def test_concurrent_requests_sharing_blocks_answer_as_sequential_ones(student_dir, reference):

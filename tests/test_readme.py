@@ -101,6 +101,13 @@ RUN = {  # the rest, each run by one test below
     "lit-block data build --heldout": "test_segmentation_generalisation",
     "lit-block eval-seg --dataset data/heldout-families --checkpoint checkpoints/segmenter/segmenter.ckpt":
         "test_segmentation_generalisation",
+    "lit-block serve exports/distilled --port 8000 --store-gib 4": "test_serve_and_curl",
+    "curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": "
+    "\"distilled\", \"max_tokens\": 32, \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": "
+    "\"Who built the ark?\"}], \"lit_block\": {\"documents\": [\"Passage one ...\", \"Passage two ...\"]}}'":
+        "test_serve_and_curl",
+    "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
+        "test_bench_serve",
 }
 
 
@@ -293,6 +300,54 @@ def test_pipeline_overrides(in_workspace, request, capsys):
     command = "lit-block pipeline --config experiments/pipeline/cpu.yaml --distill-steps 120 --workdir pipeline-120"
     args = build_parser().parse_args(shlex.split(command)[2:])
     assert (args.distill_steps, args.workdir, args.accelerator) == (120, "pipeline-120", "cpu")
+
+
+def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 120) -> None:
+    """Until ``url`` answers; fails with the server's log if it exits or takes longer."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, f"no answer from {url}:\n{log.read_text()}"
+            time.sleep(0.5)
+
+
+def test_serve_and_curl(in_workspace):
+    """The README's server on the recipe's student, on a free port, called by the README's curl command."""
+    import json
+
+    shutil.copytree(in_workspace / "runs/block-distillation/seg-middle/student", "exports/distilled", dirs_exist_ok=True)
+    start, call = [c for c in RUN if RUN[c] == "test_serve_and_curl"]
+    port = free_port()
+    log = in_workspace / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("lit-block")), *shlex.split(start)[1:],
+                                   "--port", str(port), "--device", "cpu"], stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", server, log)
+        argv = shlex.split(call.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+        if shutil.which("curl"):
+            body = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+        else:  # the same request without curl: its URL, header and body
+            request = urllib.request.Request(argv[2], argv[argv.index("-d") + 1].encode(),
+                                             dict([argv[argv.index("-H") + 1].split(": ", 1)]))
+            body = urllib.request.urlopen(request, timeout=120).read().decode()
+        answer = json.loads(body)
+        assert answer["object"] == "chat.completion" and answer["model"] == "distilled", answer
+        assert answer["usage"]["lit_block"]["blocks"] == 3, answer  # the chat's header, then the two passages
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+
+def test_bench_serve(in_workspace, request, capsys):
+    command = next(c for c in RUN if RUN[c] == "test_bench_serve")
+    assert lit_block(command, f"--model={request.getfixturevalue('tiny_model_dir')}", "--device=cpu", "--clients=2",
+                     "--requests=4", "--num-passages=2", "--passage-tokens=16", "--max-new-tokens=2", "--repeat=1") == 0
+    assert "| median | cache / full |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", PARSED, ids=list(PARSED.values()))

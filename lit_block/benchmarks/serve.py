@@ -270,16 +270,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.repeat} repeats\n")
     print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate |\n"
           "|---|---|---|---|---|---|---|---|")
+    def row(label: str, mode: str, r: dict) -> str:
+        return (f"| {label} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
+                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% |")
+
     for i, rows in enumerate(result["repeats"]):
-        for mode in ("cache", "full"):
-            r = rows[mode]
-            print(f"| {i + 1} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
-                  f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% |")
+        print("\n".join(row(str(i + 1), mode, rows[mode]) for mode in ("cache", "full")))
     summary = summarize(result["repeats"])
-    for mode in ("cache", "full"):
-        r = summary[mode]
-        print(f"| median | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
-              f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% |")
+    print("\n".join(row("median", mode, summary[mode]) for mode in ("cache", "full")))
     ratio = summary["ratio"]
     print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
           f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | |")

@@ -77,3 +77,22 @@ def test_a_failed_fetch_leaves_the_store_and_its_counters_as_they_were(monkeypat
     with pytest.raises(torch.OutOfMemoryError):
         store.fetch(lm, [old, new])  # a hit and a miss whose prefill fails
     assert store.stats() == before and list(store.entries) == keys
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_burst_of_one_shape_on_a_gpu_answers_as_each_request_alone(dtype):
+    """Queries of one shape share a CUDA graph, replayed for each before any chooses its first token: each answer
+    is still the one generate() gives alone (one forward per answer, so the comparison is exact)."""
+    lm = tiny_lm("llama", sinks=2).to("cuda", dtype)
+    blocks = random_blocks([40, 25], seed=7)
+    queries = random_blocks([6] * 4, seed=8)
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=False)
+    try:
+        results = answer_together(engine, [engine.generation(blocks, query, GREEDY) for query in queries])
+    finally:
+        engine.close()
+    alone = [generate(lm, blocks, query, GREEDY, store=BlockKVStore()).token_ids for query in queries]
+    assert len({tuple(a) for a in alone}) > 1  # the queries' answers differ: a mixed-up one shows
+    assert [results[i][1].token_ids for i in range(len(queries))] == alone

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from lit_block.errors import UsageError
+from lit_block.layout import sink_slots
 
 METHODS = ("bos", "mean", "warmup")
 
@@ -57,7 +58,7 @@ class SinkTokenInitializer(L.Callback):
                 target = teacher.full_attention_hidden_states(batch["input_ids"][:, :1])[:, 0]
             layout = student.layout(batch["input_ids"], batch["block_ids"], batch["attention_mask"])
             hidden = student.hidden_states_for_layout(layout)
-            first_sink = layout.sink_mask & (torch.cumsum(layout.sink_mask.long(), 1) - 1) % student.num_sink_tokens == 0
+            first_sink = sink_slots(layout) == 0  # each block's first sink slot
             states = hidden[first_sink]  # [n_blocks_total, H]
             rows = torch.nonzero(first_sink)[:, 0]
             loss = torch.nn.functional.mse_loss(states.float(), target[rows].float())

@@ -37,7 +37,8 @@ FRAMEWORK_SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval-rag": ("RAG-style QA with every passage a cached block: EM, F1, substring match", "lit_block.rag.evaluation"),
     "sweep": ("run a command over a grid of config values, as nested MLflow runs (resumable)", "lit_block.sweep"),
     "compare": ("table and plots of MLflow runs (a sweep's children, tags, a filter)", "lit_block.compare"),
-    "bench": ("benchmarks that print a table (attention, segment, ttft, distill)", "lit_block.benchmarks"),
+    "bench": ("benchmarks that print a table (attention, distill, segment, serve, ttft)", "lit_block.benchmarks"),
+    "serve": ("an OpenAI-compatible HTTP server whose context documents are cached blocks", "lit_block.serving.server"),
 }
 
 

@@ -251,3 +251,66 @@ def pack_sample(
         sink_token_id=sink_token_id,
         max_length=max_length,
     )
+
+
+# ---------------------------------------------------------------- the layout of cached blocks (serving)
+
+
+def isolated_blocks(blocks: Sequence[Sequence[int]], num_sinks: int = 0, sink_token_id: int = 0) -> BlockLayout:
+    """The layout a block's KV cache is computed under: each block alone, one sample per block.
+
+    A context block attends only to itself and its sinks, so its keys and values do not depend on
+    what comes before it: each block is packed as the one context block of its own sample (no global
+    block), its ``num_sinks`` sinks first, at local positions ``0 .. num_sinks + L - 1``. Placed at
+    its offset in a prompt (``block_spans``) and rotated there, it is exactly that block of the
+    prompt's :func:`layout_from_tokens`. Shorter blocks are padded at the end (``attention_mask``
+    False there): under causal attention no real token sees the padding that follows it.
+    """
+    if not blocks:
+        raise ValueError("no blocks to lay out")
+    for i, block in enumerate(blocks):
+        if len(block) == 0:
+            raise ValueError(f"context block {i} is empty")
+    longest = max(len(b) for b in blocks)
+    ids = torch.full((len(blocks), longest), sink_token_id, dtype=torch.long)
+    valid = torch.zeros(len(blocks), longest, dtype=torch.bool)
+    for i, block in enumerate(blocks):
+        ids[i, : len(block)] = torch.as_tensor(list(block), dtype=torch.long)
+        valid[i, : len(block)] = True
+    return layout_from_tokens(ids, torch.zeros_like(ids), valid, num_sinks=num_sinks, sink_token_id=sink_token_id)
+
+
+def block_spans(block_lengths: Sequence[int], num_sinks: int = 0) -> tuple[list[tuple[int, int]], int]:
+    """Where each context block lies in a packed sample, without building it: ``(start, length)``
+    per block (``length`` counts its sinks, which come first) and the position where the global
+    block starts -- the positions :func:`layout_from_tokens` gives the same blocks."""
+    if num_sinks < 0:
+        raise ValueError(f"num_sinks must be >= 0, got {num_sinks}")
+    spans, start = [], 0
+    for i, n in enumerate(block_lengths):
+        if n <= 0:
+            raise ValueError(f"context block {i} is empty")
+        spans.append((start, num_sinks + n))
+        start += num_sinks + n
+    return spans, start
+
+
+def sink_slots(layout: BlockLayout) -> torch.Tensor:
+    """``[B, T]`` long: which of the model's sink embeddings each sink slot takes (slot ``j`` of a
+    block's run takes sink ``j``), ``-1`` on every other position."""
+    if layout.num_sinks == 0:
+        return torch.full_like(layout.block_ids, -1)
+    rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1  # every block has exactly num_sinks sinks
+    return torch.where(layout.sink_mask, rank % layout.num_sinks, torch.full_like(rank, -1))
+
+
+def place_sinks(embeds: torch.Tensor, layout: BlockLayout, sink_embeddings: torch.Tensor) -> torch.Tensor:
+    """``embeds [B, T, hidden]`` of ``layout.input_ids`` with the model's sink embeddings (``[k, hidden]``)
+    in the sink slots, as :func:`sink_slots` assigns them: the training forward and the block store's
+    prefill both build their inputs here, so a cached block starts with exactly the sinks it trained with."""
+    if layout.num_sinks == 0:
+        return embeds
+    if sink_embeddings.shape[0] != layout.num_sinks:
+        raise ValueError(f"the layout has {layout.num_sinks} sinks per block, the model {sink_embeddings.shape[0]}")
+    sinks = sink_embeddings.to(embeds.dtype)[sink_slots(layout).clamp(min=0)]
+    return torch.where(layout.sink_mask[..., None], sinks, embeds)

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lit_block.attention import prepare_block_attention
 from lit_block.attention.transformers_hook import ATTN_IMPLEMENTATION, register_block_attention
-from lit_block.layout import BlockLayout, layout_from_tokens
+from lit_block.layout import BlockLayout, layout_from_tokens, place_sinks
 from lit_block.model_sources import not_found, resolve_model_path
 
 SINKS_FILE = "lit_block_sinks.safetensors"  # written next to the HF weights by save_pretrained
@@ -182,12 +182,7 @@ class BlockAttentionLM(nn.Module):
                 f"the model's attention implementation was switched to {self.model.config._attn_implementation!r}; "
                 "give other models a copy of this config"
             )
-        embeds = self.model.get_input_embeddings()(layout.input_ids)
-        if self.num_sink_tokens:
-            # slot j of every block's sink run gets sink embedding j
-            rank = torch.cumsum(layout.sink_mask.long(), dim=1) - 1
-            sink_rows = self.sink_embeddings.to(embeds.dtype)[rank.clamp(min=0) % self.num_sink_tokens]
-            embeds = torch.where(layout.sink_mask[..., None], sink_rows, embeds)
+        embeds = place_sinks(self.model.get_input_embeddings()(layout.input_ids), layout, self.sink_embeddings)
         # auto: picked for this layout, dtype, head size and number of heads
         config = self.model.config
         block_attention = prepare_block_attention(layout, self.attn_backend, embeds.dtype, config_head_dim(config),

@@ -107,3 +107,15 @@ def test_attended_pairs_counts_what_the_dense_mask_allows():
         assert block == layout.dense_mask()[:, 0][valid].sum()  # real query rows only
         n = valid.sum(1)
         assert full == (n * (n + 1) // 2).sum()
+
+
+def test_sink_slots_give_slot_j_of_every_block_sink_j():
+    from lit_block.layout import place_sinks, sink_slots
+
+    layout = pack_sample([[10, 11], [12]], [13, 14], num_sinks=2)
+    assert sink_slots(layout).tolist() == [[0, 1, -1, -1, 0, 1, -1, -1, -1]]
+    embeds = torch.zeros(1, layout.seq_len, 3)
+    sinks = torch.tensor([[1.0] * 3, [2.0] * 3])
+    assert place_sinks(embeds, layout, sinks)[0, :, 0].tolist() == [1, 2, 0, 0, 1, 2, 0, 0, 0]
+    with pytest.raises(ValueError, match="2 sinks per block, the model 1"):
+        place_sinks(embeds, layout, sinks[:1])  # a layout built for another model

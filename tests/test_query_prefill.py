@@ -73,6 +73,33 @@ def test_buffers_grow_to_fit_and_off_graphs_there_are_none():
     assert keys.shape[0] == 8192 and not runner.graphs
 
 
+def test_each_query_keeps_its_own_logits_when_one_graph_serves_several(monkeypatch):
+    """A CUDA graph writes its output into one static tensor at every replay, and the server prefills several
+    queries of one shape before any of them chooses its first token: each must get a copy of its logits, not a
+    view of that tensor (in float32 ``.float()`` copies nothing). The replay is made static here as on a GPU."""
+    from lit_block.serving import Generation
+    from lit_block.serving import query_prefill
+
+    statics: dict[int, torch.Tensor] = {}
+    eager_replay = query_prefill._Graph.replay
+
+    def static_replay(graph):
+        out = eager_replay(graph)
+        return statics.setdefault(id(graph), torch.empty_like(out)).copy_(out)
+
+    monkeypatch.setattr(query_prefill._Graph, "replay", static_replay)
+    lm = tiny_lm("llama", sinks=1)
+    with_runner(lm, bucket=8)
+    store, blocks = BlockKVStore(), random_blocks([9, 6], seed=3)
+    first, second = (Generation(lm, blocks, query, GenerationConfig(max_new_tokens=1))
+                     for query in random_blocks([5, 5], seed=4))  # one shape: one graph
+    first.prefill(store, own_cache=True)
+    kept = first.logits.clone()
+    second.prefill(store, own_cache=True)
+    assert len(statics) == 1 and not torch.equal(second.logits, kept)
+    assert torch.equal(first.logits, kept)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graph_prefill_equals_the_eager_prefill_on_gpu():

@@ -9,6 +9,7 @@ below fails ``test_every_readme_command_is_covered``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -101,6 +102,13 @@ RUN = {  # the rest, each run by one test below
     "lit-block data build --heldout": "test_segmentation_generalisation",
     "lit-block eval-seg --dataset data/heldout-families --checkpoint checkpoints/segmenter/segmenter.ckpt":
         "test_segmentation_generalisation",
+    "lit-block serve exports/distilled --port 8000 --store-gib 4": "test_serve_and_curl",
+    "curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{\"model\": "
+    "\"distilled\", \"max_tokens\": 32, \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": "
+    "\"Who built the ark?\"}], \"lit_block\": {\"documents\": [\"Passage one ...\", \"Passage two ...\"]}}'":
+        "test_serve_and_curl",
+    "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
+        "test_bench_serve",
 }
 
 
@@ -256,27 +264,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mlflow_ui(in_workspace):
-    command = "mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db".replace("$PWD", str(in_workspace))
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    server = subprocess.Popen([str(mlflow), *shlex.split(command)[1:], "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+@contextlib.contextmanager
+def serving(argv: list[str], port: int, ready: str, seconds: float = 120, log: Path | None = None):
+    """A README server command run in the background (``--port`` appended) until ``ready`` answers on it; stopped
+    (its whole process group) at the end. Fails, with its log if any, if it exits or takes longer to answer."""
+    with (log.open("w") if log else open(os.devnull, "w")) as out:
+        process = subprocess.Popen([*argv, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        url, deadline = f"http://127.0.0.1:{port}{ready}", time.monotonic() + seconds
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?"
-                                            "max_results=50", timeout=2) as answer:
-                    names = {e["name"] for e in __import__("json").load(answer)["experiments"]}
-                break
+                with urllib.request.urlopen(url, timeout=2):
+                    break
             except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui did not answer"
+                alive = process.poll() is None and time.monotonic() < deadline
+                assert alive, f"no answer from {url}" + (f":\n{log.read_text()}" if log else "")
                 time.sleep(0.5)
-        assert {"segmenter", "block-distillation"} <= names  # the recipe's runs, read from ./mlflow.db
+        yield url
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def test_mlflow_ui(in_workspace):
+    command = "mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db".replace("$PWD", str(in_workspace))
+    mlflow = Path(sys.executable).with_name("mlflow")
+    search = "/ajax-api/2.0/mlflow/experiments/search?max_results=50"
+    with serving([str(mlflow), *shlex.split(command)[1:]], free_port(), search, seconds=60) as url:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            names = {e["name"] for e in __import__("json").load(answer)["experiments"]}
+    assert {"segmenter", "block-distillation"} <= names  # the recipe's runs, read from ./mlflow.db
 
 
 def test_bench_ttft(in_workspace, request, capsys):
@@ -293,6 +311,34 @@ def test_pipeline_overrides(in_workspace, request, capsys):
     command = "lit-block pipeline --config experiments/pipeline/cpu.yaml --distill-steps 120 --workdir pipeline-120"
     args = build_parser().parse_args(shlex.split(command)[2:])
     assert (args.distill_steps, args.workdir, args.accelerator) == (120, "pipeline-120", "cpu")
+
+
+def test_serve_and_curl(in_workspace):
+    """The README's server on the recipe's student, on a free port, called by the README's curl command."""
+    import json
+
+    shutil.copytree(in_workspace / "runs/block-distillation/seg-middle/student", "exports/distilled", dirs_exist_ok=True)
+    start, call = [c for c in RUN if RUN[c] == "test_serve_and_curl"]
+    port = free_port()
+    lit_block_command = [str(Path(sys.executable).with_name("lit-block")), *shlex.split(start)[1:], "--device", "cpu"]
+    with serving(lit_block_command, port, "/health", log=in_workspace / "serve.log"):
+        argv = shlex.split(call.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+        if shutil.which("curl"):
+            body = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+        else:  # the same request without curl: its URL, header and body
+            request = urllib.request.Request(argv[2], argv[argv.index("-d") + 1].encode(),
+                                             dict([argv[argv.index("-H") + 1].split(": ", 1)]))
+            body = urllib.request.urlopen(request, timeout=120).read().decode()
+    answer = json.loads(body)
+    assert answer["object"] == "chat.completion" and answer["model"] == "distilled", answer
+    assert answer["usage"]["lit_block"]["blocks"] == 3, answer  # the chat's header, then the two passages
+
+
+def test_bench_serve(in_workspace, request, capsys):
+    command = next(c for c in RUN if RUN[c] == "test_bench_serve")
+    assert lit_block(command, f"--model={request.getfixturevalue('tiny_model_dir')}", "--device=cpu", "--clients=2",
+                     "--requests=4", "--num-passages=2", "--passage-tokens=16", "--max-new-tokens=2", "--repeat=1") == 0
+    assert "| median | cache / full |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", PARSED, ids=list(PARSED.values()))

@@ -8,7 +8,8 @@ from lit_block.errors import UsageError
 
 # name -> the module whose build_parser() and main(argv) run it (imported only when it runs)
 BENCHES = {"attention": "lit_block.benchmarks.attention", "segment": "lit_block.benchmarks.segmentation",
-           "ttft": "lit_block.benchmarks.ttft", "distill": "lit_block.benchmarks.distill_step"}
+           "ttft": "lit_block.benchmarks.ttft", "distill": "lit_block.benchmarks.distill_step",
+           "serve": "lit_block.benchmarks.serve"}
 
 
 def main(argv: list[str]) -> int:

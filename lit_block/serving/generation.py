@@ -3,6 +3,9 @@
     result = generate(model, ["passage A ...", "passage B ..."], "Question: ...\nAnswer:",
                       GenerationConfig(max_new_tokens=32, stop=("\n",)), store=store)
 
+``Generation`` is the same answer one step at a time (prefill, then one token per ``advance``): the
+server interleaves many of them, so each of its answers is exactly what ``generate`` returns.
+
 Block path (``full_attention=False``): each context block is prefilled alone with the model's sinks
 (or found in the store), the blocks' caches are assembled at their offsets, and only the query -- the
 global block -- is prefilled over them; decoding then continues as usual. This computes exactly
@@ -22,7 +25,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
 from lit_block.errors import UsageError, check_number
-from lit_block.serving.kv_store import BlockKVStore
+from lit_block.serving.kv_store import BlockKV, BlockKVStore
+from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
 from lit_block.serving.query_prefill import QueryPrefill, forward_step
 
 
@@ -36,6 +40,7 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()  # stop strings: the answer ends before the first one
     stop_at_eos: bool = True
     seed: int | None = None  # sampling seed
+    stop_token_ids: tuple[int, ...] = ()  # tokens that end the answer like EOS (a chat template's end of turn)
 
     def __post_init__(self):
         check_number("max_new_tokens", self.max_new_tokens, low=1, integer=True)
@@ -46,6 +51,8 @@ class GenerationConfig:
             check_number("seed", self.seed, low=0, integer=True)
         if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
             raise UsageError(f"stop must be a sequence of strings, got {self.stop!r}")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in self.stop_token_ids):
+            raise UsageError(f"stop_token_ids must be a sequence of token ids, got {self.stop_token_ids!r}")
 
 
 @dataclass
@@ -96,64 +103,154 @@ def _step(model, ids: list[int], start: int, cache: Cache, cached_prefix: bool =
     return forward_step(model, input_ids, start, cache, cached_prefix=cached_prefix)[0, -1].float()
 
 
+def held_back(text: str, stop: Sequence[str]) -> int:
+    """How many characters at the end of a growing answer may still change: an unfinished UTF-8 character
+    (decoded as U+FFFD) or the start of a stop string, which would cut the text there."""
+    n = len(text) - len(text.rstrip("\ufffd"))
+    partial = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return max(n, partial)
+
+
+class Generation:
+    """One answer, a step at a time: the prompt checked here, prefilled by :meth:`prefill`, then one token per
+    :meth:`advance` until it returns False; :meth:`result` is what :func:`generate` returns."""
+
+    def __init__(self, model, context_blocks: Sequence[str | Sequence[int]], query: str | Sequence[int],
+                 config: GenerationConfig = GenerationConfig(), full_attention: bool = False,
+                 started: float | None = None):
+        self.started = time.perf_counter() if started is None else started  # TTFT counts from here
+        self.model, self.config, self.full_attention = model, config, full_attention
+        self.blocks = [_ids(model, b, f"context block {i}") for i, b in enumerate(context_blocks)]
+        self.query_ids = _ids(model, query, "the query")
+        if not self.query_ids:
+            raise ValueError("the query is empty: the global block needs at least one token")
+        for i, b in enumerate(self.blocks):
+            if not b:
+                raise ValueError(f"context block {i} is empty")
+        self.context = sum(len(b) for b in self.blocks) + (0 if full_attention else model.num_sink_tokens * len(self.blocks))
+        total = self.context + len(self.query_ids) + config.max_new_tokens
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and total > limit:
+            raise ValueError(f"prompt and answer need {total} positions ({self.context} context, {len(self.query_ids)} "
+                             f"query, {config.max_new_tokens} new tokens), more than the model's {limit}")
+        window = getattr(model.config, "sliding_window", None)
+        if window is not None and total > window:
+            raise ValueError(f"the model uses a sliding window of {window} tokens; block caches need full attention")
+        eos = model.config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | set(config.stop_token_ids)
+        self.token_ids: list[int] = []
+        self.text, self.stopped_by, self.finished = "", "length", False
+        self.block_stats: dict = {}
+        self.cached_tokens = 0  # prompt tokens whose blocks were found in the store
+        self.ttft_s = 0.0
+        self.logits: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def prefill(self, store: BlockKVStore | None = None, fetched: Sequence[tuple[BlockKV, bool]] | None = None,
+                fingerprint: str | None = None, own_cache: bool = False) -> None:
+        """The prompt's prefill, up to the first token's logits. Block path: the blocks' caches come from ``store``
+        (its misses prefilled now), or from ``fetched`` -- ``store.fetch`` of :attr:`blocks`, done by a caller that
+        prefilled the misses of several answers together. ``own_cache``: copy the cache out of the query runner's
+        static buffers (CUDA graphs), which the next answer's prefill reuses while this one still decodes."""
+        model = self.model
+        if self.full_attention:
+            self.cache = DynamicCache()  # the baseline: transformers' own causal prefill of the whole prompt
+            logits = _step(model, [t for b in self.blocks for t in b] + self.query_ids, 0, self.cache, cached_prefix=False)
+        else:
+            store = store if store is not None else BlockKVStore()
+            if fetched is None:
+                fetched = store.fetch(model, self.blocks, fingerprint)
+            kvs = [kv for kv, _ in fetched]
+            self.block_stats = {"hits": sum(found for _, found in fetched),
+                                "misses": len({kv.key for kv, found in fetched if not found})}
+            self.cached_tokens = sum(len(ids) for ids, (_, found) in zip(self.blocks, fetched) if found)
+            prefill = QueryPrefill.of(model)  # static buffers and CUDA graphs on a GPU, eager elsewhere
+            extra = len(self.query_ids) + self.config.max_new_tokens
+            buffers = prefill.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + extra) if kvs else None  # or fresh
+            self.cache, self.context = store.assemble(model, kvs, extra, buffers=buffers)
+            logits = prefill(self.query_ids, self.context, self.cache)
+            if own_cache and buffers is not None:
+                self.cache = _copied(buffers, self.context + len(self.query_ids), self.context + extra)
+        self.first_token_logits = logits.cpu()  # waits for the device: the first token's logits exist now
+        self.ttft_s = time.perf_counter() - self.started
+        self.logits = logits
+        seed = self.config.seed
+        self.generator = torch.Generator(device=logits.device).manual_seed(seed) if seed is not None else None
+        self.position = self.context + len(self.query_ids)
+
+    @torch.no_grad()
+    def advance(self) -> bool:
+        """Choose the next token and run it, unless the answer ends: False once the answer is finished."""
+        token = self.choose()
+        if token is None:
+            return False
+        self.run(token)
+        return True
+
+    def choose(self) -> int | None:
+        """The next token, to be run (``run``, or a batch's forward and ``accept``); None when the answer ends here
+        (EOS, a stop string, ``max_new_tokens``)."""
+        if self.logits is None and not self.finished:
+            raise RuntimeError("prefill() the prompt before advancing")
+        if self.finished:
+            return None
+        config, model = self.config, self.model
+        token = next_token(self.logits, config, self.generator)
+        if config.stop_at_eos and token in self.eos:
+            self.stopped_by = "eos"
+            return self._finish()
+        self.token_ids.append(token)
+        self.text = model.tokenizer.decode(self.token_ids, skip_special_tokens=True) if model.tokenizer is not None else ""
+        hit = [self.text.index(s) for s in config.stop if s and s in self.text]
+        if hit:
+            self.text, self.stopped_by = self.text[: min(hit)], "stop"
+            return self._finish()
+        if len(self.token_ids) >= config.max_new_tokens:
+            return self._finish()
+        return token
+
+    @torch.no_grad()
+    def run(self, token: int) -> None:
+        """Run the chosen token over this answer's own cache: the logits of the next choice."""
+        self.accept(_step(self.model, [token], self.position, self.cache))
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """``[vocab]`` logits after the chosen token, however it was run (alone, or in a batch holding the cache)."""
+        self.logits = logits
+        self.position += 1
+
+    def _finish(self) -> None:
+        self.finished = True
+        self.cache = self.logits = None  # the answer's cache is freed as soon as it is done
+
+    def stable_text(self) -> str:
+        """The part of the answer so far that no later token can change (what a stream may send)."""
+        if self.finished:
+            return self.text
+        return self.text[: len(self.text) - held_back(self.text, self.config.stop)]
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(text=self.text, token_ids=list(self.token_ids), first_token_logits=self.first_token_logits,
+                                context_tokens=self.context, stopped_by=self.stopped_by, ttft_s=self.ttft_s,
+                                block_stats=self.block_stats)
+
+
+def _copied(buffers: tuple[torch.Tensor, torch.Tensor], filled: int, capacity: int) -> Cache:
+    keys = buffers[0].new_empty(capacity, *buffers[0].shape[1:])
+    values = torch.empty_like(keys)
+    keys[:filled].copy_(buffers[0][:filled])
+    values[:filled].copy_(buffers[1][:filled])
+    return preallocated_cache(position_major_layers(keys, values), filled)
+
+
 @torch.no_grad()
 def generate(model, context_blocks: Sequence[str | Sequence[int]], query: str | Sequence[int],
              config: GenerationConfig = GenerationConfig(), store: BlockKVStore | None = None,
-             full_attention: bool = False) -> GenerationResult:
-    """Answer ``query`` over ``context_blocks`` (texts or token id lists) with ``model`` (a ``BlockAttentionLM``)."""
-    start = time.perf_counter()
-    blocks = [_ids(model, b, f"context block {i}") for i, b in enumerate(context_blocks)]
-    query_ids = _ids(model, query, "the query")
-    if not query_ids:
-        raise ValueError("the query is empty: the global block needs at least one token")
-    for i, b in enumerate(blocks):
-        if not b:
-            raise ValueError(f"context block {i} is empty")
-    context = sum(len(b) for b in blocks) + (0 if full_attention else model.num_sink_tokens * len(blocks))
-    total = context + len(query_ids) + config.max_new_tokens
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and total > limit:
-        raise ValueError(f"prompt and answer need {total} positions ({context} context, {len(query_ids)} query, "
-                         f"{config.max_new_tokens} new tokens), more than the model's {limit}")
-    window = getattr(model.config, "sliding_window", None)
-    if window is not None and total > window:
-        raise ValueError(f"the model uses a sliding window of {window} tokens; block caches need full attention")
-    stats: dict = {}
-    if full_attention:
-        cache = DynamicCache()  # the baseline: transformers' own causal prefill of the whole prompt
-        logits = _step(model, [t for b in blocks for t in b] + query_ids, 0, cache, cached_prefix=False)
-    else:
-        store = store if store is not None else BlockKVStore()
-        hits, misses = store.hits, store.misses
-        kvs = store.get_many(model, blocks)
-        prefill = QueryPrefill.of(model)  # static buffers and CUDA graphs on a GPU, eager elsewhere
-        extra = len(query_ids) + config.max_new_tokens
-        buffers = prefill.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + extra) if kvs else None  # or fresh ones
-        cache, context = store.assemble(model, kvs, extra, buffers=buffers)
-        stats = {"hits": store.hits - hits, "misses": store.misses - misses}
-        logits = prefill(query_ids, context, cache)
-    first_logits = logits.cpu()  # waits for the device: the first token's logits exist now
-    ttft = time.perf_counter() - start
-    generator = torch.Generator(device=logits.device).manual_seed(config.seed) if config.seed is not None else None
-    eos = model.config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    out: list[int] = []
-    position = context + len(query_ids)
-    stopped_by, text = "length", ""
-    while True:
-        token = next_token(logits, config, generator)
-        if config.stop_at_eos and token in eos:
-            stopped_by = "eos"
-            break
-        out.append(token)
-        text = model.tokenizer.decode(out, skip_special_tokens=True) if model.tokenizer is not None else ""
-        hit = [text.index(s) for s in config.stop if s and s in text]
-        if hit:
-            text, stopped_by = text[: min(hit)], "stop"
-            break
-        if len(out) >= config.max_new_tokens:
-            break
-        logits = _step(model, [token], position, cache)
-        position += 1
-    return GenerationResult(text=text, token_ids=out, first_token_logits=first_logits, context_tokens=context,
-                            stopped_by=stopped_by, ttft_s=ttft, block_stats=stats)
+             full_attention: bool = False, fingerprint: str | None = None) -> GenerationResult:
+    """Answer ``query`` over ``context_blocks`` (texts or token id lists) with ``model`` (a ``BlockAttentionLM``).
+    ``fingerprint``: the model's, computed once by a caller whose weights are frozen (see ``BlockKVStore.get_many``)."""
+    generation = Generation(model, context_blocks, query, config, full_attention)
+    generation.prefill(store, fingerprint=fingerprint)
+    while generation.advance():
+        pass
+    return generation.result()

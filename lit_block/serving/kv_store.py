@@ -5,12 +5,15 @@
     cache, length = store.assemble(model, kvs)                 # a transformers cache for the prompt
 
 A block is prefilled alone, with the model's sink tokens in front, at local positions ``0 .. L-1``
-(block attention: a context block sees only itself). Entries are keyed by the block's token ids
-and the model's fingerprint (config, tokenizer vocabulary and the weights' content and dtype, sinks
-included, read afresh on every lookup), so a cache built by another model or tokenizer, or by this model
-before its weights changed, is never returned. Least recently used entries are evicted to
-stay under ``max_bytes``. ``assemble`` moves each block's keys to its offset in the prompt
-(``lit_block.serving.rope``) and writes them into one cache with room for the query and answer.
+(block attention: a context block sees only itself): the layout is ``lit_block.layout.isolated_blocks``,
+the one the training mask is built from. Entries are keyed by the block's token ids and the model's
+fingerprint (config, tokenizer vocabulary and the weights' content and dtype, sinks included, read
+afresh on every lookup), so a cache built by another model or tokenizer, or by this model before its
+weights changed, is never returned. A caller whose weights cannot change -- a server -- computes the
+fingerprint once and passes it (``fingerprint=``): 40 ms per lookup saved on the 135M model. Least
+recently used entries are evicted to stay under ``max_bytes``. ``assemble`` moves each block's keys to
+its offset in the prompt (``lit_block.layout.block_spans``, rotated by ``lit_block.serving.rope``) and
+writes them into one cache with room for the query and answer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
+from lit_block.layout import block_spans, isolated_blocks, place_sinks
 from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
 from lit_block.serving.rope import KeyRerotator, find_rotary_embedding
 
@@ -68,6 +72,7 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()[:32]
 
 
+PAD_SLACK = 1.25  # a prefill batch's padded tokens may exceed its real tokens by a quarter
 _SAME_SIZE_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # bytes per element -> int dtype
 
 
@@ -102,10 +107,13 @@ def _vocab_digest(tokenizer, model) -> str:
 class BlockKVStore:
     """An LRU store of per-block KV caches under a byte budget, shared by any number of models."""
 
-    def __init__(self, max_bytes: int = 1 << 30):
+    def __init__(self, max_bytes: int = 1 << 30, max_batch_tokens: int = 1 << 16):
         if max_bytes <= 0:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if max_batch_tokens <= 0:
+            raise ValueError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
         self.max_bytes = max_bytes
+        self.max_batch_tokens = max_batch_tokens  # padded tokens per prefill batch: bounds its activations
         self.entries: OrderedDict[str, BlockKV] = OrderedDict()  # oldest first
         self.bytes = 0
         self.hits = self.misses = self.evictions = 0
@@ -116,32 +124,62 @@ class BlockKVStore:
     def block_key(fingerprint: str, token_ids: Sequence[int]) -> str:
         return hashlib.sha256(fingerprint.encode() + array("q", token_ids).tobytes()).hexdigest()
 
-    def get(self, model, token_ids: Sequence[int]) -> BlockKV:
+    def get(self, model, token_ids: Sequence[int], fingerprint: str | None = None) -> BlockKV:
         """The cache of one block (prefilled now if it is not stored)."""
-        return self.get_many(model, [token_ids])[0]
+        return self.get_many(model, [token_ids], fingerprint)[0]
 
-    def get_many(self, model, blocks: Sequence[Sequence[int]]) -> list[BlockKV]:
-        """Caches of several blocks, in order; misses of equal length are prefilled together in one batch."""
-        fingerprint = model_fingerprint(model)
+    def get_many(self, model, blocks: Sequence[Sequence[int]], fingerprint: str | None = None) -> list[BlockKV]:
+        """Caches of several blocks, in order; misses are prefilled together, in batches of similar length.
+        ``fingerprint``: the model's :func:`model_fingerprint`, computed by a caller whose weights are frozen
+        (default: computed now, so that an edited model never gets a stale cache)."""
+        return [kv for kv, _ in self.fetch(model, blocks, fingerprint)]
+
+    def fetch(self, model, blocks: Sequence[Sequence[int]], fingerprint: str | None = None) -> list[tuple[BlockKV, bool]]:
+        """:meth:`get_many`, with each block's flag: True where its cache was already stored (a hit). A missing
+        block that occurs twice in one call is prefilled once and counted once."""
+        fingerprint = model_fingerprint(model) if fingerprint is None else fingerprint
         keys = [self.block_key(fingerprint, ids) for ids in blocks]
         found: dict[str, BlockKV] = {}
-        todo: dict[int, dict[str, Sequence[int]]] = {}  # length -> {key: ids} of blocks to prefill
-        missing: set[str] = set()  # a block repeated in one request is prefilled once
+        stored: set[str] = set()
+        todo: dict[str, Sequence[int]] = {}  # key -> ids of the blocks to prefill
+        hits = 0
         for key, ids in zip(keys, blocks):
-            if key in self.entries:
-                self.hits += 1
+            if key in self.entries:  # stored before this call (new caches are inserted after the loop)
+                hits += 1
                 self.entries.move_to_end(key)  # most recently used
                 found[key] = self.entries[key]
-            elif key not in missing:
-                missing.add(key)
-                self.misses += 1
-                self._check_block(model, ids)
-                todo.setdefault(len(ids), {})[key] = ids
-        for group in todo.values():
-            for kv in self.prefill(model, list(group.values()), list(group)):
+                stored.add(key)
+            elif key not in todo:  # a miss repeated in one call is prefilled once
+                self._check_block(model, ids)  # a refused block leaves the store as it was
+                todo[key] = ids
+        for batch in self.batches(todo):
+            for kv in self.prefill(model, [todo[key] for key in batch], batch):
                 found[kv.key] = kv
-                self._insert(kv)
-        return [found[key] for key in keys]
+        # counted once every prefill succeeded: a call that fails (and that the server then retries request by
+        # request to find the culprit) leaves the counters as they were
+        self.hits += hits
+        self.misses += len(todo)
+        for key in todo:  # inserted after every prefill: a failing batch inserts nothing
+            self._insert(found[key])
+        return [(found[key], key in stored) for key in keys]
+
+    def batches(self, todo: dict[str, Sequence[int]]) -> list[list[str]]:
+        """Misses grouped for prefill, longest first: a batch is padded to its longest block, so it takes blocks
+        while the padding stays under a quarter of its tokens and the whole under ``max_batch_tokens``."""
+        order = sorted(todo, key=lambda key: -len(todo[key]))
+        batches: list[list[str]] = []
+        real = 0
+        for key in order:
+            n = len(todo[key])
+            if batches:
+                padded = (len(batches[-1]) + 1) * len(todo[batches[-1][0]])
+                if padded <= PAD_SLACK * (real + n) and padded <= self.max_batch_tokens:
+                    batches[-1].append(key)
+                    real += n
+                    continue
+            batches.append([key])
+            real = n
+        return batches
 
     def _check_block(self, model, ids: Sequence[int]) -> None:
         if len(ids) == 0:
@@ -155,22 +193,20 @@ class BlockKVStore:
 
     @torch.no_grad()
     def prefill(self, model, blocks: Sequence[Sequence[int]], keys: Sequence[str]) -> list[BlockKV]:
-        """Encode equal-length blocks alone (sinks first, local positions) in one batch."""
+        """Encode blocks alone (sinks first, local positions, padded at the end: ``isolated_blocks``) in one batch."""
         device = model.sink_embeddings.device
-        ids = torch.tensor([list(b) for b in blocks], device=device)
-        embeds = model.model.get_input_embeddings()(ids)
-        k = model.num_sink_tokens
-        if k:
-            sinks = model.sink_embeddings.to(embeds.dtype)[None].expand(len(blocks), -1, -1)
-            embeds = torch.cat([sinks, embeds], dim=1)
-        length = embeds.shape[1]
-        positions = torch.arange(length, device=device)[None].expand(len(blocks), -1)
+        layout = isolated_blocks(blocks, model.num_sink_tokens).to(device)
+        embeds = place_sinks(model.model.get_input_embeddings()(layout.input_ids), layout, model.sink_embeddings)
         cache = DynamicCache()
-        model.model.base_model(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
+        # causal attention, no padding mask: padding only follows the real tokens, which never see it
+        model.model.base_model(inputs_embeds=embeds, position_ids=layout.position_ids, past_key_values=cache,
+                               use_cache=True)
         all_keys = torch.stack([layer.keys for layer in cache.layers], dim=2)  # [n_blocks, heads, layers, L, dim]
         all_values = torch.stack([layer.values for layer in cache.layers], dim=2)
-        return [BlockKV(key, all_keys[i].permute(2, 1, 0, 3).contiguous(), all_values[i].permute(2, 1, 0, 3).contiguous(),
-                        length) for i, key in enumerate(keys)]
+        lengths = layout.attention_mask.sum(1).tolist()  # sinks + tokens of each block
+        return [BlockKV(key, all_keys[i, :, :, :n].permute(2, 1, 0, 3).contiguous(),
+                        all_values[i, :, :, :n].permute(2, 1, 0, 3).contiguous(), n) for i, (key, n) in
+                enumerate(zip(keys, lengths))]
 
     def _insert(self, kv: BlockKV) -> None:
         if kv.nbytes > self.max_bytes:
@@ -214,8 +250,9 @@ class BlockKVStore:
             if keys.shape[0] < total + extra_positions:
                 raise ValueError(f"the cache buffers hold {keys.shape[0]} positions, {total + extra_positions} needed")
         torch.cat([kv.values for kv in blocks], out=values[:total])  # values carry no position: one copy
-        starts = [sum(lengths[:i]) for i in range(len(blocks))]
-        self.rerotator(model).place_blocks(keys[:total], [kv.keys for kv in blocks], starts)  # copied and moved
+        k = model.num_sink_tokens
+        spans, _ = block_spans([n - k for n in lengths], k)  # each block's offset in the packed prompt
+        self.rerotator(model).place_blocks(keys[:total], [kv.keys for kv in blocks], [start for start, _ in spans])
         return preallocated_cache(position_major_layers(keys, values), total), total
 
     # ---------------------------------------------------------------- bookkeeping

@@ -120,7 +120,9 @@ class QueryPrefill:
         graph.keep.fill_(len(query) - 1)
         logits = graph.replay()
         set_cache_length(cache, start + len(query))  # the padding's keys are past the end: dropped
-        return logits[0, -1].float()
+        # a copy, always: the graph's output tensor is rewritten by the next replay of this shape, which the server
+        # runs for another request before this one chooses its token (float32's .float() would copy nothing)
+        return logits[0, -1].to(torch.float32, copy=True)
 
     def _drop_graphs(self) -> None:
         self.graphs.clear()

@@ -1,0 +1,294 @@
+"""Serving a RAG workload: the block-cache server against the same server with caching off, in one run.
+
+    lit-block bench serve --model smollm2-135m --clients 4 --num-passages 4 --passage-tokens 128 --requests 32   # CPU
+    lit-block bench serve --model llama-3.1-8b --device cuda --clients 16 --num-passages 8 --passage-tokens 512 \\
+        --requests 256 --hit-rate 0.8                                               # H200 (random weights)
+
+Workload: every request carries ``--num-passages`` distinct passages (context documents: one block each)
+drawn from a pool by a Zipf law of exponent ``--zipf``, and a question of its own, and asks for
+``--max-new-tokens`` tokens (``ignore_eos``: equal work for both servers). The pool's size is chosen so
+that a store that never evicts would serve ``--hit-rate`` of the block lookups if the requests came
+one by one; the measured rate (usage's block hits / blocks) is reported. ``--clients`` clients
+replay the requests concurrently, each sending its next request when its answer is done.
+
+Each repeat starts both servers afresh (an empty store) on the same loaded model, on 127.0.0.1 in
+this process, and replays the same requests against each: ``cache`` (the block store) then ``full``
+(``--cache false``: every prompt prefilled whole with causal attention). TTFT is measured by the
+client, from sending the request to the first streamed chunk (the server sends it when the first
+token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
+``cache / full`` of the same repeat (TTFT) and ``cache / full`` of throughput, medians over repeats.
+A ``--model`` named in ``lit_block.benchmarks.ttft.SHAPES`` gets random weights and ``--tokenizer``'s
+tokenizer; any other is loaded with its weights (``smollm2-135m``: the embedded SmolLM2-135M).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lit_block.errors import UsageError, check_number
+
+GOAL = "H200 goal (16 clients, 8 passages x 512 tokens, 80% hits): TTFT p50 <= 10% of full prefill's, throughput >= 3x"
+
+
+@dataclass
+class Workload:
+    passages: list[str]  # the pool
+    requests: list[tuple[list[int], str]]  # per request: passage indices, question
+    expected_hit_rate: float
+
+
+@dataclass
+class Run:
+    mode: str  # cache or full
+    ttft_ms: list[float] = field(default_factory=list)
+    server_ttft_ms: list[float] = field(default_factory=list)
+    tokens: int = 0
+    blocks: int = 0
+    hits: int = 0
+    wall_s: float = 0.0
+
+    def row(self) -> dict:
+        q = sorted(self.ttft_ms)
+        return {"mode": self.mode, "p50": _percentile(q, 50), "p99": _percentile(q, 99),
+                "server_p50": _percentile(sorted(self.server_ttft_ms), 50), "rps": len(q) / self.wall_s,
+                "tps": self.tokens / self.wall_s, "hit_rate": self.hits / self.blocks if self.blocks else 0.0}
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    rank = (len(values) - 1) * pct / 100  # linear interpolation between the closest ranks
+    low = int(rank)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+# ---------------------------------------------------------------- the workload
+
+
+def zipf_pick(rng: random.Random, weights: list[float], k: int) -> list[int]:
+    """``k`` distinct pool indices, each drawn with probability proportional to its Zipf weight."""
+    chosen: list[int] = []
+    while len(chosen) < k:
+        i = rng.choices(range(len(weights)), weights)[0]
+        if i not in chosen:
+            chosen.append(i)
+    return chosen
+
+
+def _draw(pool: int, requests: int, k: int, zipf: float, seed: int) -> tuple[list[list[int]], float]:
+    rng = random.Random(seed)
+    weights = [1 / (rank + 1) ** zipf for rank in range(pool)]
+    picks = [zipf_pick(rng, weights, k) for _ in range(requests)]
+    distinct = len({i for p in picks for i in p})
+    return picks, 1 - distinct / (requests * k)  # every first sight is a miss, every later one a hit
+
+
+def plan_requests(requests: int, k: int, zipf: float, hit_rate: float, seed: int = 0) -> tuple[int, list[list[int]], float]:
+    """The pool size whose draws come closest to ``hit_rate`` (bisection: more passages, fewer hits), the draws,
+    and their hit rate (a Zipf law's head repeats in any pool: low targets may be out of reach, the rate says)."""
+    low, high = k, max(k, 16 * requests * k)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _draw(mid, requests, k, zipf, seed)[1] >= hit_rate:
+            low = mid
+        else:
+            high = mid
+    best = min((low, high), key=lambda n: abs(_draw(n, requests, k, zipf, seed)[1] - hit_rate))
+    picks, rate = _draw(best, requests, k, zipf, seed)
+    return best, picks, rate
+
+
+def passage_texts(tokenizer, count: int, tokens: int) -> list[str]:
+    """``count`` passages of about ``tokens`` tokens from the bundled texts, each tagged so that no two are equal."""
+    from pathlib import Path
+
+    texts = sorted((Path(__file__).resolve().parents[2] / "datamodules" / "texts").glob("*.txt"))
+    ids = tokenizer("\n".join(p.read_text() for p in texts), add_special_tokens=False)["input_ids"]
+    out = []
+    for i in range(count):
+        start = (i * tokens * 7) % max(1, len(ids) - tokens)  # strided: neighbours share little text
+        out.append(f"[passage {i}] " + tokenizer.decode(ids[start : start + tokens]))
+    return out
+
+
+def build_workload(tokenizer, args) -> Workload:
+    pool, picks, rate = plan_requests(args.requests, args.num_passages, args.zipf, args.hit_rate, args.seed)
+    passages = passage_texts(tokenizer, pool, args.passage_tokens)
+    questions = [f"Question {i}: which passage above speaks of the {w}?" for i, w in
+                 zip(range(args.requests), ["king", "sea", "field", "city", "night", "house", "word", "land"] * args.requests)]
+    return Workload(passages, list(zip(picks, questions)), rate)
+
+
+# ---------------------------------------------------------------- the replay
+
+
+async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str) -> Run:
+    from openai import AsyncOpenAI  # checked by run_bench
+
+    run = Run(mode)
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", timeout=3600, max_retries=0)
+
+    async def one(documents: list[str], question: str) -> None:
+        sent = time.perf_counter()
+        stream = await client.completions.create(
+            model=model, prompt=question, max_tokens=max_tokens, temperature=0, stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"lit_block": {"documents": documents, "ignore_eos": True}})
+        first = None
+        async for chunk in stream:
+            first = first or time.perf_counter()
+            if chunk.usage is not None:
+                extension = chunk.usage.model_extra["lit_block"]
+                run.tokens += chunk.usage.completion_tokens
+                run.blocks += extension["blocks"]
+                run.hits += extension["block_hits"]
+                run.server_ttft_ms.append(extension["ttft_ms"])
+        run.ttft_ms.append((first - sent) * 1e3)
+
+    async def client_loop(share: list[tuple[list[int], str]]) -> None:
+        for indices, question in share:
+            await one([workload.passages[i] for i in indices], question)
+
+    # first calls, allocator: not counted; a passage of its own, so that the pool's stay cold
+    await one(["[warm-up] " + workload.passages[0]], "Warm-up question?")
+    run = Run(mode)  # the warm-up's figures dropped
+    shares = [workload.requests[c::clients] for c in range(clients)]
+    start = time.perf_counter()
+    await asyncio.gather(*(client_loop(share) for share in shares))
+    run.wall_s = time.perf_counter() - start
+    await client.close()
+    return run
+
+
+def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
+    """A fresh server (empty store) on ``model``, the workload replayed against it, the server stopped."""
+    from lit_block.serving.engine import ServingEngine
+    from lit_block.serving.kv_store import BlockKVStore
+    from lit_block.serving.prompts import DocumentCutter, PromptBuilder
+    from lit_block.serving.server import BackgroundServer, create_app
+    from lit_block.serving.service import ServedModel
+
+    store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if cache else None
+    engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
+                           batch_decode=args.batch_decode)
+    cutter = DocumentCutter("fixed", max_block_tokens=4 * args.passage_tokens)  # a passage stays one block
+    served = ServedModel(engine, PromptBuilder(model.tokenizer, cutter), "bench", default_max_tokens=args.max_new_tokens)
+    server = BackgroundServer(create_app(served)).start()
+    try:
+        return asyncio.run(replay(server.url, "bench", workload, args.clients, args.max_new_tokens,
+                                  "cache" if cache else "full"))
+    finally:
+        server.stop()
+
+
+def load_model(args):
+    from lit_block.benchmarks.ttft import SHAPES, random_model
+    from lit_block.model import BlockAttentionLM
+
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    torch.manual_seed(0)
+    if args.model in SHAPES:
+        from transformers import AutoTokenizer
+
+        from lit_block.model_sources import resolve_model_path
+
+        model = random_model(args.model, args.device, dtype, args.sinks or 0)
+        model.tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(args.tokenizer))
+        if len(model.tokenizer) > model.config.vocab_size:
+            raise UsageError(f"--tokenizer {args.tokenizer} has more tokens than {args.model}'s vocabulary")
+    else:
+        model = BlockAttentionLM.from_pretrained(args.model, num_sink_tokens=args.sinks, dtype=dtype).to(args.device)
+        if model.tokenizer is None:
+            raise UsageError(f"--model {args.model}: no tokenizer next to the weights")
+    return model.eval().requires_grad_(False)
+
+
+def build_parser():
+    from lit_block.command_line import command_parser
+
+    p = command_parser("lit-block bench serve", __doc__)
+    p.add_argument("--model", default="smollm2-135m", help="a shape of lit_block.benchmarks.ttft.SHAPES (random "
+                   "weights), an embedded name or a model folder")
+    p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer of a random-weight shape")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where the model runs")
+    p.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    p.add_argument("--sinks", type=int, default=None, help="sinks per block (default: the model's saved count, or 0)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=32, help="requests per replay (split among the clients)")
+    p.add_argument("--num-passages", type=int, default=4, help="passages (context blocks) per request")
+    p.add_argument("--passage-tokens", type=int, default=128, help="tokens per passage")
+    p.add_argument("--hit-rate", type=float, default=0.8, help="block hit rate the passage pool is sized for")
+    p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of passage popularity")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per request")
+    p.add_argument("--repeat", type=int, default=3, help="replays per server (medians reported)")
+    p.add_argument("--store-gib", type=float, default=8.0, help="the block store's byte budget (GiB)")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
+    p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch's CPU threads (default: torch's own; 1 on a CPU shared with other jobs, whose threads "
+                        "would otherwise spin against them)")
+    return p
+
+
+def run_bench(args) -> dict:
+    """Every repeat's rows for both servers, and the workload's facts."""
+    for name in ("clients", "requests", "num_passages", "passage_tokens", "max_new_tokens", "repeat"):
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
+    check_number("--hit-rate", args.hit_rate, low=0, high=1, high_open=True)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device here")
+    if args.threads is not None:
+        check_number("--threads", args.threads, low=1, integer=True)
+        torch.set_num_threads(args.threads)
+    if importlib.util.find_spec("openai") is None:  # the clients are the official ones
+        raise UsageError("lit-block bench serve needs the openai client: pip install openai")
+    model = load_model(args)
+    workload = build_workload(model.tokenizer, args)
+    repeats = []
+    for _ in range(args.repeat):
+        repeats.append({"cache": serve_and_replay(model, args, workload, True).row(),
+                        "full": serve_and_replay(model, args, workload, False).row()})
+    return {"repeats": repeats, "pool": len(workload.passages), "expected_hit_rate": workload.expected_hit_rate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = run_bench(args)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"\n{args.model} on {name}, torch {torch.__version__}: {args.clients} clients, {args.requests} requests of "
+          f"{args.num_passages} passages x {args.passage_tokens} tokens from a pool of {result['pool']} (Zipf {args.zipf}; "
+          f"hit rate {100 * result['expected_hit_rate']:.0f}% if sequential), {args.max_new_tokens} new tokens each; "
+          f"{args.repeat} repeats\n")
+    print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate |\n"
+          "|---|---|---|---|---|---|---|---|")
+    def row(label: str, mode: str, r: dict) -> str:
+        return (f"| {label} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
+                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% |")
+
+    for i, rows in enumerate(result["repeats"]):
+        print("\n".join(row(str(i + 1), mode, rows[mode]) for mode in ("cache", "full")))
+    summary = summarize(result["repeats"])
+    print("\n".join(row("median", mode, summary[mode]) for mode in ("cache", "full")))
+    ratio = summary["ratio"]
+    print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
+          f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | |")
+    met = ratio["p50"] <= 0.10 and ratio["rps"] >= 3
+    print(f"\n{GOAL}: {'met' if met else 'not met'} by this run ({args.device}).")
+    return 0
+
+
+def summarize(repeats: list[dict]) -> dict:
+    """Medians over repeats of each server's figures, and of the per-repeat ratios cache / full."""
+    keys = ("p50", "p99", "server_p50", "rps", "tps", "hit_rate")
+    out = {mode: {k: statistics.median(r[mode][k] for r in repeats) for k in keys} for mode in ("cache", "full")}
+    out["ratio"] = {k: statistics.median(r["cache"][k] / r["full"][k] for r in repeats) for k in keys[:-1]}
+    return out

@@ -1,0 +1,229 @@
+"""The model's one worker thread: requests queue up, their block misses are prefilled together, answers decode together.
+
+    engine = ServingEngine(model, BlockKVStore(max_bytes=4 << 30))
+    job = Job(engine.generation(blocks, query, config), stream=True, notify=callback)
+    engine.submit(job)   # callback("first" | "delta" | "done" | "error", payload) from the worker thread
+
+One thread owns the model and the store, so nothing else ever touches them and no lock is needed
+around a forward pass. Each turn of its loop:
+
+1. admit: take the queued requests (waiting ``batch_window_s`` after an idle spell, so that a burst
+   of concurrent requests is admitted together), up to ``max_batch_requests``;
+2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
+   them miss is prefilled once, and all misses go through the model in a few padded batches -- then
+   each request's cache is assembled and its query prefilled: its first token's logits (TTFT);
+3. decode: every active answer chooses its next token and all of them run in one forward
+   (``lit_block.serving.decode_batch``: their caches as rows of one slab; ``batch_decode=False`` runs
+   one forward per answer instead), so a long answer delays a new request's first token by one
+   step, not by its whole length.
+
+Every answer is a :class:`lit_block.serving.generation.Generation`, the same object ``generate`` steps
+through, with its own cache (an assembled copy, then its row of the decode slab: a request never writes
+into a stored block), its own sampling generator, and its errors caught and reported to it alone.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lit_block.serving.decode_batch import DecodeBatch
+from lit_block.serving.generation import Generation, GenerationConfig
+from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
+from lit_block.serving.metrics import ServerMetrics
+
+
+@dataclass
+class Job:
+    """One request inside the engine."""
+
+    generation: Generation
+    stream: bool  # send text deltas as they become stable, not only the finished answer
+    notify: Callable[[str, object], None]  # called from the worker thread: must be thread-safe and not block
+    cancelled: threading.Event = field(default_factory=threading.Event)  # the client went away
+    sent: str = ""  # text already streamed
+    queue_s: float = 0.0  # from arrival to admission
+
+    def emit(self, kind: str, payload: object = None) -> None:
+        try:
+            self.notify(kind, payload)
+        except RuntimeError:  # the request's event loop is gone (server shutting down): nobody to tell
+            self.cancelled.set()
+
+
+class ServingEngine:
+    """The worker (see the module doc). ``store=None``: caching off, every prompt prefilled whole with plain causal
+    attention (the full-prefill baseline)."""
+
+    def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
+                 batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True):
+        self.model, self.store = model, store
+        # once: the served weights never change, and hashing them costs 40 ms per lookup on the 135M model
+        self.fingerprint = model_fingerprint(model) if store is not None else None
+        self.max_batch_requests, self.max_active_requests = max_batch_requests, max_active_requests
+        self.batch_window_s = batch_window_s
+        self.metrics = metrics or ServerMetrics()
+        self.decoder = DecodeBatch(model) if batch_decode else None  # None: one forward per answer per turn
+        self._pending: queue.Queue[Job | None] = queue.Queue()
+        self._active: list[Job] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lit-block-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def caching(self) -> bool:
+        return self.store is not None
+
+    def generation(self, blocks: Sequence[str | Sequence[int]], query: str | Sequence[int], config: GenerationConfig,
+                   started: float | None = None) -> Generation:
+        """An answer as this engine computes it (block path with the store, or full prefill without)."""
+        return Generation(self.model, blocks, query, config, full_attention=not self.caching, started=started)
+
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise RuntimeError("the server is shutting down")
+        self._pending.put(job)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._closed = True
+        self._pending.put(None)
+        self._thread.join(timeout)
+
+    def gauges(self) -> dict[str, int]:
+        return {"active_requests": len(self._active), "queued_requests": self._pending.qsize()}
+
+    # ---------------------------------------------------------------- the loop
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._admit()
+            if jobs is None:
+                break
+            if jobs:
+                self._prefill(jobs)
+            self._decode_round()
+        for job in self._active:
+            job.emit("error", RuntimeError("the server is shutting down"))
+        self._active.clear()
+        while not self._pending.empty():
+            job = self._pending.get_nowait()
+            if job is not None:
+                job.emit("error", RuntimeError("the server is shutting down"))
+
+    def _admit(self) -> list[Job] | None:
+        """Queued requests to prefill now (None: shut down)."""
+        jobs: list[Job] = []
+        room = min(self.max_batch_requests, self.max_active_requests - len(self._active))
+        if room <= 0:
+            return jobs
+        if not self._active:  # idle: wait for work, then for the rest of its burst
+            job = self._pending.get()
+            if job is None:
+                return None
+            jobs.append(job)
+            if self.batch_window_s > 0:
+                time.sleep(self.batch_window_s)
+        while len(jobs) < room:
+            try:
+                job = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                return None
+            jobs.append(job)
+        now = time.perf_counter()
+        for job in jobs:
+            job.queue_s = now - job.generation.started
+        return [job for job in jobs if not job.cancelled.is_set()]
+
+    def _prefill(self, jobs: list[Job]) -> None:
+        fetched = self._fetch(jobs) if self.caching else {}
+        for job in jobs:
+            generation = job.generation
+            try:
+                found = fetched.get(id(job))
+                if isinstance(found, Exception):
+                    raise found
+                generation.prefill(self.store, fetched=found, fingerprint=self.fingerprint, own_cache=True)
+            except Exception as err:  # noqa: BLE001 - this request fails; the others, the store and the loop go on
+                job.emit("error", err)
+                continue
+            prompt = sum(map(len, generation.blocks)) + len(generation.query_ids)
+            stats = generation.block_stats
+            self.metrics.prefilled(generation.ttft_s, stats.get("hits", 0), stats.get("misses", 0),
+                                   generation.cached_tokens, prompt)
+            job.emit("first")
+            self._active.append(job)
+
+    def _fetch(self, jobs: list[Job]) -> dict[int, list | Exception]:
+        """Every job's blocks from the store, its misses and the other jobs' prefilled together."""
+        with_blocks = [job for job in jobs if job.generation.blocks]
+        out: dict[int, list | Exception] = {id(job): [] for job in jobs}
+        if not with_blocks:
+            return out
+        self.metrics.add(prefill_batches=1)
+        try:
+            flat = self.store.fetch(self.model, [b for job in with_blocks for b in job.generation.blocks], self.fingerprint)
+        except Exception:  # noqa: BLE001 - find the culprit: each job on its own, so the others still get answers
+            for job in with_blocks:
+                try:
+                    out[id(job)] = self.store.fetch(self.model, job.generation.blocks, self.fingerprint)
+                except Exception as err:  # noqa: BLE001
+                    out[id(job)] = err
+            return out
+        start = 0
+        for job in with_blocks:
+            n = len(job.generation.blocks)
+            out[id(job)] = flat[start : start + n]
+            start += n
+        return out
+
+    def _decode_round(self) -> None:
+        """Every active answer chooses its next token; those that go on run it, in one batch or one by one."""
+        going, tokens = [], []
+        for job in self._active:
+            if job.cancelled.is_set():
+                continue
+            generation = job.generation
+            try:
+                token = generation.choose()
+            except Exception as err:  # noqa: BLE001 - as in _prefill: only this request fails
+                job.emit("error", err)
+                continue
+            if job.stream:
+                stable = generation.stable_text()
+                if len(stable) > len(job.sent) and stable.startswith(job.sent):
+                    job.emit("delta", stable[len(job.sent):])
+                    job.sent = stable
+            if token is None:
+                self.metrics.add(completion_tokens=len(generation.token_ids))
+                job.emit("done", generation.result())
+            else:
+                going.append(job)
+                tokens.append(token)
+        if self.decoder is None:
+            # survivors go into a new list: removing a failed answer from the one being walked would hand the
+            # next answer's token to the one after it
+            self._active = []
+            for job, token in zip(going, tokens):
+                try:
+                    job.generation.run(token)
+                except Exception as err:  # noqa: BLE001
+                    job.emit("error", err)
+                    continue
+                self._active.append(job)
+            return
+        self._active = going
+        if not going:
+            self.decoder.clear()  # idle: the slab's memory goes back
+            return
+        try:
+            self.decoder.step([job.generation for job in going], tokens)
+        except Exception as err:  # noqa: BLE001 - the shared forward failed (out of memory, say): its answers fail
+            for job in going:
+                job.emit("error", err)
+            self._active = []
+            self.decoder.clear()

@@ -1,0 +1,70 @@
+"""``lit-block bench serve``: the workload, the caching-off baseline server, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import random
+
+import openai
+import pytest
+
+from lit_block import BlockAttentionLM
+from lit_block.benchmarks.serve import plan_requests, summarize, zipf_pick
+from lit_block.serving import GenerationConfig, generate
+from lit_block.serving.server import BackgroundServer, build_parser, create_app, load_served
+
+
+@pytest.mark.parametrize("target", [0.7, 0.8, 0.9])
+def test_the_pool_is_sized_for_the_hit_rate(target):
+    pool, picks, rate = plan_requests(requests=64, k=4, zipf=1.0, hit_rate=target)
+    assert abs(rate - target) < 0.03
+    assert len(picks) == 64 and all(len(set(p)) == 4 and max(p) < pool for p in picks)
+    assert plan_requests(64, 4, 1.0, target)[1] == picks  # seeded: both servers replay the same requests
+
+
+def test_zipf_prefers_the_first_passages():
+    rng = random.Random(0)
+    weights = [1 / (r + 1) for r in range(50)]
+    counts = [0] * 50
+    for _ in range(400):
+        for i in zipf_pick(rng, weights, 3):
+            counts[i] += 1
+    assert counts[0] > counts[10] > 0 and sum(counts) == 1200
+
+
+def test_the_caching_off_server_is_full_prefill(tiny_model_dir):
+    """The baseline the bench compares with: every prompt prefilled whole with causal attention, no store."""
+    served = load_served(build_parser().parse_args([str(tiny_model_dir), "--port", "0", "--cache", "false",
+                                                    "--served-model-name", "tiny"]))
+    server = BackgroundServer(create_app(served)).start()
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        docs, prompt = ["In the beginning God created the heaven and the earth."], "And God said"
+        answer = client.completions.create(model="tiny", prompt=prompt, max_tokens=6, temperature=0,
+                                           extra_body={"lit_block": {"documents": docs}})
+        lm = BlockAttentionLM.from_pretrained(tiny_model_dir).eval()
+        expected = generate(lm, [d + "\n\n" for d in docs], prompt, GenerationConfig(max_new_tokens=6), full_attention=True)
+        assert answer.choices[0].text == expected.text
+        assert answer.usage.lit_block["cache"] is False and answer.usage.prompt_tokens_details.cached_tokens == 0
+        assert served.engine.store is None
+    finally:
+        server.stop()
+
+
+def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsys):
+    from lit_block.cli import main
+
+    assert main(["bench", "serve", "--model", str(tiny_model_dir), "--clients", "3", "--requests", "9", "--num-passages", "2",
+                 "--passage-tokens", "16", "--max-new-tokens", "3", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.startswith("| median")}
+    assert set(rows) == {"cache", "full", "cache / full"}
+    cache_hits = float(rows["cache"].split("|")[-2].strip().rstrip("%"))
+    assert cache_hits > 0 and rows["full"].split("|")[-2].strip() == "0%"
+    assert "goal" in out
+
+
+def test_summary_takes_medians_of_per_repeat_ratios():
+    row = dict(p50=10.0, p99=20.0, server_p50=9.0, rps=2.0, tps=8.0, hit_rate=0.8)
+    repeats = [{"cache": {**row, "p50": p}, "full": {**row, "p50": 100.0, "rps": 1.0, "hit_rate": 0.0}} for p in (5, 10, 40)]
+    summary = summarize(repeats)
+    assert summary["ratio"]["p50"] == 0.10 and summary["ratio"]["rps"] == 2.0 and summary["cache"]["p50"] == 10

@@ -129,7 +129,7 @@ def lm_of(module):
 
 def synchronize() -> None:
     if torch.cuda.is_available():
-        synchronize()
+        torch.cuda.synchronize()
 
 
 class Marks(L.Callback):
@@ -266,7 +266,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="the teacher's folder (HF format); the student starts from it")
     p.add_argument("--data", required=True, help="scripts/prepare_distill_samples.py --train-documents output")
-    p.add_argument("--runs", nargs="+", default=["distill (full)"], help="variant names (see variants())")
+    p.add_argument("--runs", nargs="+", default=["distill - no weighting"], help="variant names (see variants())")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--tokens", type=float, default=50e6, help="training tokens per run")
     p.add_argument("--eval-at", type=float, nargs="*", default=[1e6, 5e6, 20e6], help="token marks to score at")

@@ -1,4 +1,4 @@
-"""Prepare the samples that ``scripts/distill_gpu_run.py`` trains and scores on a GPU machine.
+"""Prepare the samples that ``scripts/distill_recipe.py`` trains and scores on a GPU machine.
 
 The lent GPU image has no ``datasets`` and no corpus, so the samples are built here with the same
 code the YAML experiments use (``DistillDataModule``) and saved as plain tensors:

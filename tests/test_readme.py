@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -107,6 +108,10 @@ RUN = {  # the rest, each run by one test below
     "\"distilled\", \"max_tokens\": 32, \"temperature\": 0, \"messages\": [{\"role\": \"user\", \"content\": "
     "\"Who built the ark?\"}], \"lit_block\": {\"documents\": [\"Passage one ...\", \"Passage two ...\"]}}'":
         "test_serve_and_curl",
+    "python scripts/prepare_distill_samples.py --dataset data/semanticseg --max-documents 100000 --train 0 "
+    "--train-documents --heldout-dataset data/heldout-families --rag-splits '' --out samples/docs.pt": "test_gpu_recipe",
+    "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 50e6 --eval-at 1e6 5e6 20e6 "
+    "--runs \"distill - no weighting\" --export-dir students --out recipe.json": "test_gpu_recipe",
     "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
         "test_bench_serve",
 }
@@ -332,6 +337,31 @@ def test_serve_and_curl(in_workspace):
     answer = json.loads(body)
     assert answer["object"] == "chat.completion" and answer["model"] == "distilled", answer
     assert answer["usage"]["lit_block"]["blocks"] == 3, answer  # the chat's header, then the two passages
+
+
+def test_gpu_recipe(in_workspace, request):
+    """The README's two recipe commands with tiny stand-ins appended (later options win): the tiny corpus as the
+    corpus and the held-out families, the tiny model as the teacher, a few CPU steps."""
+    model, corpus = request.getfixturevalue("tiny_model_dir"), request.getfixturevalue("tiny_corpus_dir")
+    prepare, recipe = [c for c, test in RUN.items() if test == "test_gpu_recipe"]
+    shape = ["--sample-tokens", "128", "--global-tokens", "32"]
+
+    def script(command: str, *extra: str) -> None:  # python scripts/X.py ...: the checkout's script, run here
+        argv = shlex.split(command)
+        done = subprocess.run([sys.executable, str(REPO / argv[1]), *argv[2:], *extra], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    script(prepare, f"--tokenizer={model}", f"--dataset={corpus}", f"--heldout-dataset={corpus}", "--granularity=32", "--min-block-tokens=8",
+           "--max-block-tokens=64", *shape, "--val=2", "--heldout-windows=2", "--ood-sample-tokens=128",
+           "--ood-block-tokens=32")
+    script(recipe, f"--teacher={model}", "--tokens=512", "--eval-at", "256", "--batch-size=2", "--device=cpu",
+           "--precision=32", "--compile=none", "--warmup-steps=1")
+    from lit_block.model import BlockAttentionLM
+
+    run = json.loads(Path("recipe.json").read_text())["runs"][0]
+    assert run["variant"] == "distill - no weighting" and [m["tokens"] for m in run["curve"]] == [256]
+    assert BlockAttentionLM.from_pretrained(run["export"]).num_sink_tokens == 2
 
 
 def test_bench_serve(in_workspace, request, capsys):

@@ -1,4 +1,4 @@
-"""Source adapters of the wider corpus families (academic papers) on tiny fixtures.
+"""Source adapters of the wider corpus families (academic papers, release notes) on tiny fixtures.
 
 Every fixture is written here: invented text about tea.
 No network, no packages.
@@ -13,7 +13,7 @@ import pytest
 
 from datamodules.corpus.packing import PackedDocument, PackedUnit
 from datamodules.corpus.schema import RawDocument, SkippedInput, Unit
-from datamodules.corpus.sources import all_sources, heldout_sources, r_vignettes
+from datamodules.corpus.sources import all_sources, emacs_news, heldout_sources, r_vignettes
 
 
 def check(doc: RawDocument) -> list[int]:
@@ -152,14 +152,77 @@ def test_r_vignette_inline_code_and_macros():
     assert r_vignettes.expand_macros(r"\pot{tea}{cup} \mysection{X}", macros) == r"tea in cup \subsection{X}"
 
 
+# --- release notes: Emacs NEWS ----------------------------------------------------------------------------
+
+NEWS = """\
+GNU Teapot NEWS -- history of user-visible changes.
+
+Copyright (C) 2024 Nobody.
+
+
+* Installation Changes in Teapot 2.0
+
+** The kettle is now optional.
+Teapot boils water itself when no kettle is found.
+
+---
+** New option 'steep-time'.
+
+It sets the steeping time in seconds.
+
+*** Its default is 180.
+Three minutes suit most black teas.
+
+
+* Changes in Teapot 2.0
+
++++
+** Cups are counted.
+\f
+----------------------------------------------------------------------
+This file is part of GNU Teapot.
+
+Local variables:
+mode: outline
+end:
+"""
+
+
+def test_emacs_news_parts_items_paragraphs(tmp_path: Path):
+    folder = tmp_path / emacs_news.ETC
+    folder.mkdir(parents=True)
+    (folder / "NEWS").write_text(NEWS)
+    (folder / "NEWS.1-17").write_text("Old news.\n\n* Changes in Teapot 1\n\n** It pours.\n\n** It drips.\n")
+    (folder / "NEWS.9").write_text("")
+    (folder / "NEWS.10").write_text("No outline at all.\n")
+    (folder / "ORG-NEWS").write_text("* Version 1\n\n** Not read.\n")
+    docs, reasons = parse(emacs_news.SOURCES[0], [tmp_path])
+    assert reasons == ["empty file", "no boundaries"]
+    assert [d.doc_id for d in docs] == ["NEWS", "NEWS.1-17"]  # newest first; component files not read
+    news = docs[0]
+    assert check(news) == [0, 1, 2, 0]
+    assert first_lines(news.units, 1) == [
+        "* Installation Changes in Teapot 2.0", "** New option 'steep-time'.", "* Changes in Teapot 2.0"]
+    assert news.units[0].text.startswith("* Installation Changes in Teapot 2.0\n\n** The kettle is now optional.\n")
+    assert news.text.endswith("* Changes in Teapot 2.0\n\n** Cups are counted.\n")  # trailer and marks gone
+    for gone in ("Copyright", "---\n", "+++", "\f", "This file is part", "Local variables"):
+        assert gone not in news.text
+    assert check(docs[1]) == [0, 1]  # "* Changes" and "** It pours." share a unit; "** It drips." opens one
+
+
+def test_emacs_news_missing_folder_is_reported(tmp_path: Path):
+    docs, reasons = parse(emacs_news.SOURCES[0], [tmp_path])
+    assert docs == [] and reasons == ["no NEWS files"]
+
+
 # --- all three --------------------------------------------------------------------------------------------
 
-NEW = [s for m in (r_vignettes,) for s in m.SOURCES]
+NEW = [s for m in (r_vignettes, emacs_news) for s in m.SOURCES]
 
 
 @pytest.mark.parametrize("source", NEW, ids=lambda s: s.name)
 def test_new_sources_are_pinned_registered_and_not_held_out(source):
-    assert source.category in {"academic"}
+    assert source.category in {"academic", "release-notes"}
     assert len(source.level_names) == 3 and source.license
     for spec in source.packages:
         assert spec.manager == "deb" and spec.version and len(spec.sha256) == 64 and spec.filename.endswith(".deb")
@@ -172,4 +235,4 @@ def test_new_sources_are_pinned_registered_and_not_held_out(source):
 
 def test_new_categories_are_new_to_the_corpus():
     counts = Counter(s.category for s in all_sources())
-    assert all(counts[c] == 1 for c in ("academic",))
+    assert all(counts[c] == 1 for c in ("academic", "release-notes"))

@@ -1,11 +1,13 @@
-"""Source adapters of the wider corpus families (academic papers, release notes) on tiny fixtures.
+"""Source adapters of the wider corpus families (academic papers, release notes, a novel) on tiny fixtures.
 
-Every fixture is written here: invented text about tea.
+Every fixture is written here: invented text about tea, or short public-domain lines (Moby-Dick, 1851).
 No network, no packages.
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from datamodules.corpus.packing import PackedDocument, PackedUnit
 from datamodules.corpus.schema import RawDocument, SkippedInput, Unit
-from datamodules.corpus.sources import all_sources, emacs_news, heldout_sources, r_vignettes
+from datamodules.corpus.sources import all_sources, emacs_news, heldout_sources, moby_dick, r_vignettes
 
 
 def check(doc: RawDocument) -> list[int]:
@@ -215,14 +217,94 @@ def test_emacs_news_missing_folder_is_reported(tmp_path: Path):
     assert docs == [] and reasons == ["no NEWS files"]
 
 
+# --- novel: Moby-Dick ------------------------------------------------------------------------------------
+
+BOOK = """\ufeffThe Project Gutenberg EBook of Moby Dick\r
+\r
+*** START OF THIS PROJECT GUTENBERG EBOOK ***\r
+\r
+ETYMOLOGY.\r
+\r
+(Supplied by a Late Consumptive Usher to a Grammar School)\r
+\r
+CHAPTER 1. Loomings.\r
+\r
+\r
+Call me Ishmael. Some years ago--never mind how long\r
+precisely--having little or no money in my purse, I thought I would\r
+sail about a little. It is a way I have.\r
+\r
+There now is your insular city of the Manhattoes. Mr. Bulkington and\r
+Capt. Peleg were not there. "Who is?" asked he.\r
+\r
+CHAPTER 2. The Carpet-Bag.\r
+\r
+I stuffed a shirt or two into my old carpet-bag.\r
+\r
+End of Project Gutenberg's Moby Dick\r
+"""
+
+
+def rdb(strings: list[str | None]) -> bytes:
+    """A lazy-load database entry as R writes one: a serialized character vector, zlib-compressed."""
+    out = b"X\n" + struct.pack(">iii", 3, 0x40202, 0x30500) + struct.pack(">i", 5) + b"UTF-8"
+    out += struct.pack(">ii", 0x10, len(strings))
+    for s in strings:
+        data = s.encode() if s is not None else b""
+        out += struct.pack(">ii", 0x8009, len(data) if s is not None else -1) + data
+    return struct.pack(">i", len(out)) + zlib.compress(out)
+
+
+def test_read_rdb_string_decodes_a_character_vector():
+    assert moby_dick.read_rdb_string(rdb(["a", None, "b\u00e9"])) == ["a", "b\u00e9"]
+    with pytest.raises(moby_dick.RDataError):
+        moby_dick.read_rdb_string(b"\x00\x00\x00\x05not zlib")
+
+
+def test_moby_dick_chapters_paragraphs_sentences(tmp_path: Path):
+    path = tmp_path / moby_dick.RDB
+    path.parent.mkdir(parents=True)
+    path.write_bytes(rdb([BOOK]))
+    with pytest.warns(SkippedInput, match="no boundaries"):  # the one-paragraph chapter 2 has no boundary
+        docs = list(moby_dick.SOURCES[0].parse([tmp_path]))
+    assert [d.doc_id for d in docs] == ["chapter-001"]  # ETYMOLOGY has only its heading and one paragraph
+    chapter = docs[0]
+    assert check(chapter) == [0, 2, 2, 1, 2, 2]
+    texts = [u.text for u in chapter.units]
+    assert texts[0] == "CHAPTER 1. Loomings.\n\n\nCall me Ishmael. "
+    assert texts[1] == "Some years ago--never mind how long\nprecisely--having little or no money in my purse, " \
+                       "I thought I would\nsail about a little. "
+    assert texts[3] == "There now is your insular city of the Manhattoes. "
+    assert texts[4] == "Mr. Bulkington and\nCapt. Peleg were not there. "  # titles do not end a sentence
+    assert texts[5] == '"Who is?" asked he.\n'  # "?" before a small letter does not either
+    assert "Gutenberg" not in chapter.text and "\r" not in chapter.text
+
+
+def test_moby_dick_sentences_concatenate_back():
+    paragraph = 'He said, "Go." Then Mr. Starbuck went. J. Ross wrote it! Did he?\n\n'
+    pieces = moby_dick.sentences(paragraph)
+    assert "".join(pieces) == paragraph
+    assert pieces == ['He said, "Go." ', "Then Mr. Starbuck went. ", "J. Ross wrote it! ", "Did he?\n\n"]
+
+
+def test_moby_dick_unreadable_data_is_skipped(tmp_path: Path):
+    docs, reasons = parse(moby_dick.SOURCES[0], [tmp_path])
+    assert docs == [] and reasons == ["data file missing"]
+    path = tmp_path / moby_dick.RDB
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00\x00\x00\x09garbage!!")
+    docs, reasons = parse(moby_dick.SOURCES[0], [tmp_path])
+    assert docs == [] and len(reasons) == 1 and reasons[0].startswith("unreadable R data")
+
+
 # --- all three --------------------------------------------------------------------------------------------
 
-NEW = [s for m in (r_vignettes, emacs_news) for s in m.SOURCES]
+NEW = [s for m in (r_vignettes, emacs_news, moby_dick) for s in m.SOURCES]
 
 
 @pytest.mark.parametrize("source", NEW, ids=lambda s: s.name)
 def test_new_sources_are_pinned_registered_and_not_held_out(source):
-    assert source.category in {"academic", "release-notes"}
+    assert source.category in {"academic", "release-notes", "novel"}
     assert len(source.level_names) == 3 and source.license
     for spec in source.packages:
         assert spec.manager == "deb" and spec.version and len(spec.sha256) == 64 and spec.filename.endswith(".deb")
@@ -235,4 +317,4 @@ def test_new_sources_are_pinned_registered_and_not_held_out(source):
 
 def test_new_categories_are_new_to_the_corpus():
     counts = Counter(s.category for s in all_sources())
-    assert all(counts[c] == 1 for c in ("academic", "release-notes"))
+    assert all(counts[c] == 1 for c in ("academic", "release-notes", "novel"))

@@ -9,6 +9,7 @@ from datamodules.corpus.schema import Source
 # one entry per adapter module; a module may define several sources (e.g. two dictionaries)
 ADAPTER_MODULES = (
     "kjv", "dictd", "fortunes", "chatterbot", "manpages", "rst_docs", "pod", "asciidoc", "licenses", "email", "python_code",
+    "r_vignettes", "emacs_news", "moby_dick",
 )
 
 

@@ -194,8 +194,8 @@ def verdict(student: dict, steps: int) -> str:
     if low == low and low > 0:
         return f"{figure}: the student recovered part of what block attention costs, on held-out samples."
     return (f"{figure}: after {steps} CPU steps the student is not distinguishable from the untrained model under "
-            "block attention. This budget shows that the workflow runs, not that the method works: the GPU "
-            "results in docs/distillation_notes.md do that.")
+            "block attention. This budget shows that the workflow runs, not that the method works: the GPU recipe "
+            "(scripts/distill_recipe.py; README, 'The GPU recipe' and 'Results') does that.")
 
 
 def sweep_stage(cfg: PipelineConfig, root: Path, repo: Path) -> str:

@@ -82,3 +82,13 @@ def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_mo
     student = BlockAttentionLM.from_pretrained(runs[0]["export"])  # what anyone scores afterwards
     assert student.num_sink_tokens == 2
     assert "| distill (full) | 0 | 0.0M |" in result.stdout  # the summary table
+
+
+def test_the_control_column_compares_fine_tuning_with_its_own_seed_and_distillation_with_the_teacher():
+    recipe = load_script("distill_recipe")
+    refs = {"nll_teacher_full": 2.0, "nll_teacher_block": 2.5}
+    ft = {"variant": "block fine-tuning", "seed": 1, "final": {"x": {"nll": 2.1, **refs}}}
+    distill = {"variant": "distill - no weighting", "seed": 1, "final": {"x": {"nll": 2.1, **refs}}}
+    controls = {1: {"final": {"x": {"nll_full": 1.9}}}, 2: {"final": {"x": {"nll_full": 0.0}}}}
+    assert recipe.vs_control(ft, controls, "x") == pytest.approx(1 - (2.1 - 1.9) / 0.5)  # seed 1's control
+    assert recipe.vs_control(distill, controls, "x") == pytest.approx(1 - (2.1 - 2.0) / 0.5)  # the teacher

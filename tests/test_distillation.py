@@ -11,6 +11,7 @@ import torch
 from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
 from datamodules import TextBlocksDataModule
 from lit_block import BlockAttentionLM
+from lit_block.distillation_step import teacher_sensitivity
 from lit_block.modules import BlockDistillationModule
 
 
@@ -34,7 +35,7 @@ def test_sensitivity_weights_are_normalised_tempered_and_clipped():
     cb = AttentionSensitivityWeighting(temperature=1.0, min_weight=0.5, max_weight=2.0)
     kl = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
     valid = torch.tensor([[True, True, True, False]])
-    w = cb.weights(kl, valid)
+    w = cb.settings.weights(kl, valid)
     assert w.tolist() == [[0.5, 1.0, 2.0, 0.0]]  # mean over valid = 1: 0 -> clipped up, 2 stays, padding 0
 
 
@@ -67,7 +68,7 @@ def test_training_step_trains_the_student_and_its_sinks_never_the_teacher(module
 def test_sensitivity_is_zero_in_the_first_block_and_positive_after_it(module_and_data):
     module, data = module_and_data
     batch = next(iter(data.val_dataloader()))
-    kl = AttentionSensitivityWeighting().sensitivity(module, batch)
+    kl = teacher_sensitivity(module.teacher, batch, module.teacher_hidden(batch))
     first_block = (batch["block_ids"] == 0) & batch["attention_mask"].bool()
     later = (batch["block_ids"] > 0) | (batch["block_ids"] < 0)
     assert kl[first_block].abs().max() < 1e-4  # the first block sees the same context either way
@@ -77,12 +78,13 @@ def test_sensitivity_is_zero_in_the_first_block_and_positive_after_it(module_and
 def test_sensitivity_does_not_depend_on_its_chunk_size(module_and_data):
     module, data = module_and_data
     batch = next(iter(data.val_dataloader()))
-    whole = AttentionSensitivityWeighting(chunk_size=100_000).sensitivity(module, dict(batch))
-    chunked = AttentionSensitivityWeighting(chunk_size=5).sensitivity(module, dict(batch))
+    full = module.teacher_hidden(batch)
+    whole = teacher_sensitivity(module.teacher, batch, full, chunk_size=100_000)
+    chunked = teacher_sensitivity(module.teacher, batch, full, chunk_size=5)
     assert whole.shape == batch["input_ids"].shape
     torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ValueError, match="chunk_size"):
-        AttentionSensitivityWeighting(chunk_size=0)
+    with pytest.raises(ValueError, match="max_weight must be >= 2"):
+        AttentionSensitivityWeighting(min_weight=2.0, max_weight=1.0)
 
 
 def test_sink_warmup_lowers_its_loss(module_and_data):
@@ -192,21 +194,35 @@ def test_lora_student_trains_adapters_and_sinks_only_and_exports_merged(tiny_mod
     assert (ours - theirs).abs().max() < 1e-4
 
 
-def test_sensitivity_callback_shares_the_teachers_full_attention_pass_with_the_loss(module_and_data):
+def test_sensitivity_weighting_reuses_the_teachers_full_attention_pass(module_and_data):
+    """With the weighting on, a step runs the teacher twice (full attention, shared by the loss and the weights;
+    block attention, for the weights), not three times; off, once."""
     module, data = module_and_data
     batch = next(iter(data.train_dataloader()))
     module.train()
-    torch.manual_seed(1)
-    plain = module.training_step(dict(batch, token_weights=torch.ones_like(batch["input_ids"], dtype=torch.float)), 0)
     calls = []
     hook = module.teacher.model.base_model.register_forward_hook(lambda *a: calls.append(1))
-    callback = AttentionSensitivityWeighting(cache=False)
-    callback.on_train_batch_start(None, module, batch, 0)
-    torch.manual_seed(1)
-    weighted = module.training_step(dict(batch, token_weights=torch.ones_like(batch["token_weights"])), 0)
+    module.training_step(batch, 0)
+    plain = len(calls)
+    module.sensitivity = AttentionSensitivityWeighting().settings
+    module.training_step(batch, 0)
     hook.remove()
-    assert len(calls) == 2  # one full-attention and one block-attention teacher pass, not three
-    assert torch.allclose(plain, weighted, atol=1e-6)  # reusing the states changes nothing
+    assert (plain, len(calls) - plain) == (1, 2)
+
+
+def test_the_sensitivity_callback_sets_the_weighting_for_one_fit(module_and_data, tmp_path):
+    module, data = module_and_data
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(pl_module.sensitivity)
+
+    callback = AttentionSensitivityWeighting(temperature=2.0)
+    L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False,
+              default_root_dir=tmp_path, limit_val_batches=0, callbacks=[callback, Spy()]).fit(module, datamodule=data)
+    assert seen == [callback.settings] and seen[0].temperature == 2.0
+    assert module.sensitivity is None  # taken back: a later fit without the callback trains unweighted
 
 
 def test_training_resumes_from_a_checkpoint_without_the_teacher(tiny_model_dir, tmp_path):

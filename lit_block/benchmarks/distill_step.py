@@ -4,15 +4,13 @@
     lit-block bench distill --model smollm2-135m --tokens 512 --device cpu --backends sdpa        # a smoke run
 
 Teacher and student of the named shape (random weights); one sample of ``--tokens`` tokens cut into
-``--block-tokens`` blocks and a ``--global-tokens`` global block. A step is what the full method
-does: the teacher's full-attention and block-attention passes (the latter for the sensitivity
-weights), the student's forward and backward under block attention with sinks and released blocks,
-the weights' own divergence between the two teacher passes, the chunked divergence, and an AdamW
-step. The naive baseline does the same with stock transformers models: a dense 4D mask for block
-attention, the full ``[tokens, vocab]`` logits of the models and unchunked KLs. MFU counts the
-teacher's two forward passes and the student's forward and backward (6 x parameters x tokens plus
-attention; activation recomputation not counted) against
-``--peak-tflops`` (989: the H100 SXM's dense bf16 rate).
+``--block-tokens`` blocks and a ``--global-tokens`` global block. The timed step is the one
+``BlockDistillationModule.training_step`` runs (``lit_block.distillation_step``, with the full method's
+settings: 10% of blocks released, sensitivity weights, ``--isolated-weight``), under bf16 autocast, then
+backward and an AdamW step. The naive baseline does the same work with stock transformers models: a dense
+4D mask for block attention, the full ``[tokens, vocab]`` logits of the models and unchunked KLs. MFU
+counts the FLOPs of the step's passes (``step_flops``; activation recomputation not counted) against
+``--peak-tflops`` (989: the H100 SXM's and H200's dense bf16 rate).
 """
 
 from __future__ import annotations
@@ -24,11 +22,15 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lit_block.distillation_step import DistillSettings, SensitivityWeighting, distillation_step, sample_released
 
-def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> float:
-    """FLOPs of one step: teacher full + teacher block forward (each with its vocabulary projection), student block
-    forward + backward. Not counted: released blocks, sinks, recomputation (activation checkpointing, the loss's
-    chunks, the loss's second projection of the teacher's full-attention states)."""
+
+def step_flops(config, tokens: int, block_tokens: int, global_tokens: int, isolated_weight: float) -> float:
+    """FLOPs of one ``ours_step``: the teacher's full and block forward passes, the sensitivity divergence's two
+    vocabulary projections of every position, the loss's projections (teacher forward, student forward and
+    backward) of the positions it scores, the student's block forward and backward. The loss scores every position
+    when isolated rows have weight, else the global block and (in expectation) the released blocks. Not counted:
+    sinks, recomputation (activation checkpointing, the loss's checkpointed chunks)."""
     from lit_block.benchmarks.attention import attention_work, block_sizes
     from lit_block.model import config_head_dim
 
@@ -36,12 +38,15 @@ def step_flops(config, tokens: int, block_tokens: int, global_tokens: int) -> fl
     head_dim = config_head_dim(config)
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     per_token = layers * (2 * hidden * (heads + 2 * kv) * head_dim + 2 * heads * head_dim * hidden
-                          + 3 * 2 * hidden * config.intermediate_size) + 2 * hidden * vocab  # matmuls, forward
+                          + 3 * 2 * hidden * config.intermediate_size)  # the decoder layers' matmuls, forward
+    head = 2 * hidden * vocab  # one position's vocabulary projection, forward
     full_pairs, block_pairs = attention_work(block_sizes(tokens, block_tokens, global_tokens), global_tokens)
     attn = lambda pairs: 4 * layers * heads * head_dim * pairs  # noqa: E731 - QK^T and PV, forward
-    teacher = 2 * per_token * tokens + attn(full_pairs) + attn(block_pairs)
+    scored = tokens if isolated_weight > 0 else global_tokens + RELEASE_PROBABILITY * (tokens - global_tokens)
+    teacher = 2 * per_token * tokens + attn(full_pairs) + attn(block_pairs) + 2 * head * tokens
+    loss = head * scored + 3 * head * scored  # the teacher's projection, the student's forward + backward
     student = 3 * (per_token * tokens + attn(block_pairs))  # forward + backward (2x)
-    return teacher + student
+    return teacher + loss + student
 
 
 def make_models(shape: str, device: str, sinks: int, backend: str, compile: bool = False):
@@ -69,36 +74,28 @@ def batch_for(tokens: int, block_tokens: int, global_tokens: int, vocab: int, de
     return {k: v.to(device) for k, v in dict(input_ids=ids, block_ids=block_ids[None], attention_mask=mask).items()}
 
 
-def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, compile=None):
-    """The framework's step (BlockDistillationModule's loss path, the sensitivity weights' teacher passes).
-    ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
-    from lit_block.losses import chunked_distillation_loss, chunked_token_divergence, sensitivity_weights
+# The full method as experiments/distill/full.yaml configures it (tests/test_distillation_step.py checks they agree)
+RELEASE_PROBABILITY = 0.1  # block dropout's release probability, mid-schedule (0 -> 0.3)
+SENSITIVITY = SensitivityWeighting(temperature=1.0, min_weight=0.1, max_weight=10.0)
 
-    released = torch.rand(1, int(batch["block_ids"].max()) + 1, device=batch["block_ids"].device) < 0.1
+
+def ours_loss(teacher, student, batch, settings: DistillSettings, tick=lambda phase: None):
+    """The framework's step up to its loss: ``lit_block.distillation_step.distillation_step``, the one
+    ``BlockDistillationModule.training_step`` runs, with the full method's release probability and weighting."""
+    released = sample_released(batch["block_ids"], RELEASE_PROBABILITY)
+    return distillation_step(teacher, student, batch, released, settings, SENSITIVITY, tick).loss
+
+
+def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, settings=None):
+    """One training step: the loss under bf16 autocast (as Lightning's ``bf16-mixed``), backward, AdamW.
+    ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
-        with torch.no_grad():
-            t_full = teacher.full_attention_hidden_states(batch["input_ids"])
-            tick("teacher forward, full attention")
-            t_block, _ = teacher.token_hidden_states(batch["input_ids"], batch["block_ids"])  # sensitivity pass
-            tick("teacher forward, block attention")
-            sensitivity = chunked_token_divergence(t_block[0], t_full[0], teacher.model.get_output_embeddings(),
-                                                   chunk_size=2048, compile=compile)  # KL(full || block) per position
-            tick("sensitivity divergence (chunked)")
-        s_hidden, layout = student.token_hidden_states(batch["input_ids"], batch["block_ids"], released=released)
-        tick("student forward")
-        valid = torch.ones_like(sensitivity, dtype=torch.bool)
-        valid[-1] = False  # the last position predicts nothing
-        weights = sensitivity_weights(sensitivity, valid)  # as the callback's defaults: mean 1, clipped
-        div, n = chunked_distillation_loss(s_hidden[0], t_full[0], student.model.get_output_embeddings(), weights,
-                                           teacher_lm_head=teacher.model.get_output_embeddings(), chunk_size=2048,
-                                           compile=compile)
-        tick("divergence (chunked, forward)")
-    (div / n).backward()
+        loss = ours_loss(teacher, student, batch, settings or DistillSettings(), tick)
+    loss.backward()
     tick("backward")
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     tick("optimizer step")
-    return t_block
 
 
 def prepare_student(student, checkpointing: bool, device: str) -> torch.optim.Optimizer:
@@ -110,7 +107,7 @@ def prepare_student(student, checkpointing: bool, device: str) -> torch.optim.Op
     return torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
 
 
-def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, compile=None,
+def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, settings=None,
               warmup: int = 1) -> dict[str, float]:
     """Median milliseconds of each phase of ``ours_step`` (a device sync between phases), after ``warmup`` steps."""
     from lit_block.benchmarks.attention import sync
@@ -128,12 +125,12 @@ def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat:
                 samples.setdefault(phase, []).append(1e3 * (now - last[0]))
             last[0] = now
 
-        ours_step(teacher, student, batch, optimizer, checkpointing, tick, compile)
+        ours_step(teacher, student, batch, optimizer, checkpointing, tick, settings)
     del optimizer
     return {phase: statistics.median(ms) for phase, ms in samples.items()}
 
 
-def profile(teacher, student, batch, checkpointing: bool, device: str, compile=None, top: int = 15) -> str:
+def profile(teacher, student, batch, checkpointing: bool, device: str, settings=None, top: int = 15) -> str:
     """One profiled ``ours_step`` (after a warm-up step): GPU kernel time against wall time, then the top kernels."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
@@ -142,11 +139,11 @@ def profile(teacher, student, batch, checkpointing: bool, device: str, compile=N
     from lit_block.benchmarks.attention import sync
 
     optimizer = prepare_student(student, checkpointing, device)
-    ours_step(teacher, student, batch, optimizer, checkpointing, compile=compile)
+    ours_step(teacher, student, batch, optimizer, checkpointing, settings=settings)
     sync(device)
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
-        ours_step(teacher, student, batch, optimizer, checkpointing, compile=compile)
+        ours_step(teacher, student, batch, optimizer, checkpointing, settings=settings)
         sync(device)
         wall = 1e3 * (time.perf_counter() - start)
     del optimizer
@@ -213,6 +210,9 @@ def build_parser():
     p.add_argument("--block-tokens", type=int, default=512, help="tokens per context block")
     p.add_argument("--global-tokens", type=int, default=512, help="tokens of the global block")
     p.add_argument("--sinks", type=int, default=2, help="sink tokens per block")
+    p.add_argument("--isolated-weight", type=float, default=0.0,
+                   help="the loss's weight on isolated-block rows (experiments/distill/full.yaml's isolated_weight)")
+    p.add_argument("--chunk-size", type=int, default=2048, help="positions per vocabulary projection in the loss")
     p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen"], help="student attention backends timed")
     p.add_argument("--checkpointing", choices=("on", "off", "both"), default="both", help="student activation checkpointing")
     p.add_argument("--naive", type=bool, default=True, help="run the naive baseline")
@@ -232,14 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
     compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss (ours_step)
+    settings = DistillSettings(isolated_weight=args.isolated_weight, chunk_size=args.chunk_size, compile=compiled)
     rows = []
     for backend in args.backends:
         teacher, student = make_models(args.model, args.device, args.sinks, backend, args.compile)
         for tokens in args.tokens:
             batch = batch_for(tokens, args.block_tokens, args.global_tokens, teacher.config.vocab_size, args.device)
-            flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens)
+            flops = step_flops(teacher.config, tokens, args.block_tokens, args.global_tokens, args.isolated_weight)
             variants = [(f"lit-block, {backend}" + (", compiled" if args.compile else ""),
-                         functools.partial(ours_step, compile=compiled))]
+                         functools.partial(ours_step, settings=settings))]
             if args.naive and backend == args.backends[0]:
                 variants.insert(0, ("naive (HF, dense mask, full logits)" + (", compiled layers" if args.compile else ""),
                                     naive_step))
@@ -250,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{tokens} {name} ckpt={ckpt}: {r}", flush=True)
             if args.breakdown:
                 for ckpt in modes:
-                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, compiled, args.warmup)
+                    phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, settings, args.warmup)
                     print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
                           + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
             if args.profile and args.device == "cuda":
                 for ckpt in modes:
                     print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}, profiled: "
-                          + profile(teacher, student, batch, ckpt, args.device, compiled), flush=True)
+                          + profile(teacher, student, batch, ckpt, args.device, settings), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
           f"{args.block_tokens}, global block {args.global_tokens}, {args.sinks} sinks; median of {args.repeat} steps "

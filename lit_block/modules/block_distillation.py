@@ -6,11 +6,11 @@ Per batch (dicts of ``[B, S]`` tensors from ``datamodules.TextBlocksDataModule``
 2. the student reads it under block attention, with ``num_sink_tokens`` learned sinks per block
    and each context block released to full attention with probability ``release_probability``
    (set each step by ``callbacks.BlockDropoutScheduler``);
-3. the loss is the token-weighted divergence between their next-token distributions, computed in
-   checkpointed chunks (``lit_block.losses.chunked_distillation_loss``). Positions that count: rows
-   that attend globally (the global block and released blocks) with weight 1, isolated-block rows
-   with ``isolated_weight``; multiplied by ``batch["token_weights"]`` when a callback
-   (``callbacks.AttentionSensitivityWeighting``) provides them. ``ce_weight`` mixes in cross-entropy.
+3. the loss is ``lit_block.distillation_step.distillation_step``, the one step the benchmarks and the GPU recipe
+   share: the token-weighted divergence between their next-token distributions in checkpointed chunks. Positions
+   that count: rows that attend globally (the global block and released blocks) with weight 1, isolated-block
+   rows with ``isolated_weight``; multiplied by attention-sensitivity weights when ``sensitivity`` is set (by
+   ``callbacks.AttentionSensitivityWeighting``). ``ce_weight`` mixes in cross-entropy.
 
 Validation and test lead with ``kl_gap_closed`` (``lit_block.quality``: the share of KL(teacher_full ||
 teacher_block) the student closes on the scored tokens), then the student's own block-vs-full NLL gap
@@ -30,9 +30,10 @@ import lightning as L
 import torch
 from torchmetrics import SumMetric
 
+from lit_block.distillation_step import DistillSettings, SensitivityWeighting, distillation_step, sample_released
 from lit_block.errors import UsageError, check_number
 from lit_block.layout import attended_pairs
-from lit_block.losses import DIVERGENCES, chunked_distillation_loss, next_token_nll
+from lit_block.losses import DIVERGENCES
 from lit_block.model import BlockAttentionLM, compile_backend
 from lit_block.quality import kl_gap_closed, nll_gap_closed, window_sums
 from lit_block.modules.block_finetune import check_lm_settings
@@ -117,6 +118,7 @@ class BlockDistillationModule(L.LightningModule):
         self._frozen: dict[str, BlockAttentionLM] = {}  # the teacher, kept out of the module tree
         self.student: BlockAttentionLM | None = None
         self.release_probability = 0.0  # set by BlockDropoutScheduler
+        self.sensitivity: SensitivityWeighting | None = None  # set by AttentionSensitivityWeighting
         self.sums = torch.nn.ModuleDict({f"{row}_{column}": SumMetric() for row in SUM_ROWS for column in SUM_COLUMNS})
         self.attention = torch.nn.ModuleDict({name: SumMetric() for name in ("block_pairs", "full_pairs")})
 
@@ -159,65 +161,32 @@ class BlockDistillationModule(L.LightningModule):
     # ---------------------------------------------------------------- pieces
 
     def sample_released(self, block_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, N]`` bool: each context block released with probability ``release_probability``."""
-        n_blocks = int(block_ids.max()) + 1 if block_ids.numel() else 0
-        shape = (block_ids.shape[0], max(n_blocks, 0))
-        if self.release_probability <= 0 or not self.training:
-            return torch.zeros(shape, dtype=torch.bool, device=block_ids.device)
-        return torch.rand(shape, device=block_ids.device) < self.release_probability
+        """``[B, N]`` bool: each context block released with probability ``release_probability`` (training only)."""
+        return sample_released(block_ids, self.release_probability if self.training else 0.0)
 
     @torch.no_grad()
     def teacher_hidden(self, batch: dict, block_attention: bool = False) -> torch.Tensor:
-        """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention.
-
-        Full-attention states already computed this step (``batch["teacher_full_hidden"]``, put there by
-        ``AttentionSensitivityWeighting``) are reused rather than computed again.
-        """
-        if not block_attention and "teacher_full_hidden" in batch:
-            return batch["teacher_full_hidden"]
+        """Teacher final hidden states ``[B, S, H]`` with full (default) or block attention."""
         if block_attention:
             return self.teacher.token_hidden_states(batch["input_ids"], batch["block_ids"], batch["attention_mask"])[0]
         return self.teacher.full_attention_hidden_states(batch["input_ids"], batch["attention_mask"])
 
-    def student_hidden(self, batch: dict, released: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Student hidden states ``[B, S, H]`` at the caller's tokens, and ``[B, S]`` global-row flags."""
-        hidden, layout = self.student.token_hidden_states(batch["input_ids"], batch["block_ids"],
-                                                         batch["attention_mask"], released)
-        return hidden, layout.query_is_global().gather(1, layout.token_index)
-
-    def position_weights(self, batch: dict, global_rows: torch.Tensor) -> torch.Tensor:
-        """``[B, S]`` weight of each position's next-token prediction (the last position predicts nothing)."""
-        mask = batch["attention_mask"].bool()
-        w = torch.where(global_rows, 1.0, self.hparams.isolated_weight).to(torch.float32)
-        w = w * (mask & torch.roll(mask, -1, dims=1))  # both the position and its next token are real
-        w[:, -1] = 0.0
-        if "token_weights" in batch:  # attention-sensitivity weights from the callback
-            w = w * batch["token_weights"].to(w)
-        return w
+    @property
+    def step_settings(self) -> DistillSettings:
+        h = self.hparams
+        return DistillSettings(divergence=h.divergence, temperature=h.temperature, beta=h.beta, ce_weight=h.ce_weight,
+                               isolated_weight=h.isolated_weight, chunk_size=h.chunk_size,
+                               compile=compile_backend(h.compile_layers))
 
     # ---------------------------------------------------------------- steps
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        released = self.sample_released(batch["block_ids"])
-        t_hidden = self.teacher_hidden(batch)
-        s_hidden, global_rows = self.student_hidden(batch, released)
-        w = self.position_weights(batch, global_rows)
-        keep = w > 0
-        div, wsum = chunked_distillation_loss(
-            s_hidden[keep], t_hidden[keep], self.student.model.get_output_embeddings(), w[keep],
-            teacher_lm_head=self.teacher.model.get_output_embeddings(), divergence=self.hparams.divergence,
-            temperature=self.hparams.temperature, beta=self.hparams.beta, chunk_size=self.hparams.chunk_size,
-            compile=compile_backend(self.hparams.compile_layers),
-        )
-        loss = div / wsum.clamp(min=1e-6)
-        if self.hparams.ce_weight > 0:
-            logits = self.student.model.get_output_embeddings()(s_hidden)
-            nll, n = next_token_nll(logits, batch["input_ids"], torch.roll(keep, 1, dims=1))
-            loss = loss + self.hparams.ce_weight * nll / n.clamp(min=1)
+        out = distillation_step(self.teacher, self.student, batch, self.sample_released(batch["block_ids"]),
+                                self.step_settings, self.sensitivity)
         size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
         self.log("train/release_probability", float(self.release_probability), batch_size=size)
-        return loss
+        return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch)
@@ -232,7 +201,7 @@ class BlockDistillationModule(L.LightningModule):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         head_s, head_t = self.student.model.get_output_embeddings(), self.teacher.model.get_output_embeddings()
         t_full = self.teacher_hidden(batch)
-        rows = {"student": self.student_hidden(batch, self.sample_released(batch["block_ids"]))[0],
+        rows = {"student": self.student.token_hidden_states(ids, batch["block_ids"], mask)[0],  # nothing released
                 "student_full": self.student.full_attention_hidden_states(ids, mask),
                 "teacher_block": self.teacher_hidden(batch, block_attention=True), "teacher_full": t_full}
         for row, hidden in rows.items():

@@ -1,13 +1,15 @@
 """The GPU recipe: block distillation at hardware speed, scored on text families it never saw.
 
-    python scripts/distill_recipe.py --teacher /root/smollm2-135m --data .gpu/docs.pt --tokens 50e6 \\
-        --eval-at 1e6 5e6 20e6 --runs "distill (full)" --seeds 0 --export-dir /root/students --out recipe.json
+    python scripts/distill_recipe.py --teacher /root/smollm2-135m --data .gpu/docs.pt --tokens 14e6 \\
+        --eval-at 1e6 5e6 --runs "distill - no weighting" --seeds 0 --export-dir /root/students --out recipe.json
 
 ``--data`` comes from ``scripts/prepare_distill_samples.py --train-documents --heldout-dataset ...``: the
 corpus's training documents with their sentence-packed block starts, 64 validation windows (held-out
 corpus documents) and windows of held-out text families (their own source packages, not in the corpus).
-Training windows tile the documents at four offsets (0, 256, 512, 768 tokens), so one pass sees every
-document four ways. Each run trains the same LightningModule and callbacks as ``experiments/distill/*.yaml``
+Training windows of ``--sample-tokens`` (2048: the held-out windows' length; the last ``--global-tokens``
+form the global block) tile the documents at four offsets (0, 256, 512, 768 tokens), so one pass sees
+every document four ways. The defaults (lr 1e-4, isolated rows unweighted, no sensitivity weights) are the
+best measured (docs/distillation_notes.md). Each run trains the same LightningModule and callbacks as ``experiments/distill/*.yaml``
 (no CLI: the GPU image lacks jsonargparse and mlflow) with bf16 autocast, compiled decoder layers and the
 ``auto`` attention backend on fixed-length packed batches; at each ``--eval-at`` mark (and the end) the
 student is scored in fp32 with ``lit-block eval-lm``'s ``compare_to_teacher`` (KL gap closed first) on the
@@ -176,6 +178,7 @@ class Marks(L.Callback):
 def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
     """Train one variant with one seed; score it at the marks and, exported, at the end."""
     from lit_block.model import BlockAttentionLM
+    from lit_block.output_dir import output_dir
 
     cls, kwargs, make_callbacks, full_attention = variants(args.teacher, args.lr, args.isolated_weight, args.compile != "none" and args.compile)[name]
     if args.warmup_lr_steps or args.decay != "constant":
@@ -207,9 +210,12 @@ def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
     out = {"variant": name, "seed": seed, "steps": trainer.global_step, "tokens": trainer.global_step * tokens_per_step,
            **marks.throughput(trainer.global_step), "curve": marks.results}
     folder = Path(args.export_dir) / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
-    module.export(str(folder))  # what anyone scores afterwards: BlockAttentionLM.from_pretrained(folder)
-    exported = BlockAttentionLM.from_pretrained(str(folder), dtype=torch.float32).to(args.device).eval()
-    out.update(export=str(folder), final=score_splits(teacher, exported, splits))
+    with output_dir(folder, command="distill recipe", option="--export-dir") as staging:
+        module.export(str(staging))  # what anyone scores afterwards: BlockAttentionLM.from_pretrained(folder)
+        # scored from this process's own staging folder, so runs at once sharing --export-dir never read each other's
+        exported = BlockAttentionLM.from_pretrained(str(staging), dtype=torch.float32).to(args.device).eval()
+        final = score_splits(teacher, exported, splits)
+    out.update(export=str(folder), final=final)
     del module, trainer, shell, exported
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -270,12 +276,14 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--tokens", type=float, default=50e6, help="training tokens per run")
     p.add_argument("--eval-at", type=float, nargs="*", default=[1e6, 5e6, 20e6], help="token marks to score at")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per step")
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per step")
+    p.add_argument("--sample-tokens", type=int, default=2048, help="training window length (0: the validation windows')")
+    p.add_argument("--global-tokens", type=int, default=None, help="training windows' global block (default: the validation's)")
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup-lr-steps", type=int, default=0)
     p.add_argument("--decay", default="constant")
     p.add_argument("--min-lr-ratio", type=float, default=0.0)
-    p.add_argument("--isolated-weight", type=float, default=0.1)
+    p.add_argument("--isolated-weight", type=float, default=0.0, help="loss weight of isolated-block rows")
     p.add_argument("--warmup-steps", type=int, default=20, help="steps left out of the after-warm-up throughput")
     p.add_argument("--time-limit-s", type=float, default=None, help="stop a run's training after this many seconds")
     p.add_argument("--precision", default="bf16-mixed")
@@ -290,8 +298,8 @@ def main() -> None:
 
     data = torch.load(args.data, weights_only=True)  # no code runs
     t = time.perf_counter()
-    windows = training_windows(data["train_documents"], data["val"]["input_ids"].shape[1],
-                               int((data["val"]["block_ids"][0] < 0).sum()))
+    windows = training_windows(data["train_documents"], args.sample_tokens or data["val"]["input_ids"].shape[1],
+                               args.global_tokens or int((data["val"]["block_ids"][0] < 0).sum()))
     print(f"{len(windows[0])} training windows ({windows[0].numel() / 1e6:.1f}M tokens) in {time.perf_counter() - t:.0f} s")
     cap = {k: v[: args.max_eval_windows] for k, v in data["val"].items()}
     splits = {"val": eval_batches(cap, args.device, 16)}

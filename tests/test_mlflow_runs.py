@@ -30,6 +30,14 @@ class NanAtStepTwo(BoringModel):
         return {"loss": loss * float("nan") if self.global_step == 2 else loss}
 
 
+class TermedBeforeTheLoop(BoringModel):
+    """A demo model that starts its MLflow run and gets SIGTERM before Lightning installs its own handler."""
+
+    def configure_model(self):
+        assert self.logger.run_id  # the run is RUNNING from here on
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def runs_of(folder: Path, experiment: str = "lit-block") -> list:
     """The runs of ``experiment`` in ``folder/mlflow.db``, read under the store's lock (commands may be creating it)."""
     import mlflow
@@ -42,8 +50,8 @@ def runs_of(folder: Path, experiment: str = "lit-block") -> list:
     return client.search_runs([found.experiment_id]) if found else []
 
 
-def lit_block(*args: str, cwd: Path, **popen) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+def lit_block(*args: str, cwd: Path, env: dict | None = None, **popen) -> subprocess.Popen:
+    env = {k: v for k, v in (env or os.environ).items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen([sys.executable, "-m", "lit_block.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
@@ -114,6 +122,16 @@ def test_fits_killed_or_terminated_end_killed_not_running(tmp_path, monkeypatch)
     assert main(["compare", "--experiment", "lit-block", "--all-statuses", "--output", str(tmp_path / "out")]) == 0
     status = {r.info.run_name: r.info.status for r in runs_of(tmp_path)}
     assert status["sigkill"] == "KILLED"  # the next command found its process gone
+
+
+def test_sigterm_before_the_training_loop_also_ends_the_run_killed(tmp_path):
+    """Lightning handles SIGTERM only once its loop is set up; lit-block's own handler covers the start before it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    fit = lit_block("fit", *BORING, f"--model={__name__}.TermedBeforeTheLoop", cwd=tmp_path, env=env)
+    output = fit.communicate(timeout=120)[0]
+    assert fit.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "lit-block fit: stopped by SIGTERM" in output
+    assert [r.info.status for r in runs_of(tmp_path)] == ["KILLED"]
 
 
 def test_a_resumed_fit_continues_its_mlflow_run(tmp_path, monkeypatch, capsys):

@@ -2,9 +2,9 @@
 and the GPU recipe all compute, in one place.
 
     released = sample_released(batch["block_ids"], probability=0.1)
-    out = distillation_step(teacher, student, batch, released, DistillSettings(isolated_weight=0.1),
-                            SensitivityWeighting())
-    out.loss.backward()
+    loss = distillation_step(teacher, student, batch, released, DistillSettings(isolated_weight=0.1),
+                             SensitivityWeighting())
+    loss.backward()
 
 A step, top to bottom:
 
@@ -65,14 +65,6 @@ class SensitivityWeighting:
         return sensitivity_weights(kl, valid, self.temperature, self.min_weight, self.max_weight)
 
 
-@dataclass
-class StepOutput:
-    loss: torch.Tensor  # scalar, what backward() is called on
-    divergence: torch.Tensor  # scalar, the weighted mean divergence (the loss without CE)
-    weights: torch.Tensor  # [B, S] each position's weight in the divergence
-    token_weights: torch.Tensor | None  # [B, S] the sensitivity weights alone (None without weighting)
-
-
 def sample_released(block_ids: torch.Tensor, probability: float) -> torch.Tensor:
     """``[B, N]`` bool: each of a row's ``N`` context blocks released to full attention with ``probability``."""
     n_blocks = int(block_ids.max()) + 1 if block_ids.numel() else 0
@@ -105,10 +97,10 @@ def position_weights(attention_mask: torch.Tensor, global_rows: torch.Tensor, is
 
 def distillation_step(teacher, student, batch: dict, released: torch.Tensor, settings: DistillSettings,
                       sensitivity: SensitivityWeighting | None = None,
-                      tick: Callable[[str], None] = lambda phase: None) -> StepOutput:
+                      tick: Callable[[str], None] = lambda phase: None) -> torch.Tensor:
     """The loss of one step (see the module docstring); ``batch``: ``input_ids``, ``block_ids``, ``attention_mask``
     ``[B, S]``; ``released`` ``[B, N]`` (``sample_released``). ``tick(phase)`` is called after each phase (the
-    benchmark times them). The caller calls ``backward`` and steps its optimizer."""
+    benchmark times them). Returns the scalar loss; the caller calls ``backward`` and steps its optimizer."""
     ids, blocks, mask = batch["input_ids"], batch["block_ids"], batch["attention_mask"]
     with torch.no_grad():
         t_full = teacher.full_attention_hidden_states(ids, mask)
@@ -129,11 +121,10 @@ def distillation_step(teacher, student, batch: dict, released: torch.Tensor, set
         s_hidden[keep], t_full[keep], student.model.get_output_embeddings(), w[keep],
         teacher_lm_head=teacher.model.get_output_embeddings(), divergence=settings.divergence,
         temperature=settings.temperature, beta=settings.beta, chunk_size=settings.chunk_size, compile=settings.compile)
-    divergence = div / wsum.clamp(min=1e-6)
-    loss = divergence
+    loss = div / wsum.clamp(min=1e-6)
     if settings.ce_weight > 0:  # the data's own next tokens, on the same positions
         logits = student.model.get_output_embeddings()(s_hidden)
         nll, n = next_token_nll(logits, ids, torch.roll(keep, 1, dims=1))
         loss = loss + settings.ce_weight * nll / n.clamp(min=1)
     tick("divergence (chunked, forward)")
-    return StepOutput(loss=loss, divergence=divergence, weights=w, token_weights=token_weights)
+    return loss

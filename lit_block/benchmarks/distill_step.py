@@ -83,7 +83,7 @@ def ours_loss(teacher, student, batch, settings: DistillSettings, tick=lambda ph
     """The framework's step up to its loss: ``lit_block.distillation_step.distillation_step``, the one
     ``BlockDistillationModule.training_step`` runs, with the full method's release probability and weighting."""
     released = sample_released(batch["block_ids"], RELEASE_PROBABILITY)
-    return distillation_step(teacher, student, batch, released, settings, SENSITIVITY, tick).loss
+    return distillation_step(teacher, student, batch, released, settings, SENSITIVITY, tick)
 
 
 def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, settings=None):

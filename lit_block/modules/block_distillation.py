@@ -181,12 +181,12 @@ class BlockDistillationModule(L.LightningModule):
     # ---------------------------------------------------------------- steps
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = distillation_step(self.teacher, self.student, batch, self.sample_released(batch["block_ids"]),
-                                self.step_settings, self.sensitivity)
+        loss = distillation_step(self.teacher, self.student, batch, self.sample_released(batch["block_ids"]),
+                                 self.step_settings, self.sensitivity)
         size = batch["input_ids"].shape[0]
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/release_probability", float(self.release_probability), batch_size=size)
-        return out.loss
+        return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch)

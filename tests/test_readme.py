@@ -1,4 +1,4 @@
-"""Every command README.md shows is run here, or parsed where it needs what a CPU test cannot have, or run by CI.
+"""Every command README.md and docs/guide.md show is run here, or parsed where it needs what a CPU test cannot have, or run by CI.
 
 Commands run as the README writes them, in a working folder laid out as the README assumes (``experiments/``,
 ``data/semanticseg``, the recipe's checkpoints and exports), with tiny stand-ins appended: the tiny random model
@@ -30,13 +30,14 @@ from test_cli import overrides_for, segmenter_overrides, sweep_extras
 from lit_block.cli import main
 
 README = REPO / "README.md"
+GUIDES = [README, REPO / "docs/guide.md"]  # the README's recipes continue in the guide
 STEP = ["--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1"]
 
 
 def readme_commands() -> list[str]:
-    """Shell commands of README.md: lines of ```bash blocks (continuations joined, comments dropped) and inline
-    code spans in the prose that start with a command."""
-    text = README.read_text()
+    """Shell commands of README.md and docs/guide.md: lines of ```bash blocks (continuations joined, comments
+    dropped) and inline code spans in the prose that start with a command."""
+    text = "\n".join(path.read_text() for path in GUIDES)
     commands = []
     for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S):
         if lang == "bash":

@@ -167,9 +167,10 @@ def test_bench_segment_times_every_method_end_to_end(random_checkpoint, tiny_tok
     f = tmp_path / "kjv.txt"
     f.write_text(KJV)
     assert main(["bench", "segment", "--checkpoint", str(random_checkpoint), "--file", str(f), "--repeat", "1",
-                 "--e2e-repeat", "1", "--tokenizer", str(tiny_tokenizer_dir)]) == 0
+                 "--e2e-repeat", "1", "--tokenizer", str(tiny_tokenizer_dir), "--granularity", "coarse"]) == 0
     out = capsys.readouterr().out
     assert "prepare (tokenize + candidates)" in out and "with torch" in out and "without torch" in out
+    assert "--granularity coarse" in out  # every method and the timed command cut at the level asked for
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
     assert set(METHODS) <= set(rows)
     for method in METHODS:

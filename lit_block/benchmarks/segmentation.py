@@ -29,7 +29,7 @@ import torch
 from lit_block.segmentation.cli import default_max_block_tokens
 from lit_block.segmentation.document import token_offsets
 from lit_block.segmentation.planner import BlockLimits
-from lit_block.segmentation.segmenter import METHODS, Segmenter
+from lit_block.segmentation.segmenter import LEVELS, METHODS, Segmenter
 
 TORCH_METHODS = ("segmenter", "semantic")
 
@@ -59,6 +59,7 @@ def build_parser():
     p.add_argument("--device", default="cpu", help="where the segmenter and the semantic baseline run")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods timed")
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
+    p.add_argument("--granularity", default="middle", choices=LEVELS, help="the level every method cuts at")
     p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
     p.add_argument("--e2e-repeat", type=int, default=3,
                    help="fresh `lit-block segment` processes per method (and start-up processes) timed on the CPU, "
@@ -81,9 +82,10 @@ def _wall(command: list[str]) -> float:
     return seconds
 
 
-def segment_command(path: str, method: str, checkpoint: str | None, tokenizer: str) -> list[str]:
+def segment_command(path: str, method: str, checkpoint: str | None, tokenizer: str,
+                    granularity: str = "middle") -> list[str]:
     """``lit-block segment`` as the bench runs it (the same module the ``lit-block`` script runs)."""
-    return [sys.executable, "-m", "lit_block.cli", "segment", path, "--method", method, "--granularity", "middle",
+    return [sys.executable, "-m", "lit_block.cli", "segment", path, "--method", method, "--granularity", granularity,
             "--tokenizer", tokenizer, *(["--checkpoint", checkpoint] if method == "segmenter" else [])]
 
 
@@ -96,7 +98,7 @@ def startup_command(method: str) -> list[str]:
 
 
 def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer: str,
-               repeat: int) -> tuple[dict[str, float], dict[bool, float], dict[str, float]]:
+               repeat: int, granularity: str = "middle") -> tuple[dict[str, float], dict[bool, float], dict[str, float]]:
     """Median wall seconds of the command per method, of the start-up with and without torch, and their difference."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "document.txt")
@@ -109,7 +111,7 @@ def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer:
             for needs_torch in sorted(kinds):
                 startup[needs_torch].append(_wall(startup_command("segmenter" if needs_torch else "fixed")))
             for m in methods:
-                walls[m].append(_wall(segment_command(path, m, checkpoint, tokenizer)))
+                walls[m].append(_wall(segment_command(path, m, checkpoint, tokenizer, granularity)))
     wall = {m: statistics.median(v) for m, v in walls.items()}
     start = {k: statistics.median(v) for k, v in startup.items() if v}
     return wall, start, {m: wall[m] - start[m in TORCH_METHODS] for m in methods}
@@ -136,23 +138,24 @@ def main(argv: list[str] | None = None) -> int:
         doc.candidate_tokens  # waits for the tokenization (it runs beside the candidate search) and maps candidates
         prepares.append(time.perf_counter() - t0)
     prepare = statistics.median(prepares)
-    limits = BlockLimits(max_block_tokens=default_max_block_tokens("middle", 0, None))  # as `lit-block segment`
+    level = args.granularity
+    limits = BlockLimits(max_block_tokens=default_max_block_tokens(level, 0, None))  # as `lit-block segment`
     rows = []
     for name, seg in segs.items():
-        seg.cut(doc, "middle", limits=limits)  # warm-up: loads models, fills no cache that later runs reuse
+        seg.cut(doc, level, limits=limits)  # warm-up: loads models, fills no cache that later runs reuse
         times = []
         for _ in range(args.repeat):
             seg._doc = None  # drop per-document memo: every run scores from scratch
             _synchronize(args.device)
             t = time.perf_counter()
-            blocks = seg.cut(doc, "middle", limits=limits)
+            blocks = seg.cut(doc, level, limits=limits)
             _synchronize(args.device)
             times.append(time.perf_counter() - t)
         rows.append((name, statistics.median(times), len(blocks) + 1))
     wall = start = beyond = {}
     e2e_methods = [m for m in methods if not (args.encoder and m in TORCH_METHODS)]  # the command takes no --encoder
     if args.e2e_repeat > 0:
-        wall, start, beyond = end_to_end(text, e2e_methods, args.checkpoint, args.tokenizer, args.e2e_repeat)
+        wall, start, beyond = end_to_end(text, e2e_methods, args.checkpoint, args.tokenizer, args.e2e_repeat, level)
     base = dict((n, t) for n, t, _ in rows)["fixed"]
     print(f"\n{doc.n_tokens} tokens, {len(doc.candidate_chars)} candidate units, {len(text)} characters; device "
           f"{args.device}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
@@ -167,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e = f"{wall[name]:.2f} s | {beyond[name]:.2f} s" if name in wall else "- | -"
         print(f"| {name} | {t:.3f} | {prepare + t:.3f} | {t / base:.1f}x | {n} | {e2e} |")
     if wall:
-        command = segment_command("DOC", "METHOD", args.checkpoint and "CKPT", args.tokenizer)
+        command = segment_command("DOC", "METHOD", args.checkpoint and "CKPT", args.tokenizer, level)
         print(f"\nend to end: `{' '.join(command[1:])}` (--checkpoint for the segmenter), median of "
               f"{args.e2e_repeat} processes each, minus the start-up of the same kind")
     return 0

@@ -19,7 +19,7 @@ import sys
 
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import LEVEL_TOKENS, METHODS, Segmenter, parse_granularity
+from lit_block.segmentation.segmenter import COARSE_SCORING, LEVEL_TOKENS, METHODS, Segmenter, parse_granularity
 
 
 class InputError(UsageError):
@@ -62,6 +62,9 @@ def build_parser():
     p.add_argument("--checkpoint", help="trained segmenter checkpoint (for --method segmenter)")
     p.add_argument("--granularity", default="middle", help="coarse, middle, fine, or a target block size in tokens")
     p.add_argument("--threshold", type=float, default=0.5, help="segmenter boundary probability to cut at")
+    p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
+                   help="where the segmenter cuts coarse blocks: topic-shift (default; by middle probability x "
+                        "topic shift) or head")
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
@@ -84,7 +87,8 @@ def main(argv: list[str]) -> int:
     gc.freeze()  # what the imports made lives on: each collection would walk torch's objects again (50 ms each)
     try:
         text = read_input(args.file)
-        segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter)
+        segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter,
+                              coarse_scoring=args.coarse_scoring)
         blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
                                    default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
                                    args.max_depth)

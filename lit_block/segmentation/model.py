@@ -7,6 +7,12 @@ the granularity level (coarse, middle, fine), so one model serves every granular
              + level embedding
              --(2-layer BiGRU over the whole document)--> [U, 2h] --(linear)--> boundary logit per unit
 
+By default the coarse level's cuts are placed by what carries over to kinds of text the segmenter never
+saw: the middle level's boundary probability times the topic shift over 32 units around each unit
+(``coarse_scoring="topic-shift"``; the coarse head's probabilities, reassigned in that order, keep their
+count). ``"head"`` reads the coarse head alone, which learns the training categories' own coarse structure
+and fails on new kinds: docs/segmenter_generalisation.md.
+
 A 32k-token document is a thousand or two units: one encoder pass over their tokens (truncated
 per unit, packed without padding) and one GRU pass, under a second on a 2-core CPU.
 """
@@ -26,7 +32,10 @@ from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
 from lit_block.segmentation.document import Background
 from lit_block.segmentation.packed_bert import PackedBert, plain_tokenizer
+from lit_block.segmentation.segmenter import COARSE_SCORING, LEVELS
 
+LEVEL_INDEX = {name: i for i, name in enumerate(LEVELS)}  # the head's level embedding rows
+SHIFT_UNITS = 32  # units on each side for the coarse rule's topic shift (picked on 11 leave-one-out folds)
 HEADING = re.compile(r"^\s*(#+\s|=+|-{3,}|\*{3,}|[0-9]+(\.[0-9]+)*[.)]?\s|[A-Z][A-Z0-9 ,:;'-]{3,}$|\.S[HS]\b|=head|\[)")
 N_LAYOUT = 9
 
@@ -191,6 +200,39 @@ class UnitEncoder(nn.Module):
         return out[torch.tensor(unique, dtype=torch.long, device=device)] if len(distinct) < len(units) else out
 
 
+def topic_shift(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """``[..., U, dim] -> [..., U]``: 1 - the cosine similarity of the summed unit directions ``i-k .. i-1`` and
+    ``i .. i+k-1`` for each unit ``i`` (TextTiling's cohesion on sentence vectors); 1 where a side is empty.
+    All-zero rows (padding) add nothing to either sum."""
+    direction = nn.functional.normalize(vectors.float(), dim=-1)
+    U = direction.shape[-2]
+    summed = torch.cat([torch.zeros_like(direction[..., :1, :]), direction.cumsum(-2)], dim=-2)  # [..., U+1, dim]
+    i = torch.arange(U, device=vectors.device)
+    before = summed[..., i, :] - summed[..., (i - k).clamp(min=0), :]
+    after = summed[..., (i + k).clamp(max=U), :] - summed[..., i, :]
+    return 1 - nn.functional.cosine_similarity(before, after, dim=-1)
+
+
+def coarse_from_middle(middle: torch.Tensor, coarse: torch.Tensor, vectors: torch.Tensor,
+                       lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Coarse scores ``[B, U]``: the rule decides where, the coarse head how many.
+
+    ``middle``, ``coarse`` ``[B, U]``: the head's middle and coarse probabilities; ``vectors [B, U, dim]`` the
+    sentence vectors (zero-padded past ``lengths``). Units 1 .. length-1 are ranked by middle probability x topic
+    shift over ``SHIFT_UNITS`` units (a likely middle boundary where the subject changes most), and take the coarse
+    head's probabilities in that order: the highest goes to the top-ranked unit, and so on. The scores are the
+    head's own values, so a threshold cuts as many blocks as the head would; only their places change. Unit 0
+    and padding keep the head's values (never a boundary)."""
+    U = middle.shape[-1]
+    n = lengths.to(middle.device)[:, None] if lengths is not None else torch.full_like(middle[:, :1], U)
+    units = torch.arange(U, device=middle.device)[None]
+    inside = (units >= 1) & (units < n)
+    where = (middle * topic_shift(vectors, SHIFT_UNITS)).masked_fill(~inside, -math.inf)
+    order = where.sort(dim=-1, descending=True, stable=True).indices  # the rule's ranking; outside units last
+    values = coarse.masked_fill(~inside, -math.inf).sort(-1, descending=True).values  # the head's, outside last
+    return torch.where(inside, torch.empty_like(coarse).scatter_(-1, order, values), coarse)
+
+
 class SegmenterHead(nn.Module):
     """Level-conditioned BiGRU over unit features -> one boundary logit per unit."""
 
@@ -216,15 +258,19 @@ class SegmenterHead(nn.Module):
         return self.out(y).squeeze(-1)
 
 
-NET_ARGS = ("encoder", "encoder_layers", "max_unit_tokens", "hidden", "gru_layers", "dropout")
+NET_ARGS = ("encoder", "encoder_layers", "max_unit_tokens", "hidden", "gru_layers", "dropout", "coarse_scoring")
 
 
 class SegmenterNet(nn.Module):
     """Encoder + head: everything inference needs, loadable from a checkpoint without Lightning."""
 
     def __init__(self, encoder: str = "all-minilm-l6-v2", encoder_layers: int = 2, max_unit_tokens: int = 24,
-                 hidden: int = 128, gru_layers: int = 2, dropout: float = 0.1, levels: int = 3):
+                 hidden: int = 128, gru_layers: int = 2, dropout: float = 0.1, levels: int = 3,
+                 coarse_scoring: str = "topic-shift"):
         super().__init__()
+        if coarse_scoring not in COARSE_SCORING:
+            raise UsageError(f"coarse_scoring must be one of {', '.join(COARSE_SCORING)}, got {coarse_scoring!r}")
+        self.coarse_scoring = coarse_scoring
         self.encoder = UnitEncoder(encoder, encoder_layers, max_unit_tokens)
         self.head = SegmenterHead(self.encoder.dim + N_LAYOUT, hidden, gru_layers, levels, dropout)
 
@@ -239,6 +285,15 @@ class SegmenterNet(nn.Module):
         vectors = self.encoder.encode_spans(document, spans) if document is not None else self.encoder(unit_texts)
         return torch.cat([vectors.float(), layout_features(unit_texts).to(device)], dim=-1)
 
+    def level_probabilities(self, features: torch.Tensor, level: int, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``features [B, U, F]`` (padded past ``lengths``) -> ``[B, U]`` boundary scores in [0, 1] of ``level``
+        (0 coarse, 1 middle, 2 fine): the head's probability, or for coarse the ``coarse_scoring`` rule."""
+        probabilities = torch.sigmoid(self.head(features, level, lengths))
+        if level == LEVEL_INDEX["coarse"] and self.coarse_scoring == "topic-shift":
+            middle = torch.sigmoid(self.head(features, LEVEL_INDEX["middle"], lengths))
+            return coarse_from_middle(middle, probabilities, features[..., : self.encoder.dim], lengths)
+        return probabilities
+
     @torch.inference_mode()
     def boundary_probabilities(self, features: torch.Tensor, level: int) -> torch.Tensor:
         """``[U]`` probability that a block starts at each unit (the first unit's value is meaningless).
@@ -247,19 +302,23 @@ class SegmenterNet(nn.Module):
         only slow down (each step waits for every thread, and for seconds when other work holds a core)."""
         self.eval()
         with _threads(1) if features.device.type == "cpu" else contextlib.nullcontext():
-            return torch.sigmoid(self.head(features[None], level))[0].cpu()
+            return self.level_probabilities(features[None], level)[0].cpu()
 
     @classmethod
-    def from_checkpoint(cls, path: str, map_location: str = "cpu", encoder: str | None = None) -> SegmenterNet:
+    def from_checkpoint(cls, path: str, map_location: str = "cpu", encoder: str | None = None,
+                        coarse_scoring: str | None = None) -> SegmenterNet:
         """Rebuild from a ``SegmenterModule`` checkpoint. The frozen encoder is loaded by the name the
         checkpoint recorded, or from ``encoder`` (a folder with the same weights, e.g. on a machine
-        without the embedded package). Loaded weights-only: a checkpoint is never allowed to run code."""
+        without the embedded package); ``coarse_scoring`` overrides the recorded rule (older checkpoints
+        have none: the default applies, it needs no trained weights). Loaded weights-only: a checkpoint is
+        never allowed to run code."""
         ckpt = _load_checkpoint(path, map_location)
         hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
         if not isinstance(hparams, dict) or not isinstance(state, dict):
             raise UsageError(f"{path} is not a lit-block segmenter checkpoint (no hyper_parameters / state_dict)")
         args = {k: v for k, v in hparams.items() if k in NET_ARGS}
-        net = cls(**{**args, **({"encoder": encoder} if encoder else {})})
+        overrides = {k: v for k, v in (("encoder", encoder), ("coarse_scoring", coarse_scoring)) if v}
+        net = cls(**{**args, **overrides})
         head = {k.removeprefix("net.head."): v for k, v in state.items() if k.startswith("net.head.")}
         if not head:
             raise UsageError(f"{path} holds no segmenter head weights (keys net.head.*)")

@@ -40,6 +40,7 @@ class SegmenterModule(L.LightningModule):
         learning_rate: float = 2e-3,
         weight_decay: float = 0.01,
         pos_weight: float = 2.0,
+        coarse_scoring: str = "topic-shift",
         cache_unit_vectors: bool = True,
         feature_cache_dir: str | None = None,
     ):
@@ -111,14 +112,16 @@ class SegmenterModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, logits = self._losses(batch)
+        loss, _ = self._losses(batch)
         self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
-        for level, level_logits in enumerate(logits):  # unit-level Pk / F1 at threshold 0.5
+        feats, lengths = self._batch_features(batch)
+        for level in range(len(LEVEL_NAMES)):  # unit-level Pk / F1 at threshold 0.5, scored as inference scores
+            probs = self.net.level_probabilities(feats, level, lengths)
             for row in range(len(batch["doc_id"])):
                 keep = batch["label_mask"][row]
                 n = int(batch["unit_mask"][row].sum())
                 ref = torch.nonzero(batch["labels"][row, :, level].bool() & keep).flatten().tolist()
-                hyp = torch.nonzero((level_logits[row] > 0) & keep).flatten().tolist()
+                hyp = torch.nonzero((probs[row] > 0.5) & keep).flatten().tolist()
                 self.val_metrics[level].update(ref, hyp, n)
 
     def on_validation_epoch_end(self) -> None:

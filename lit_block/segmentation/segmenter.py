@@ -23,6 +23,7 @@ from lit_block.segmentation.planner import BlockLimits, plan_blocks
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
+COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
 
 
 def parse_granularity(value: str | int) -> str | int:
@@ -39,7 +40,8 @@ def parse_granularity(value: str | int) -> str | int:
 
 class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
-                 splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None):
+                 splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
+                 coarse_scoring: str | None = None):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -47,6 +49,7 @@ class Segmenter:
         self.method, self.checkpoint, self.splitter = method, checkpoint, splitter
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
+        self.coarse_scoring = coarse_scoring  # overrides the checkpoint's coarse rule (lit_block.segmentation.model)
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
 
     @cached_property
@@ -61,7 +64,7 @@ class Segmenter:
 
         if not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"segmenter checkpoint not found: {self.checkpoint}")
-        return SegmenterNet.from_checkpoint(self.checkpoint, encoder=self.encoder)
+        return SegmenterNet.from_checkpoint(self.checkpoint, encoder=self.encoder, coarse_scoring=self.coarse_scoring)
 
     @cached_property
     def _embedder(self):

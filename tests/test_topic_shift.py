@@ -34,7 +34,8 @@ def test_topic_shift_equals_the_unit_by_unit_definition_and_ignores_padding(n, d
     g = torch.Generator().manual_seed(seed)
     vectors = torch.randn(n, dim, generator=g)
     shift = topic_shift(vectors, k)
-    torch.testing.assert_close(shift.double(), reference_shift(vectors, k), atol=1e-5, rtol=0)
+    # float32 running sums, differenced: about 1e-5 of error at these lengths
+    torch.testing.assert_close(shift.double(), reference_shift(vectors, k), atol=1e-4, rtol=0)
     padded = torch.cat([vectors, torch.zeros(7, dim)])[None].repeat(2, 1, 1)  # batch rows with padding after them
     torch.testing.assert_close(topic_shift(padded, k)[1, :n], shift, atol=1e-5, rtol=0)
 

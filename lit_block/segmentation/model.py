@@ -227,8 +227,8 @@ def coarse_from_middle(middle: torch.Tensor, coarse: torch.Tensor, vectors: torc
     n = lengths.to(middle.device)[:, None] if lengths is not None else torch.full_like(middle[:, :1], U)
     units = torch.arange(U, device=middle.device)[None]
     inside = (units >= 1) & (units < n)
-    where = (middle * topic_shift(vectors, SHIFT_UNITS)).masked_fill(~inside, -math.inf)
-    order = where.sort(dim=-1, descending=True, stable=True).indices  # the rule's ranking; outside units last
+    rank_key = (middle * topic_shift(vectors, SHIFT_UNITS)).masked_fill(~inside, -math.inf)
+    order = rank_key.sort(dim=-1, descending=True, stable=True).indices  # the rule's ranking; outside units last
     values = coarse.masked_fill(~inside, -math.inf).sort(-1, descending=True).values  # the head's, outside last
     return torch.where(inside, torch.empty_like(coarse).scatter_(-1, order, values), coarse)
 

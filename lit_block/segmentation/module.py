@@ -94,27 +94,24 @@ class SegmenterModule(L.LightningModule):
 
     # ---------------------------------------------------------------- steps
 
-    def _losses(self, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        feats, lengths = self._batch_features(batch)
+    def _loss(self, batch: dict, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = batch["label_mask"]
         pos_weight = torch.tensor(self.hparams.pos_weight, device=self.device)
-        total, logits_per_level = 0.0, []
+        total = 0.0
         for level in range(len(LEVEL_NAMES)):
             logits = self.net.head(feats, level, lengths)
             target = batch["labels"][..., level].float()
             total = total + F.binary_cross_entropy_with_logits(logits[mask], target[mask], pos_weight=pos_weight)
-            logits_per_level.append(logits)
-        return total / len(LEVEL_NAMES), logits_per_level
+        return total / len(LEVEL_NAMES)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._losses(batch)
+        loss = self._loss(batch, *self._batch_features(batch))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, _ = self._losses(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
         feats, lengths = self._batch_features(batch)
+        self.log("val/loss", self._loss(batch, feats, lengths), prog_bar=True, batch_size=len(batch["doc_id"]))
         for level in range(len(LEVEL_NAMES)):  # unit-level Pk / F1 at threshold 0.5, scored as inference scores
             probs = self.net.level_probabilities(feats, level, lengths)
             for row in range(len(batch["doc_id"])):

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from lit_block.segmentation.metrics import SegmentationMetrics
 from lit_block.segmentation.model import NET_ARGS, SegmenterNet
+from lit_block.segmentation.segmenter import LEVELS
 
-LEVEL_NAMES = ("coarse", "middle", "fine")
+LEVEL_NAMES = LEVELS  # coarse, middle, fine: the head's level rows, in the order every tool uses
 FEATURES_VERSION = 1  # bump when SegmenterNet.unit_features computes differently: stored features then miss
 
 

@@ -57,6 +57,9 @@ def variants(teacher: str, lr: float, isolated_weight: float, compile_layers: st
         "distill - no weighting": (D, distill, lambda: [sinks(), dropout()], False),
         "distill - no sinks": (D, dict(distill, num_sink_tokens=0), lambda: [dropout(), weights()], False),
         "distill - no dropout": (D, distill, lambda: [sinks(), weights()], False),
+        # the default's own ablations (the weighting is off by default): each drops one component kept on
+        "distill - no weighting, no sinks": (D, dict(distill, num_sink_tokens=0), lambda: [dropout()], False),
+        "distill - no weighting, no dropout": (D, distill, lambda: [sinks()], False),
         "block fine-tuning": (F, finetune, list, False),
         "full-attention fine-tuning (control)": (F, finetune, list, True),
     }
@@ -188,6 +191,8 @@ def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
     tokens_per_step = args.batch_size * windows[0].shape[1]
     steps = int(args.tokens // tokens_per_step)
     L.seed_everything(seed, verbose=False)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # this run's peak, not an earlier run's in the same process
     module = cls(**kwargs)
     shell = None  # an uncompiled fp32 model the marks copy the weights into (the compiled one stays as it is)
 
@@ -208,7 +213,8 @@ def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
                         limit_val_batches=0, gradient_clip_val=1.0, callbacks=[*make_callbacks(), marks])
     trainer.fit(module, train_dataloaders=loader)
     out = {"variant": name, "seed": seed, "steps": trainer.global_step, "tokens": trainer.global_step * tokens_per_step,
-           **marks.throughput(trainer.global_step), "curve": marks.results}
+           **marks.throughput(trainer.global_step), "curve": marks.results,
+           "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
     folder = Path(args.export_dir) / f"{name.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
     with output_dir(folder, command="distill recipe", option="--export-dir") as staging:
         module.export(str(staging))  # what anyone scores afterwards: BlockAttentionLM.from_pretrained(folder)
@@ -313,7 +319,8 @@ def main() -> None:
             results.append(run(args, name, seed, windows, splits, teacher))
             r = results[-1]
             print(f"{name}, seed {seed}: {r['tokens'] / 1e6:.1f}M tokens, {r['tokens_per_s'] / 1e3:.0f}k tokens/s "
-                  f"({r.get('tokens_per_s_after_warmup', 0) / 1e3:.0f}k after warm-up), {time.perf_counter() - start:.0f} s "
+                  f"({r.get('tokens_per_s_after_warmup', 0) / 1e3:.0f}k after warm-up, peak {r['peak_memory_gib'] or 0:.1f} GiB), "
+                  f"{time.perf_counter() - start:.0f} s "
                   f"in all; final KL gap closed " + ", ".join(f"{k} {v['kl_gap_closed']:.1%}" for k, v in r["final"].items()),
                   flush=True)
             tmp = f"{args.out}.tmp"

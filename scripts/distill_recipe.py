@@ -1,7 +1,7 @@
 """The GPU recipe: block distillation at hardware speed, scored on text families it never saw.
 
     python scripts/distill_recipe.py --teacher /root/smollm2-135m --data .gpu/docs.pt --tokens 14e6 \\
-        --eval-at 1e6 5e6 --runs "distill - no weighting" --seeds 0 --export-dir /root/students --out recipe.json
+        --eval-at 1e6 5e6 --runs "distill - no weighting, no sinks" --seeds 0 --export-dir /root/students --out recipe.json
 
 ``--data`` comes from ``scripts/prepare_distill_samples.py --train-documents --heldout-dataset ...``: the
 corpus's training documents with their sentence-packed block starts, 64 validation windows (held-out
@@ -9,7 +9,7 @@ corpus documents) and windows of held-out text families (their own source packag
 Training windows of ``--sample-tokens`` (2048: the held-out windows' length; the last ``--global-tokens``
 form the global block) tile the documents at four offsets (0, 256, 512, 768 tokens), so one pass sees
 every document four ways. The defaults (lr 1e-4, isolated rows unweighted, no sensitivity weights) are the
-best measured (docs/distillation_notes.md). Each run trains the same LightningModule and callbacks as ``experiments/distill/*.yaml``
+best measured (docs/distillation_notes.md), and the default run is block dropout alone (no sinks). Each run trains the same LightningModule and callbacks as ``experiments/distill/*.yaml``
 (no CLI: the GPU image lacks jsonargparse and mlflow) with bf16 autocast, compiled decoder layers and the
 ``auto`` attention backend on fixed-length packed batches; at each ``--eval-at`` mark (and the end) the
 student is scored in fp32 with ``lit-block eval-lm``'s ``compare_to_teacher`` (KL gap closed first) on the
@@ -278,7 +278,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="the teacher's folder (HF format); the student starts from it")
     p.add_argument("--data", required=True, help="scripts/prepare_distill_samples.py --train-documents output")
-    p.add_argument("--runs", nargs="+", default=["distill - no weighting"], help="variant names (see variants())")
+    p.add_argument("--runs", nargs="+", default=["distill - no weighting, no sinks"], help="variant names (see variants())")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--tokens", type=float, default=50e6, help="training tokens per run")
     p.add_argument("--eval-at", type=float, nargs="*", default=[1e6, 5e6, 20e6], help="token marks to score at")

@@ -112,7 +112,7 @@ RUN = {  # the rest, each run by one test below
     "python scripts/prepare_distill_samples.py --dataset data/semanticseg --max-documents 100000 --train 0 "
     "--train-documents --heldout-dataset data/heldout-families --rag-splits '' --out samples/docs.pt": "test_gpu_recipe",
     "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 14e6 --eval-at 1e6 5e6 "
-    "--runs \"distill - no weighting\" --export-dir students --out recipe.json": "test_gpu_recipe",
+    "--runs \"distill - no weighting, no sinks\" --export-dir students --out recipe.json": "test_gpu_recipe",
     "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
         "test_bench_serve",
 }
@@ -361,8 +361,8 @@ def test_gpu_recipe(in_workspace, request):
     from lit_block.model import BlockAttentionLM
 
     run = json.loads(Path("recipe.json").read_text())["runs"][0]
-    assert run["variant"] == "distill - no weighting" and [m["tokens"] for m in run["curve"]] == [256]
-    assert BlockAttentionLM.from_pretrained(run["export"]).num_sink_tokens == 2
+    assert run["variant"] == "distill - no weighting, no sinks" and [m["tokens"] for m in run["curve"]] == [256]
+    assert BlockAttentionLM.from_pretrained(run["export"]).num_sink_tokens == 0  # the default: block dropout alone
 
 
 def test_bench_serve(in_workspace, request, capsys):

@@ -16,6 +16,7 @@ from test_serving import forward_last_logits, random_blocks, tiny_lm
 
 
 def with_runner(lm, **kwargs) -> QueryPrefill:
+    kwargs.setdefault("capture_after", 1)  # a graph at the first sighting, unless a test says otherwise
     lm._lit_block_query_prefill = runner = QueryPrefill(lm, use_graphs=True, **kwargs)
     return runner
 
@@ -59,6 +60,25 @@ def test_graphs_are_kept_per_shape_evicted_lru_and_dropped_when_weights_move():
     result = generate(lm, blocks, query, one)
     assert list(runner.graphs) == [(4, 4)]
     assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
+
+
+def test_a_shape_is_captured_only_once_seen_capture_after_times(monkeypatch):
+    """One-off shapes (most RAG prompts) run eagerly; the second sighting captures, later ones replay; every answer
+    equals the block-attention forward either way."""
+    from lit_block.serving import query_prefill
+
+    captures = []
+    capture = query_prefill.QueryPrefill._capture
+    monkeypatch.setattr(query_prefill.QueryPrefill, "_capture", lambda self, *a: captures.append(a[:2]) or capture(self, *a))
+    lm = tiny_lm("llama", sinks=1)
+    runner = with_runner(lm, bucket=4, capture_after=2)
+    one = GenerationConfig(max_new_tokens=1)
+    for lengths in ([5, 3], [6, 3], [5, 3], [5, 3], [7, 2]):
+        *blocks, query = random_blocks(lengths, seed=sum(lengths))
+        result = generate(lm, blocks, query, one)
+        assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
+    assert captures == [(6, 4)] and list(runner.graphs) == [(6, 4)]  # [5, 3]: 5 context positions + 1 sink
+    assert runner.sightings == {(6, 4): 2, (7, 4): 1, (8, 4): 1}  # counted until captured
 
 
 def test_buffers_grow_to_fit_and_off_graphs_there_are_none():

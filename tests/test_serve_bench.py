@@ -56,11 +56,33 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
     assert main(["bench", "serve", "--model", str(tiny_model_dir), "--clients", "3", "--requests", "9", "--num-passages", "2",
                  "--passage-tokens", "16", "--max-new-tokens", "3", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split("|")[2].strip(): line for line in out.splitlines() if line.startswith("| median")}
+    header = [c.strip() for c in next(line for line in out.splitlines() if line.startswith("| repeat")).split("|")]
+    rows = {line.split("|")[2].strip(): dict(zip(header, (c.strip() for c in line.split("|"))))
+            for line in out.splitlines() if line.startswith("| median")}
     assert set(rows) == {"cache", "full", "cache / full"}
-    cache_hits = float(rows["cache"].split("|")[-2].strip().rstrip("%"))
-    assert cache_hits > 0 and rows["full"].split("|")[-2].strip() == "0%"
+    assert float(rows["cache"]["block hit rate"].rstrip("%")) > 0 and rows["full"]["block hit rate"] == "0%"
+    # the default store holds the whole pool: nothing is evicted, so only first sights miss
+    assert rows["cache"]["evictions"] == "0"
+    phases = "engine fetch / prefill / decode ms per request"
+    for mode in ("cache", "full"):
+        fetch, prefill, decode = map(float, rows[mode][phases].split(" / "))
+        assert prefill > 0 and decode > 0 and fetch >= 0
     assert "goal" in out
+
+
+def test_the_default_store_is_sized_to_the_pool_exactly(tiny_model_dir):
+    """pool_bytes counts what the server's store holds once every passage of the pool has been prefilled."""
+    from lit_block.benchmarks.serve import Workload, pool_bytes
+    from lit_block.serving.kv_store import BlockKVStore
+    from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
+
+    lm = BlockAttentionLM.from_pretrained(tiny_model_dir, num_sink_tokens=2).eval()
+    builder = PromptBuilder(lm.tokenizer, DocumentCutter("fixed", max_block_tokens=256))
+    passages = [f"[passage {i}] " + "word " * (5 + 3 * i) for i in range(4)]
+    store = BlockKVStore(max_bytes=1 << 30)
+    blocks, _ = builder.document_blocks([Document(p) for p in ["[warm-up] " + passages[0], *passages]])
+    store.fetch(lm, [builder.encode(b) for b in blocks])
+    assert store.stats()["bytes"] == pool_bytes(lm, builder, Workload(passages, [], 0.0))
 
 
 def test_summary_takes_medians_of_per_repeat_ratios():

@@ -260,6 +260,8 @@ def test_metrics_endpoint_speaks_prometheus(live):
     buckets = [float(v) for v in re.findall(r'^lit_block_ttft_seconds_bucket\{le="[^"]+"\} (\S+)$', text, re.M)]
     assert buckets == sorted(buckets) and buckets[-1] == metric(server, "lit_block_ttft_seconds_count") > 0
     assert re.search(r'^lit_block_requests_total\{endpoint="/v1/completions",status="200"\} \d+$', text, re.M)
+    phases = dict(re.findall(r'^lit_block_engine_seconds_total\{phase="(\w+)"\} (\S+)$', text, re.M))
+    assert set(phases) == {"fetch", "prefill", "decode"} and all(float(v) > 0 for v in phases.values())
     for line in text.splitlines():  # every line a comment or `name{labels} number`
         assert line.startswith("# ") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+", line), line
 

@@ -53,12 +53,15 @@ class Run:
     blocks: int = 0
     hits: int = 0
     wall_s: float = 0.0
+    phase_s: dict = field(default_factory=dict)  # the engine's seconds per phase over the replay (warm-up excluded)
+    evictions: int = 0
 
     def row(self) -> dict:
         q = sorted(self.ttft_ms)
         return {"mode": self.mode, "p50": _percentile(q, 50), "p99": _percentile(q, 99),
                 "server_p50": _percentile(sorted(self.server_ttft_ms), 50), "rps": len(q) / self.wall_s,
-                "tps": self.tokens / self.wall_s, "hit_rate": self.hits / self.blocks if self.blocks else 0.0}
+                "tps": self.tokens / self.wall_s, "hit_rate": self.hits / self.blocks if self.blocks else 0.0,
+                **{f"{k}_ms": 1e3 * v / len(q) for k, v in self.phase_s.items()}, "evictions": self.evictions}
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -130,7 +133,10 @@ def build_workload(tokenizer, args) -> Workload:
 # ---------------------------------------------------------------- the replay
 
 
-async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str) -> Run:
+async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str,
+                 engine_phases=dict) -> Run:
+    """The workload replayed by ``clients`` concurrent clients; ``engine_phases()``: the server's seconds per engine
+    phase so far (read after the warm-up and at the end)."""
     from openai import AsyncOpenAI  # checked by run_bench
 
     run = Run(mode)
@@ -160,10 +166,12 @@ async def replay(url: str, model: str, workload: Workload, clients: int, max_tok
     # first calls, allocator: not counted; a passage of its own, so that the pool's stay cold
     await one(["[warm-up] " + workload.passages[0]], "Warm-up question?")
     run = Run(mode)  # the warm-up's figures dropped
+    before = engine_phases()
     shares = [workload.requests[c::clients] for c in range(clients)]
     start = time.perf_counter()
     await asyncio.gather(*(client_loop(share) for share in shares))
     run.wall_s = time.perf_counter() - start
+    run.phase_s = {k: v - before.get(k, 0.0) for k, v in engine_phases().items()}
     await client.close()
     return run
 
@@ -176,17 +184,35 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     from lit_block.serving.server import BackgroundServer, create_app
     from lit_block.serving.service import ServedModel
 
-    store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if cache else None
-    engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
-                           batch_decode=args.batch_decode)
     cutter = DocumentCutter("fixed", max_block_tokens=4 * args.passage_tokens)  # a passage stays one block
-    served = ServedModel(engine, PromptBuilder(model.tokenizer, cutter), "bench", default_max_tokens=args.max_new_tokens)
+    builder = PromptBuilder(model.tokenizer, cutter)
+    budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
+    store = BlockKVStore(max_bytes=int(budget)) if cache else None
+    engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
+                           batch_decode=args.batch_decode, sync_phases=args.sync_phases)
+    served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)
     server = BackgroundServer(create_app(served)).start()
     try:
-        return asyncio.run(replay(server.url, "bench", workload, args.clients, args.max_new_tokens,
-                                  "cache" if cache else "full"))
+        run = asyncio.run(replay(server.url, "bench", workload, args.clients, args.max_new_tokens,
+                                 "cache" if cache else "full", lambda: dict(engine.metrics.phase_seconds)))
     finally:
         server.stop()
+    run.evictions = store.stats()["evictions"] if store is not None else 0
+    return run
+
+
+def pool_bytes(model, builder, workload: Workload) -> int:
+    """The bytes a store needs to hold every block of the pool's passages (and the warm-up's) at once, as the server
+    writes them (``builder``): keys and values of each block's tokens and the model's sinks at every layer, as
+    ``BlockKV.nbytes`` counts them."""
+    from lit_block.serving.prompts import Document
+
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * next(model.parameters()).element_size()
+    passages = ["[warm-up] " + workload.passages[0], *workload.passages]
+    blocks, _ = builder.document_blocks([Document(p) for p in passages])
+    return per_position * sum(builder.count(b) + model.num_sink_tokens for b in blocks)
 
 
 def load_model(args):
@@ -229,7 +255,11 @@ def build_parser():
     p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of passage popularity")
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per request")
     p.add_argument("--repeat", type=int, default=3, help="replays per server (medians reported)")
-    p.add_argument("--store-gib", type=float, default=8.0, help="the block store's byte budget (GiB)")
+    p.add_argument("--store-gib", type=float, default=None,
+                   help="the block store's byte budget (GiB; default: room for the whole passage pool, so that only "
+                        "first sights miss)")
+    p.add_argument("--sync-phases", type=bool, default=False,
+                   help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
@@ -244,6 +274,8 @@ def run_bench(args) -> dict:
     for name in ("clients", "requests", "num_passages", "passage_tokens", "max_new_tokens", "repeat"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
     check_number("--hit-rate", args.hit_rate, low=0, high=1, high_open=True)
+    if args.store_gib is not None:
+        check_number("--store-gib", args.store_gib, low=0, low_open=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
     if args.threads is not None:
@@ -268,11 +300,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.num_passages} passages x {args.passage_tokens} tokens from a pool of {result['pool']} (Zipf {args.zipf}; "
           f"hit rate {100 * result['expected_hit_rate']:.0f}% if sequential), {args.max_new_tokens} new tokens each; "
           f"{args.repeat} repeats\n")
-    print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate "
+          "| evictions | engine fetch / prefill / decode ms per request |\n|---|---|---|---|---|---|---|---|---|---|")
     def row(label: str, mode: str, r: dict) -> str:
+        phases = " / ".join(f"{r.get(f'{k}_ms', 0.0):.1f}" for k in ("fetch", "prefill", "decode"))
         return (f"| {label} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
-                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% |")
+                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% | {r['evictions']:.0f} | {phases} |")
 
     for i, rows in enumerate(result["repeats"]):
         print("\n".join(row(str(i + 1), mode, rows[mode]) for mode in ("cache", "full")))
@@ -280,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(row("median", mode, summary[mode]) for mode in ("cache", "full")))
     ratio = summary["ratio"]
     print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
-          f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | |")
+          f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | | | |")
     met = ratio["p50"] <= 0.10 and ratio["rps"] >= 3
     print(f"\n{GOAL}: {'met' if met else 'not met'} by this run ({args.device}).")
     return 0
@@ -288,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarize(repeats: list[dict]) -> dict:
     """Medians over repeats of each server's figures, and of the per-repeat ratios cache / full."""
-    keys = ("p50", "p99", "server_p50", "rps", "tps", "hit_rate")
-    out = {mode: {k: statistics.median(r[mode][k] for r in repeats) for k in keys} for mode in ("cache", "full")}
-    out["ratio"] = {k: statistics.median(r["cache"][k] / r["full"][k] for r in repeats) for k in keys[:-1]}
+    out = {}
+    for mode in ("cache", "full"):
+        figures = [k for k in repeats[0][mode] if k != "mode"]  # the timings, hit rate, evictions and phase times
+        out[mode] = {k: statistics.median(r[mode][k] for r in repeats) for k in figures}
+    out["ratio"] = {k: statistics.median(r["cache"][k] / r["full"][k] for r in repeats)
+                    for k in ("p50", "p99", "server_p50", "rps", "tps")}
     return out

@@ -23,6 +23,7 @@ class ServerMetrics:
         self.totals: Counter[str] = Counter()  # token and block counters of finished prefills and answers
         self.ttft_counts = [0] * (len(TTFT_BUCKETS) + 1)  # per bucket, the last one past every bound (+Inf)
         self.ttft_sum = 0.0
+        self.phase_seconds: Counter[str] = Counter()  # the engine's wall time per phase of its loop
 
     def request(self, endpoint: str, status: int) -> None:
         with self._lock:
@@ -39,6 +40,10 @@ class ServerMetrics:
     def add(self, **counts: int) -> None:
         with self._lock:
             self.totals.update(counts)
+
+    def spent(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.phase_seconds[phase] += seconds
 
     def render(self, store: dict[str, int] | None, gauges: dict[str, int]) -> str:
         """The exposition text: store counters (``store.stats()``; None when caching is off), gauges, requests,
@@ -63,6 +68,7 @@ class ServerMetrics:
             requests = sorted(self.requests.items())
             totals = dict(self.totals)
             counts, ttft_sum = list(self.ttft_counts), self.ttft_sum
+            phases = sorted(self.phase_seconds.items())
         metric("requests_total", "counter", "requests by endpoint and HTTP status",
                [(f'{{endpoint="{e}",status="{s}"}}', n) for (e, s), n in requests])
         for key, help_ in (("prompt_tokens", "prompt tokens of prefilled requests (sinks excluded)"),
@@ -72,6 +78,9 @@ class ServerMetrics:
                            ("request_block_misses", "blocks of requests prefilled for them (shared by a batch)"),
                            ("prefill_batches", "batches of requests whose block misses were prefilled together")):
             metric(f"{key}_total", "counter", help_, [("", totals.get(key, 0))])
+        metric("engine_seconds_total", "counter", "the engine's wall time by phase: fetch (store lookups and block "
+               "prefills), prefill (caches assembled, queries prefilled), decode (tokens chosen, one batched step)",
+               [(f'{{phase="{k}"}}', v) for k, v in phases])
         cumulative, samples = 0, []
         for bound, n in zip([*map(_number, TTFT_BUCKETS), "+Inf"], counts):
             cumulative += n

@@ -3,8 +3,11 @@
 Once every context block is cached, what is left of the time to first token is one short forward:
 the query's tokens over the whole cached context. For an 8B model that is ~1,700 kernel launches
 whose GPU work is a few milliseconds, so eager PyTorch spends most of the time launching. On CUDA,
-``QueryPrefill`` keeps the prompt cache in static buffers and captures that forward once per
-(context length, query bucket) in a CUDA graph; a later prompt of the same shape replays it.
+``QueryPrefill`` keeps the prompt cache in static buffers and captures that forward in a CUDA graph
+per (context length, query bucket) once that shape has been seen ``capture_after`` times; a later
+prompt of the same shape replays it. A capture costs about three eager forwards (two warm-ups and the
+recording), so a shape seen once -- most RAG prompts, whose passages sum to a new context length --
+runs eagerly instead of paying for a graph nobody replays.
 
 Queries are padded at the end to a multiple of ``bucket`` tokens. That is exact: under causal
 attention no real token sees the padding, whose keys are written past the real ones and dropped
@@ -59,11 +62,13 @@ class _Graph:
 class QueryPrefill:
     """Prefill ``query`` tokens at ``start`` over a cache; on CUDA from captured graphs (see the module doc)."""
 
-    def __init__(self, model, use_graphs: bool | None = None, bucket: int = 64, max_graphs: int = 8):
+    def __init__(self, model, use_graphs: bool | None = None, bucket: int = 64, max_graphs: int = 8,
+                 capture_after: int = 2):
         self.model = model
         device = model.sink_embeddings.device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
-        self.bucket, self.max_graphs = bucket, max_graphs
+        self.bucket, self.max_graphs, self.capture_after = bucket, max_graphs, capture_after
+        self.sightings: OrderedDict[tuple[int, int], int] = OrderedDict()  # shape -> times seen, LRU, bounded
         self.keys: torch.Tensor | None = None  # [capacity, layers, kv_heads, head_dim] static cache buffers
         self.values: torch.Tensor | None = None
         self.graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()  # (start, bucket) -> graph, LRU order
@@ -110,6 +115,8 @@ class QueryPrefill:
             self._drop_graphs()
             self.weights = weights
         graph = self.graphs.get((start, bucket))
+        if graph is None and not self._seen_enough((start, bucket)):
+            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
         if graph is None:
             graph = self._capture(start, bucket, cache)
             if graph is None:  # capture failed: eager from now on
@@ -123,6 +130,13 @@ class QueryPrefill:
         # a copy, always: the graph's output tensor is rewritten by the next replay of this shape, which the server
         # runs for another request before this one chooses its token (float32's .float() would copy nothing)
         return logits[0, -1].to(torch.float32, copy=True)
+
+    def _seen_enough(self, shape: tuple[int, int]) -> bool:
+        """Count a sighting of ``shape``; True once it has been seen ``capture_after`` times (worth a graph)."""
+        self.sightings[shape] = self.sightings.pop(shape, 0) + 1
+        while len(self.sightings) > 64 * self.max_graphs:  # bounded: a server sees endless one-off shapes
+            self.sightings.popitem(last=False)
+        return self.sightings[shape] >= self.capture_after
 
     def _drop_graphs(self) -> None:
         self.graphs.clear()

@@ -119,7 +119,8 @@ def reference_probabilities(net: SegmenterNet, text: str, starts: list[int], lev
 
 def test_segment_cuts_the_same_blocks_as_the_per_unit_path(random_checkpoint, tiny_tokenizer_dir, tmp_path, capsys):
     text = KJV  # long enough for the background tokenization (SegmentableText.BACKGROUND_CHARS)
-    seg = Segmenter("segmenter", checkpoint=str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir))
+    seg = Segmenter("segmenter", checkpoint=str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir),
+                    encoder_dtype="float32")  # the reference's dtype: the same numbers to 1e-5
     doc = seg.prepare(text)
     assert len(text) >= doc.BACKGROUND_CHARS
     ids, offsets = encode(seg.tokenizer, text)
@@ -145,9 +146,38 @@ def test_segment_cuts_the_same_blocks_as_the_per_unit_path(random_checkpoint, ti
     f.write_text(text)
     assert main(["segment", str(f), "--method", "segmenter", "--checkpoint", str(random_checkpoint),
                  "--granularity", "middle", "--threshold", str(threshold), "--max-block-tokens", "1024",
-                 "--tokenizer", str(tiny_tokenizer_dir)]) == 0
+                 "--tokenizer", str(tiny_tokenizer_dir), "--encoder-dtype", "float32"]) == 0
     blocks = json.loads(capsys.readouterr().out)["blocks"]
     assert len(blocks) > 10 and blocks == want
+
+
+def test_encoder_dtype_auto_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
+    from lit_block.errors import UsageError
+    from lit_block.segmentation import model
+
+    for amx in (True, False):
+        monkeypatch.setattr(model, "cpu_has_amx_bf16", lambda amx=amx: amx)
+        assert model.encoder_dtype_of("auto") == (torch.bfloat16 if amx else torch.float32)
+        assert model.encoder_dtype_of("auto", "cuda") == torch.float32  # not measured there: float32
+        assert model.encoder_dtype_of("float32") == torch.float32 and model.encoder_dtype_of("bfloat16") == torch.bfloat16
+    with pytest.raises(UsageError, match="'float16'"):
+        model.encoder_dtype_of("float16")
+    with pytest.raises(UsageError, match="'half'"):
+        Segmenter("fixed", encoder_dtype="half")
+
+
+def test_bfloat16_unit_vectors_point_where_float32_ones_do(random_checkpoint):
+    """The bfloat16 encoder (the default on AMX CPUs) gives each unit nearly the float32 vector, in every chunking
+    (the filler unit that pads chunks to fixed shapes attends only to itself)."""
+    text = KJV[:20000]
+    spans = unit_spans(text, candidate_starts(text, "sentences"))
+    nets = {d: SegmenterNet.from_checkpoint(str(random_checkpoint), encoder_dtype=d) for d in ("float32", "bfloat16")}
+    vectors = {d: net.encoder.encode_spans(text, spans) for d, net in nets.items()}
+    assert vectors["bfloat16"].dtype == torch.float32  # pooled in float32 for the head
+    cosine = torch.nn.functional.cosine_similarity(vectors["float32"], vectors["bfloat16"], dim=-1)
+    assert cosine.min() > 0.99, cosine.min()
+    nets["float32"].encoder.max_batch_tokens = 300  # other chunks, other fillers: the same float32 vectors
+    torch.testing.assert_close(nets["float32"].encoder.encode_spans(text, spans), vectors["float32"], rtol=0, atol=1e-5)
 
 
 def test_segment_command_does_not_import_transformers(random_checkpoint, tiny_tokenizer_dir, tmp_path):

@@ -29,7 +29,7 @@ import torch
 from lit_block.segmentation.cli import default_max_block_tokens
 from lit_block.segmentation.document import token_offsets
 from lit_block.segmentation.planner import BlockLimits
-from lit_block.segmentation.segmenter import LEVELS, METHODS, Segmenter
+from lit_block.segmentation.segmenter import ENCODER_DTYPES, LEVELS, METHODS, Segmenter
 
 TORCH_METHODS = ("segmenter", "semantic")
 
@@ -61,6 +61,7 @@ def build_parser():
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
     p.add_argument("--granularity", default="middle", choices=LEVELS, help="the level every method cuts at")
     p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
+    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help="the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same blocks; float32 elsewhere), float32 or bfloat16")
     p.add_argument("--e2e-repeat", type=int, default=3,
                    help="fresh `lit-block segment` processes per method (and start-up processes) timed on the CPU, "
                         "median reported; 0: none")
@@ -83,10 +84,11 @@ def _wall(command: list[str]) -> float:
 
 
 def segment_command(path: str, method: str, checkpoint: str | None, tokenizer: str,
-                    granularity: str = "middle") -> list[str]:
+                    granularity: str = "middle", encoder_dtype: str = "auto") -> list[str]:
     """``lit-block segment`` as the bench runs it (the same module the ``lit-block`` script runs)."""
     return [sys.executable, "-m", "lit_block.cli", "segment", path, "--method", method, "--granularity", granularity,
-            "--tokenizer", tokenizer, *(["--checkpoint", checkpoint] if method == "segmenter" else [])]
+            "--tokenizer", tokenizer,
+            *(["--checkpoint", checkpoint, "--encoder-dtype", encoder_dtype] if method == "segmenter" else [])]
 
 
 def startup_command(method: str) -> list[str]:
@@ -97,8 +99,8 @@ def startup_command(method: str) -> list[str]:
     return [sys.executable, "-c", "import " + ", ".join(modules)]
 
 
-def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer: str,
-               repeat: int, granularity: str = "middle") -> tuple[dict[str, float], dict[bool, float], dict[str, float]]:
+def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer: str, repeat: int, granularity: str = "middle",
+               encoder_dtype: str = "auto") -> tuple[dict[str, float], dict[bool, float], dict[str, float]]:
     """Median wall seconds of the command per method, of the start-up with and without torch, and their difference."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "document.txt")
@@ -111,7 +113,7 @@ def end_to_end(text: str, methods: list[str], checkpoint: str | None, tokenizer:
             for needs_torch in sorted(kinds):
                 startup[needs_torch].append(_wall(startup_command("segmenter" if needs_torch else "fixed")))
             for m in methods:
-                walls[m].append(_wall(segment_command(path, m, checkpoint, tokenizer, granularity)))
+                walls[m].append(_wall(segment_command(path, m, checkpoint, tokenizer, granularity, encoder_dtype)))
     wall = {m: statistics.median(v) for m, v in walls.items()}
     start = {k: statistics.median(v) for k, v in startup.items() if v}
     return wall, start, {m: wall[m] - start[m in TORCH_METHODS] for m in methods}
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if "fixed" not in methods:
         methods.append("fixed")  # the ratio baseline
     extra = {"semantic_encoder": args.encoder, "encoder": args.encoder} if args.encoder else {}
-    segs = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, tokenizer=args.tokenizer, **extra)
-            for m in methods}
+    segs = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, tokenizer=args.tokenizer,
+                         encoder_dtype=args.encoder_dtype, **extra) for m in methods}
     tokenizer = segs["fixed"].tokenizer
     text = open(args.file, encoding="utf-8").read() if args.file else long_text(args.dataset, args.tokens, tokenizer)
     if "segmenter" in segs and args.device != "cpu":
@@ -155,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = start = beyond = {}
     e2e_methods = [m for m in methods if not (args.encoder and m in TORCH_METHODS)]  # the command takes no --encoder
     if args.e2e_repeat > 0:
-        wall, start, beyond = end_to_end(text, e2e_methods, args.checkpoint, args.tokenizer, args.e2e_repeat, level)
+        wall, start, beyond = end_to_end(text, e2e_methods, args.checkpoint, args.tokenizer, args.e2e_repeat, level,
+                                         args.encoder_dtype)
     base = dict((n, t) for n, t, _ in rows)["fixed"]
+    encoder = (f"segmenter encoder {next(segs['segmenter'].module.encoder.parameters()).dtype}; "
+               if "segmenter" in segs else "")
     print(f"\n{doc.n_tokens} tokens, {len(doc.candidate_chars)} candidate units, {len(text)} characters; device "
-          f"{args.device}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; "
+          f"{args.device}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; {encoder}"
           f"prepare (tokenize + candidates) {prepare:.3f} s (median of {len(prepares)})")
     if start:
         print("start-up (Python + the command's imports, median of "
@@ -170,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         e2e = f"{wall[name]:.2f} s | {beyond[name]:.2f} s" if name in wall else "- | -"
         print(f"| {name} | {t:.3f} | {prepare + t:.3f} | {t / base:.1f}x | {n} | {e2e} |")
     if wall:
-        command = segment_command("DOC", "METHOD", args.checkpoint and "CKPT", args.tokenizer, level)
+        command = segment_command("DOC", "METHOD", args.checkpoint and "CKPT", args.tokenizer, level, args.encoder_dtype)
         print(f"\nend to end: `{' '.join(command[1:])}` (--checkpoint for the segmenter), median of "
               f"{args.e2e_repeat} processes each, minus the start-up of the same kind")
     return 0

@@ -24,6 +24,7 @@ METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
+ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.model.encoder_dtype)
 
 
 def parse_granularity(value: str | int) -> str | int:
@@ -41,7 +42,7 @@ def parse_granularity(value: str | int) -> str | int:
 class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
-                 coarse_scoring: str | None = None):
+                 coarse_scoring: str | None = None, encoder_dtype: str = "auto"):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -50,6 +51,9 @@ class Segmenter:
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
         self.coarse_scoring = coarse_scoring  # overrides the checkpoint's coarse rule (lit_block.segmentation.model)
+        if encoder_dtype not in ENCODER_DTYPES:
+            raise UsageError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {encoder_dtype!r}")
+        self.encoder_dtype = encoder_dtype  # the segmenter's encoder at inference: auto = bfloat16 where the CPU has AMX
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
 
     @cached_property
@@ -64,7 +68,8 @@ class Segmenter:
 
         if not Path(self.checkpoint).is_file():
             raise FileNotFoundError(f"segmenter checkpoint not found: {self.checkpoint}")
-        return SegmenterNet.from_checkpoint(self.checkpoint, encoder=self.encoder, coarse_scoring=self.coarse_scoring)
+        return SegmenterNet.from_checkpoint(self.checkpoint, encoder=self.encoder, coarse_scoring=self.coarse_scoring,
+                                            encoder_dtype=self.encoder_dtype)
 
     @cached_property
     def _embedder(self):

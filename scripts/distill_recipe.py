@@ -22,6 +22,7 @@ first ``--warmup-steps`` steps (compilation).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -31,6 +32,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
+def _sibling(name: str):
+    """A script beside this one, imported by path (this file also runs imported by path, as in the tests)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+separating_task = _sibling("separating_task")
 OFFSETS = (0, 256, 512, 768)  # window starts within a document's first window: four tilings of the same text
 
 
@@ -178,7 +188,7 @@ class Marks(L.Callback):
         return out
 
 
-def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
+def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list[dict]) -> dict:
     """Train one variant with one seed; score it at the marks and, exported, at the end."""
     from lit_block.model import BlockAttentionLM
     from lit_block.output_dir import output_dir
@@ -221,7 +231,9 @@ def run(args, name: str, seed: int, windows, splits, teacher) -> dict:
         # scored from this process's own staging folder, so runs at once sharing --export-dir never read each other's
         exported = BlockAttentionLM.from_pretrained(str(staging), dtype=torch.float32).to(args.device).eval()
         final = score_splits(teacher, exported, splits)
-    out.update(export=str(folder), final=final)
+        # the separating task (scripts/separating_task.py): per-sample correctness under full and block attention
+        task = {cond: xs for (_, cond), xs in separating_task.evaluate({"student": exported}, task_samples).items()}
+    out.update(export=str(folder), final=final, task=task)
     del module, trainer, shell, exported
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -295,6 +307,8 @@ def main() -> None:
     p.add_argument("--precision", default="bf16-mixed")
     p.add_argument("--compile", default="inductor", help="torch.compile backend of the decoder layers, or none")
     p.add_argument("--max-eval-windows", type=int, default=None, help="score at most this many windows per split")
+    p.add_argument("--task-samples", type=int, default=200,
+                   help="samples of the separating task (scripts/separating_task.py) scored per student; 0: none")
     p.add_argument("--device", default="cuda")
     p.add_argument("--export-dir", default="/tmp/students")
     p.add_argument("--out", default="recipe.json")
@@ -312,11 +326,13 @@ def main() -> None:
     for family, windows_ in data.get("heldout", {}).items():
         splits[family] = eval_batches({k: v[: args.max_eval_windows] for k, v in windows_.items()}, args.device, 8)
     teacher = BlockAttentionLM.from_pretrained(args.teacher, num_sink_tokens=0, dtype=torch.float32).to(args.device).eval()
+    task_samples = separating_task.make_samples(teacher.tokenizer, args.task_samples, 8, 0) if args.task_samples else []
+    task_reference = {cond: xs for (_, cond), xs in separating_task.evaluate({"teacher": teacher}, task_samples).items()}
     results = []
     for seed in args.seeds:
         for name in args.runs:
             start = time.perf_counter()
-            results.append(run(args, name, seed, windows, splits, teacher))
+            results.append(run(args, name, seed, windows, splits, teacher, task_samples))
             r = results[-1]
             print(f"{name}, seed {seed}: {r['tokens'] / 1e6:.1f}M tokens, {r['tokens_per_s'] / 1e3:.0f}k tokens/s "
                   f"({r.get('tokens_per_s_after_warmup', 0) / 1e3:.0f}k after warm-up, peak {r['peak_memory_gib'] or 0:.1f} GiB), "
@@ -324,9 +340,14 @@ def main() -> None:
                   f"in all; final KL gap closed " + ", ".join(f"{k} {v['kl_gap_closed']:.1%}" for k, v in r["final"].items()),
                   flush=True)
             tmp = f"{args.out}.tmp"
-            Path(tmp).write_text(json.dumps({"settings": vars(args), "runs": results}, indent=1))
+            Path(tmp).write_text(json.dumps({"settings": vars(args), "task_reference": task_reference, "runs": results},
+                                            indent=1))
             os.replace(tmp, args.out)  # after every run: a killed call keeps what finished
     print("\n" + table(results))
+    if task_samples:  # the teacher's full and block attention, then each student's, on the separating task
+        correct = {("teacher", c): xs for c, xs in task_reference.items()}
+        correct.update({(f"{r['variant']} (seed {r['seed']})", c): xs for r in results for c, xs in r["task"].items()})
+        print("\nseparating task (scripts/separating_task.py): " + separating_task.table(correct, "teacher"))
 
 
 if __name__ == "__main__":

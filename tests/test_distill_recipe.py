@@ -66,7 +66,12 @@ def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_mo
               "--warmup-steps", "1", "--export-dir", str(students), "--out", str(out)]
     result = subprocess.run(recipe, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = json.loads(out.read_text())["runs"]
+    written = json.loads(out.read_text())
+    runs = written["runs"]
+    task = ("full", "within", "straddle")  # the separating task: the teacher's answers, then each student's
+    assert set(written["task_reference"]) == set(task) and all(len(v) == 200 for v in written["task_reference"].values())
+    assert all(set(r["task"]) == set(task) and len(r["task"]["straddle"]) == 200 for r in runs)
+    assert "separating task (scripts/separating_task.py): task gap (teacher" in result.stdout
     families = set(torch.load(data, weights_only=True)["heldout"])
     assert families  # the held-out build's categories, each scored on its own
     assert [r["variant"] for r in runs] == ["distill (full)", "full-attention fine-tuning (control)"]

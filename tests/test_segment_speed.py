@@ -153,15 +153,16 @@ def test_segment_cuts_the_same_blocks_as_the_per_unit_path(random_checkpoint, ti
 
 def test_encoder_dtype_auto_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
     from lit_block.errors import UsageError
-    from lit_block.segmentation import model
+    from lit_block.segmentation import packed_bert
 
     for amx in (True, False):
-        monkeypatch.setattr(model, "cpu_has_amx_bf16", lambda amx=amx: amx)
-        assert model.encoder_dtype_of("auto") == (torch.bfloat16 if amx else torch.float32)
-        assert model.encoder_dtype_of("auto", "cuda") == torch.float32  # not measured there: float32
-        assert model.encoder_dtype_of("float32") == torch.float32 and model.encoder_dtype_of("bfloat16") == torch.bfloat16
+        monkeypatch.setattr(packed_bert, "cpu_has_amx_bf16", lambda amx=amx: amx)
+        assert packed_bert.encoder_dtype_of("auto") == (torch.bfloat16 if amx else torch.float32)
+        assert packed_bert.encoder_dtype_of("auto", "cuda") == torch.float32  # not measured there: float32
+        assert packed_bert.encoder_dtype_of("float32") == torch.float32
+        assert packed_bert.encoder_dtype_of("bfloat16") == torch.bfloat16
     with pytest.raises(UsageError, match="'float16'"):
-        model.encoder_dtype_of("float16")
+        packed_bert.encoder_dtype_of("float16")
     with pytest.raises(UsageError, match="'half'"):
         Segmenter("fixed", encoder_dtype="half")
 

@@ -20,12 +20,10 @@ per unit, packed without padding) and one GRU pass, under a second on a 2-core C
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import pickle
 import re
 from bisect import bisect_left
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,7 +31,7 @@ from torch import nn
 from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
 from lit_block.segmentation.document import Background
-from lit_block.segmentation.packed_bert import PackedBert, plain_tokenizer
+from lit_block.segmentation.packed_bert import PackedBert, encoder_dtype_of, plain_tokenizer
 from lit_block.segmentation.segmenter import COARSE_SCORING, LEVELS
 
 LEVEL_INDEX = {name: i for i, name in enumerate(LEVELS)}  # the head's level embedding rows
@@ -343,27 +341,6 @@ class SegmenterNet(nn.Module):
         net.encoder.encoder.to(encoder_dtype_of(encoder_dtype, map_location))
         return net.eval()
 
-
-def encoder_dtype_of(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """The frozen encoder's dtype. ``auto``: bfloat16 on a CPU with AMX bf16 tiles (Linux's cpuinfo flag
-    ``amx_bf16``), where the 2-layer MiniLM encoder runs about 1.8x faster and the segmenter cuts the same blocks
-    (measured: docs/segmenter_generalisation.md); float32 anywhere else, where bfloat16 matrix products may be
-    slower than float32's."""
-    from lit_block.segmentation.segmenter import ENCODER_DTYPES
-
-    if name not in ENCODER_DTYPES:
-        raise UsageError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {name!r}")
-    if name == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_amx_bf16() else torch.float32
-    return getattr(torch, name)
-
-
-@functools.cache
-def cpu_has_amx_bf16() -> bool:
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: no cheap way to ask, so float32
-        return False
 
 
 @contextlib.contextmanager

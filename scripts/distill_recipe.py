@@ -286,7 +286,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="the teacher's folder (HF format); the student starts from it")
     p.add_argument("--data", required=True, help="scripts/prepare_distill_samples.py --train-documents output")
@@ -312,7 +312,11 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--export-dir", default="/tmp/students")
     p.add_argument("--out", default="recipe.json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    unknown = [r for r in args.runs if r not in variants("", 0.0, 0.0)]
+    if unknown:  # before any data or model loads
+        p.error(f"--runs: unknown variant(s) {', '.join(map(repr, unknown))}; "
+                f"choose from {', '.join(map(repr, variants('', 0.0, 0.0)))}")
     torch.set_float32_matmul_precision("high")
     from lit_block.model import BlockAttentionLM
 

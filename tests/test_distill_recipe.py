@@ -63,14 +63,14 @@ def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_mo
     recipe = [sys.executable, str(REPO / "scripts" / "distill_recipe.py"), "--teacher", str(tiny_model_dir), "--data",
               str(data), "--runs", "distill (full)", "full-attention fine-tuning (control)", "--tokens", "1536",
               "--eval-at", "512", "--batch-size", "2", "--sample-tokens", "64", "--global-tokens", "16", "--device", "cpu", "--precision", "32", "--compile", "none",
-              "--warmup-steps", "1", "--export-dir", str(students), "--out", str(out)]
+              "--warmup-steps", "1", "--task-samples", "20", "--export-dir", str(students), "--out", str(out)]
     result = subprocess.run(recipe, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     written = json.loads(out.read_text())
     runs = written["runs"]
     task = ("full", "within", "straddle")  # the separating task: the teacher's answers, then each student's
-    assert set(written["task_reference"]) == set(task) and all(len(v) == 200 for v in written["task_reference"].values())
-    assert all(set(r["task"]) == set(task) and len(r["task"]["straddle"]) == 200 for r in runs)
+    assert set(written["task_reference"]) == set(task) and all(len(v) == 20 for v in written["task_reference"].values())
+    assert all(set(r["task"]) == set(task) and len(r["task"]["straddle"]) == 20 for r in runs)
     assert "separating task (scripts/separating_task.py): task gap (teacher" in result.stdout
     families = set(torch.load(data, weights_only=True)["heldout"])
     assert families  # the held-out build's categories, each scored on its own
@@ -97,3 +97,13 @@ def test_the_control_column_compares_fine_tuning_with_its_own_seed_and_distillat
     controls = {1: {"final": {"x": {"nll_full": 1.9}}}, 2: {"final": {"x": {"nll_full": 0.0}}}}
     assert recipe.vs_control(ft, controls, "x") == pytest.approx(1 - (2.1 - 1.9) / 0.5)  # seed 1's control
     assert recipe.vs_control(distill, controls, "x") == pytest.approx(1 - (2.1 - 2.0) / 0.5)  # the teacher
+
+
+def test_an_unknown_variant_is_named_before_anything_loads(capsys):
+    recipe = load_script("distill_recipe")
+    with pytest.raises(SystemExit) as exit_:
+        recipe.main(["--teacher", "nowhere", "--data", "nothing.pt", "--runs", "distill - no weighting, no sinks",
+                     "distill - no sinks, typo"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "'distill - no sinks, typo'" in err
+    assert "'distill - no weighting, no sinks'" in err.split("choose from")[1]  # the valid names listed

@@ -357,7 +357,7 @@ def test_gpu_recipe(in_workspace, request):
            "--max-block-tokens=64", *shape, "--val=2", "--heldout-windows=2", "--ood-sample-tokens=128",
            "--ood-block-tokens=32")
     script(recipe, f"--teacher={model}", *shape, "--tokens=512", "--eval-at", "256", "--batch-size=2", "--device=cpu",
-           "--precision=32", "--compile=none", "--warmup-steps=1")
+           "--precision=32", "--compile=none", "--warmup-steps=1", "--task-samples=20")
     from lit_block.model import BlockAttentionLM
 
     run = json.loads(Path("recipe.json").read_text())["runs"][0]

@@ -186,8 +186,10 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
 
     cutter = DocumentCutter("fixed", max_block_tokens=4 * args.passage_tokens)  # a passage stays one block
     builder = PromptBuilder(model.tokenizer, cutter)
-    budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
-    store = BlockKVStore(max_bytes=int(budget)) if cache else None
+    store = None
+    if cache:  # the full-prefill server has no store
+        budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
+        store = BlockKVStore(max_bytes=int(budget))
     engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases)
     served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)

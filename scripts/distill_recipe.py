@@ -313,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-dir", default="/tmp/students")
     p.add_argument("--out", default="recipe.json")
     args = p.parse_args(argv)
-    unknown = [r for r in args.runs if r not in variants("", 0.0, 0.0)]
+    known = variants("", 0.0, 0.0)
+    unknown = [r for r in args.runs if r not in known]
     if unknown:  # before any data or model loads
-        p.error(f"--runs: unknown variant(s) {', '.join(map(repr, unknown))}; "
-                f"choose from {', '.join(map(repr, variants('', 0.0, 0.0)))}")
+        p.error(f"--runs: unknown variant(s) {', '.join(map(repr, unknown))}; choose from {', '.join(map(repr, known))}")
     torch.set_float32_matmul_precision("high")
     from lit_block.model import BlockAttentionLM
 

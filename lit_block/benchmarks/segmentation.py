@@ -29,7 +29,7 @@ import torch
 from lit_block.segmentation.cli import default_max_block_tokens
 from lit_block.segmentation.document import token_offsets
 from lit_block.segmentation.planner import BlockLimits
-from lit_block.segmentation.segmenter import ENCODER_DTYPES, LEVELS, METHODS, Segmenter
+from lit_block.segmentation.segmenter import ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVELS, METHODS, Segmenter
 
 TORCH_METHODS = ("segmenter", "semantic")
 
@@ -61,7 +61,7 @@ def build_parser():
     p.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer name or folder")
     p.add_argument("--granularity", default="middle", choices=LEVELS, help="the level every method cuts at")
     p.add_argument("--encoder", help="sentence-encoder folder overriding the checkpoint's (segmenter, semantic)")
-    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help="the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same blocks; float32 elsewhere), float32 or bfloat16")
+    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--e2e-repeat", type=int, default=3,
                    help="fresh `lit-block segment` processes per method (and start-up processes) timed on the CPU, "
                         "median reported; 0: none")

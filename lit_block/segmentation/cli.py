@@ -19,7 +19,7 @@ import sys
 
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPES, LEVEL_TOKENS, METHODS, Segmenter,
+from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVEL_TOKENS, METHODS, Segmenter,
                                               parse_granularity)
 
 
@@ -66,7 +66,7 @@ def build_parser():
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="where the segmenter cuts coarse blocks: topic-shift (default; by middle probability x "
                         "topic shift) or head")
-    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help="the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same blocks; float32 elsewhere), float32 or bfloat16")
+    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "

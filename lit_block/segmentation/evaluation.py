@@ -15,7 +15,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics
-from lit_block.segmentation.segmenter import COARSE_SCORING, ENCODER_DTYPES, LEVELS, METHODS, Segmenter
+from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVELS, METHODS,
+                                              Segmenter)
 
 SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
 
@@ -111,7 +112,7 @@ def build_parser():
     p.add_argument("--per-category", type=int, default=6, help="documents per category")
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="the segmenter's coarse scores (default: the checkpoint's, else topic-shift)")
-    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help="the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same blocks; float32 elsewhere), float32 or bfloat16")
+    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")

@@ -322,7 +322,7 @@ class SegmenterNet(nn.Module):
         checkpoint recorded, or from ``encoder`` (a folder with the same weights, e.g. on a machine
         without the embedded package); ``coarse_scoring`` overrides the recorded rule (older checkpoints
         have none: the default applies, it needs no trained weights); ``encoder_dtype`` is the frozen encoder's
-        (:func:`encoder_dtype`; the head stays float32). Loaded weights-only: a checkpoint is never allowed to run
+        (:func:`~lit_block.segmentation.packed_bert.encoder_dtype_of`; the head stays float32). Loaded weights-only: a checkpoint is never allowed to run
         code."""
         ckpt = _load_checkpoint(path, map_location)
         hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")

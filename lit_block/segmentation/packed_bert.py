@@ -172,12 +172,9 @@ def encoder_dtype_of(name: str, device: str | torch.device = "cpu") -> torch.dty
     ``amx_bf16``), where the 2-layer MiniLM encoder scores about 1.7x faster and the segmenter cuts the same blocks
     (measured: docs/segmenter_generalisation.md); float32 anywhere else, where bfloat16 matrix products may be
     slower than float32's."""
-    from lit_block.errors import UsageError
-    from lit_block.segmentation.segmenter import ENCODER_DTYPES
+    from lit_block.segmentation.segmenter import check_encoder_dtype
 
-    if name not in ENCODER_DTYPES:
-        raise UsageError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {name!r}")
-    if name == "auto":
+    if check_encoder_dtype(name) == "auto":
         return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_amx_bf16() else torch.float32
     return getattr(torch, name)
 

@@ -24,7 +24,15 @@ METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
-ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.model.encoder_dtype)
+ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
+ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same "
+                      "blocks; float32 elsewhere), float32 or bfloat16")
+
+
+def check_encoder_dtype(name: str) -> str:
+    if name not in ENCODER_DTYPES:
+        raise UsageError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {name!r}")
+    return name
 
 
 def parse_granularity(value: str | int) -> str | int:
@@ -51,9 +59,8 @@ class Segmenter:
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
         self.coarse_scoring = coarse_scoring  # overrides the checkpoint's coarse rule (lit_block.segmentation.model)
-        if encoder_dtype not in ENCODER_DTYPES:
-            raise UsageError(f"encoder dtype must be one of {', '.join(ENCODER_DTYPES)}, got {encoder_dtype!r}")
-        self.encoder_dtype = encoder_dtype  # the segmenter's encoder at inference: auto = bfloat16 where the CPU has AMX
+        # the segmenter's encoder at inference: auto = bfloat16 where the CPU has AMX
+        self.encoder_dtype = check_encoder_dtype(encoder_dtype)
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
 
     @cached_property

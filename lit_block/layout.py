@@ -100,8 +100,22 @@ def attended_pairs(block_ids: torch.Tensor, attention_mask: torch.Tensor | None 
     return (own * valid).sum(), ((position + 1) * valid).sum()
 
 
-def _check_block_order(block_ids: torch.Tensor, valid: torch.Tensor) -> None:
-    """Context blocks must be contiguous runs numbered 0, 1, 2, ... and come before the global block."""
+def _order_violations(block_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` bool: valid tokens that break "context blocks 0, 1, 2, ... as contiguous runs, then the global
+    block", computed for the whole batch at once (no host sync; the caller reads ``.any()`` once)."""
+    context = valid & (block_ids >= 0)
+    # the largest context id among earlier valid tokens (-1 before any): a token must repeat it or add one
+    earlier = torch.cummax(torch.where(context, block_ids, -1), dim=1).values
+    earlier = torch.cat([torch.full_like(earlier[:, :1], -1), earlier[:, :-1]], dim=1)
+    step = block_ids - earlier
+    out_of_order = context & (step != 0) & (step != 1)
+    # a context token after a valid global token
+    seen_global = torch.cummax((valid & (block_ids < 0)).to(torch.int8), dim=1).values.bool()
+    return out_of_order | (context & seen_global)
+
+
+def _raise_block_order_error(block_ids: torch.Tensor, valid: torch.Tensor) -> None:
+    """The error for the first sample that breaks the order (``_order_violations`` found one)."""
     for b in range(block_ids.shape[0]):
         ids = block_ids[b][valid[b]]
         context = ids >= 0
@@ -161,9 +175,12 @@ def layout_from_tokens(
     B, S = input_ids.shape
     valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     block_ids = torch.where(valid, block_ids.long(), GLOBAL_BLOCK)  # padding never belongs to a block
-    _check_block_order(block_ids, valid)
-
-    n_blocks = int(block_ids.max()) + 1 if block_ids.numel() else 0
+    # one host sync for the whole batch (a GPU batch used to pay several per sample here): any violation, most blocks
+    violated, max_id = torch.stack([_order_violations(block_ids, valid).any().long(), block_ids.max()]).tolist() \
+        if block_ids.numel() else (0, -1)
+    if violated:
+        _raise_block_order_error(block_ids, valid)
+    n_blocks = max_id + 1
     if released is None:
         released = torch.zeros(B, n_blocks, dtype=torch.bool, device=device)
     released = released.to(device=device, dtype=torch.bool)

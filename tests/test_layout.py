@@ -87,6 +87,25 @@ def test_bad_input_gets_a_clear_error(call, message):
         call()
 
 
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(st.tuples(st.integers(-2, 3), st.booleans()), min_size=1, max_size=9), min_size=1, max_size=4))
+def test_the_batched_order_check_flags_exactly_the_batches_the_per_sample_check_rejects(rows):
+    """``_order_violations`` (one sync per batch) agrees with the per-sample rule that words the error, on random
+    ids of every kind: in order, out of order, interleaved, context after global, padding anywhere."""
+    from lit_block.layout import _order_violations, _raise_block_order_error
+
+    width = max(len(r) for r in rows)
+    rows = [r + [(-1, False)] * (width - len(r)) for r in rows]
+    valid = torch.tensor([[v for _, v in r] for r in rows])
+    block_ids = torch.where(valid, torch.tensor([[b for b, _ in r] for r in rows]), GLOBAL_BLOCK)
+    try:
+        _raise_block_order_error(block_ids, valid)
+        rejected = False
+    except ValueError:
+        rejected = True
+    assert bool(_order_violations(block_ids, valid).any()) == rejected
+
+
 def test_padding_is_never_part_of_a_block():
     ids = torch.tensor([[5, 6, 7, 0]])
     layout = layout_from_tokens(ids, torch.tensor([[0, 0, -1, 0]]), torch.tensor([[1, 1, 1, 0]]), num_sinks=1)

@@ -11,8 +11,8 @@ of the argmax, and the gold value's log-probability). The same token ids are cut
 * ``straddle``: each block ends with a key and the next begins with that key's value, so under block
   attention no value token ever sees its own key -- the induction a full-attention model uses to answer.
 
-Full attention reads the same ids without blocks. The task gap is full attention's accuracy minus block
-attention's on ``straddle``; a student's share of it is (student - untrained) / gap. Intervals: 95%
+Full attention reads the same ids without blocks. Each layout's task gap is full attention's accuracy minus block
+attention's in that layout; a student's share of it is (student - untrained) / gap. Intervals: 95%
 Wilson for accuracies, bootstrap over samples for the gap and the shares.
 """
 
@@ -98,19 +98,22 @@ def evaluate(models: dict, samples: list[dict]) -> dict[tuple[str, str], list[bo
 
 
 def table(correct: dict, reference: str) -> str:
-    """Accuracy per model and condition; the task gap of ``reference`` (full - straddle) and each model's share."""
+    """Accuracy per model and condition; for each block layout, the task gap of ``reference`` (its full attention
+    minus its block attention in that layout) and each other model's share of it, with bootstrap intervals."""
     n = len(next(iter(correct.values())))
-    full, base = correct[reference, "full"], correct[reference, "straddle"]
+    full = correct[reference, "full"]
     mean = lambda xs, idx: sum(xs[i] for i in idx) / len(idx)  # noqa: E731
-    gap = lambda idx: mean(full, idx) - mean(base, idx)  # noqa: E731
-    lo, hi = bootstrap(gap, n)
-    lines = [f"task gap ({reference}: full attention - block attention, straddle): {gap(range(n)):.1%} [{lo:.1%}, {hi:.1%}]",
-             "", "| model | attention | accuracy | share of the task gap closed |", "|---|---|---|---|"]
+    gaps = {c: (lambda idx, base=correct[reference, c]: mean(full, idx) - mean(base, idx)) for c in LAYOUTS}
+    lines = [f"task gap ({reference}: full attention - block attention, {c}): {gap(range(n)):.1%} "
+             + "[{:.1%}, {:.1%}]".format(*bootstrap(gap, n)) for c, gap in gaps.items()]
+    lines += ["", "| model | attention | accuracy | share of the task gap closed |", "|---|---|---|---|"]
     for (name, condition), xs in correct.items():
         a, b = wilson(sum(xs), n)
-        share = ""
-        if condition == "straddle" and name != reference and gap(range(n)) > 0:
-            def closed(idx, xs=xs):
+        share, gap = "", gaps.get(condition)
+        if gap is not None and name != reference and gap(range(n)) > 0:
+            base = correct[reference, condition]
+
+            def closed(idx, xs=xs, gap=gap, base=base):
                 g = gap(idx)
                 return (mean(xs, idx) - mean(base, idx)) / g if g else 0.0
             s_lo, s_hi = bootstrap(closed, n)

@@ -45,11 +45,13 @@ def test_answers_are_the_forward_pass_log_probabilities(tiny):
     assert not torch.allclose(full, block)  # the layouts do differ for the model
 
 
-def test_table_reports_the_gap_and_a_students_share():
+def test_table_reports_each_layouts_gap_and_a_students_share_of_it():
     correct = {("teacher", "full"): [True] * 8 + [False] * 2, ("teacher", "within"): [True] * 5 + [False] * 5,
                ("teacher", "straddle"): [True] * 2 + [False] * 8,
                ("student", "full"): [True] * 8 + [False] * 2, ("student", "within"): [True] * 6 + [False] * 4,
                ("student", "straddle"): [True] * 5 + [False] * 5}
     out = task.table(correct, "teacher")
-    assert out.startswith("task gap (teacher: full attention - block attention, straddle): 60.0%")
-    assert "| student | block, straddle | 50.0%" in out and "| 50.0% [" in out  # (0.5 - 0.2) / 0.6
+    assert out.startswith("task gap (teacher: full attention - block attention, within): 30.0%")
+    assert "task gap (teacher: full attention - block attention, straddle): 60.0%" in out
+    assert "| student | block, straddle | 50.0% [" in out and "| 50.0% [" in out  # (0.5 - 0.2) / 0.6
+    assert "| student | block, within | 60.0% [" in out and "| 33.3% [" in out  # (0.6 - 0.5) / 0.3

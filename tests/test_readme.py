@@ -111,8 +111,8 @@ RUN = {  # the rest, each run by one test below
         "test_serve_and_curl",
     "python scripts/prepare_distill_samples.py --dataset data/semanticseg --max-documents 100000 --train 0 "
     "--train-documents --heldout-dataset data/heldout-families --rag-splits '' --out samples/docs.pt": "test_gpu_recipe",
-    "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 14e6 --eval-at 1e6 5e6 "
-    "--runs \"distill - no weighting, no sinks\" --export-dir students --out recipe.json": "test_gpu_recipe",
+    "python scripts/distill_recipe.py --teacher smollm2-135m --data samples/docs.pt --tokens 50e6 --eval-at 1e6 5e6 20e6 "
+    "--time-limit-s 430 --export-dir students --out recipe.json": "test_gpu_recipe",
     "lit-block bench serve --model smollm2-135m --clients 4 --requests 32 --num-passages 8 --passage-tokens 128":
         "test_bench_serve",
 }

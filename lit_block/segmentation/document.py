@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -10,12 +11,43 @@ from functools import cached_property
 from lit_block.candidates import candidate_starts
 
 
+PIECE_CHARS = 16_384  # a long text is encoded in pieces of about this many characters, in parallel
+# a cut right before one space or newline between two non-space characters: no pre-token crosses it for the
+# pre-tokenizers below. Whitespace ends BERT's words; GPT-2's byte-level pattern ends every match at the non-space
+# character and starts the next one at that whitespace (" word", or a newline's own), so the pieces' tokens are
+# the whole text's
+_PIECE_CUT = re.compile(r"(?<=\S)[ \n](?=\S)")
+
+
+def _cuts_are_exact(tokenizer) -> bool:
+    """Whether ``tokenizer`` (a ``tokenizers.Tokenizer``) encodes text cut at ``_PIECE_CUT`` as the whole text."""
+    pre, norm = type(tokenizer.pre_tokenizer).__name__, type(tokenizer.normalizer).__name__
+    byte_level = pre == "ByteLevel" and not tokenizer.pre_tokenizer.add_prefix_space  # a prefix space per piece
+    return (byte_level or pre in ("BertPreTokenizer", "Whitespace", "WhitespaceSplit")) \
+        and norm in ("NoneType", "BertNormalizer", "NFC", "NFKC", "Lowercase") \
+        and tokenizer.padding is None and tokenizer.truncation is None  # pieces padded or cut alone would differ
+
+
+def encode_pieces(tokenizer, text: str, piece_chars: int | None = None) -> list[tuple[int, object]]:
+    """``(start, Encoding)`` of consecutive pieces of ``text`` that together tokenize exactly as the whole
+    (``tokenizer``: a ``tokenizers.Tokenizer``). One ``encode_batch`` call: the pieces run on the tokenizer's
+    threads, without the GIL. A text that cannot be cut exactly is one piece."""
+    starts, piece_chars = [0], piece_chars or PIECE_CHARS
+    if len(text) > piece_chars and _cuts_are_exact(tokenizer):
+        while (cut := _PIECE_CUT.search(text, starts[-1] + piece_chars)) is not None:
+            starts.append(cut.start())
+    ends = starts[1:] + [len(text)]
+    return list(zip(starts, tokenizer.encode_batch([text[a:b] for a, b in zip(starts, ends)], add_special_tokens=False)))
+
+
 def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character spans; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
     if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
-        # a batch of one: the same encoding as encode(), computed without holding the GIL (encode() holds it)
-        enc = tokenizer.encode_batch([text], add_special_tokens=False)[0]
-        return enc.ids, enc.offsets
+        ids, offsets = [], []
+        for start, enc in encode_pieces(tokenizer, text):
+            ids += enc.ids
+            offsets += [(start + a, start + b) for a, b in enc.offsets]
+        return ids, offsets
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     return enc["input_ids"], enc["offset_mapping"]
 

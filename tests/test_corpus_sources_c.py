@@ -15,6 +15,7 @@ import pytest
 
 from datamodules.corpus.packing import PackedDocument, PackedUnit
 from datamodules.corpus.schema import RawDocument, SkippedInput, Unit
+from datamodules.corpus import latex_text
 from datamodules.corpus.sources import all_sources, emacs_news, heldout_sources, moby_dick, r_vignettes
 
 
@@ -144,14 +145,14 @@ def test_r_vignette_sections_subsections_paragraphs(tmp_path: Path):
 def test_r_vignette_labels_number_sections_equations_and_floats():
     body = (r"\section{A}\label{a}\subsection{B}\label{b}\begin{eqnarray}x\\y\nonumber\\z\label{z}\end{eqnarray}"
             r"\begin{figure}\caption{F}\label{f}\end{figure}\appendix\section{C}\label{c}")
-    assert r_vignettes.number_labels(body) == {"a": "1", "b": "1.1", "z": "2", "f": "1", "c": "A"}
+    assert latex_text.number_labels(body) == {"a": "1", "b": "1.1", "z": "2", "f": "1", "c": "A"}
 
 
 def test_r_vignette_inline_code_and_macros():
-    assert r_vignettes.plain_code(r"x\$y \_a \textbf{b} y ~ x \dots") == "x$y _a b y ~ x ..."
-    macros, rest = r_vignettes.collect_macros(r"\newcommand{\pot}[2]{#1 in #2}\let\mysection=\subsection Body")
+    assert latex_text.plain_code(r"x\$y \_a \textbf{b} y ~ x \dots") == "x$y _a b y ~ x ..."
+    macros, rest = latex_text.collect_macros(r"\newcommand{\pot}[2]{#1 in #2}\let\mysection=\subsection Body")
     assert macros == {"pot": (2, "#1 in #2"), "mysection": (-1, "subsection")} and rest.strip() == "Body"
-    assert r_vignettes.expand_macros(r"\pot{tea}{cup} \mysection{X}", macros) == r"tea in cup \subsection{X}"
+    assert latex_text.expand_macros(r"\pot{tea}{cup} \mysection{X}", macros) == r"tea in cup \subsection{X}"
 
 
 # --- release notes: Emacs NEWS ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from conftest import REPO
+from idle_model import IDLE_MODEL
 from lit_block.cli import main
 from lightning.pytorch.demos.boring_classes import BoringModel
 
@@ -101,9 +102,10 @@ def test_commands_started_together_in_an_empty_folder_all_record_their_runs(tmp_
 
 
 def test_fits_killed_or_terminated_end_killed_not_running(tmp_path, monkeypatch):
-    forever = [*BORING, "--trainer.max_epochs=-1", "--trainer.enable_checkpointing=false"]
-    first = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigkill", cwd=tmp_path)
-    second = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigterm", cwd=tmp_path)
+    forever = [*BORING, IDLE_MODEL, "--trainer.max_epochs=-1", "--trainer.enable_checkpointing=false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    first = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigkill", cwd=tmp_path, env=env)
+    second = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigterm", cwd=tmp_path, env=env)
     try:
         running = lambda: len([r for r in runs_of(tmp_path) if r.info.status == "RUNNING"]) == 2  # noqa: E731
         wait_for(lambda: first.poll() is None and second.poll() is None and running(), 120, "both fits to be RUNNING")

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from idle_model import IDLE_MODEL
 from lit_block.sweep import group_members, stop_stale_server
 from test_sweep_compare import mlflow_client, processes_mentioning
 
-POINT = ["fit", "--model=lightning.pytorch.demos.boring_classes.BoringModel",
+POINT = ["fit", IDLE_MODEL,
          "--data=lightning.pytorch.demos.boring_classes.BoringDataModule", "--trainer.accelerator=cpu",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.limit_val_batches=0",
-         "--trainer.enable_checkpointing=false", "--trainer.max_epochs=-1"]  # trains until stopped
+         "--trainer.enable_checkpointing=false", "--trainer.max_epochs=-1"]  # trains until stopped, idly
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -48,6 +49,7 @@ def children(folder: Path, status: str | None = None) -> int:
 def start_sweep(folder: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # points whose server is gone give up at once (the test's time)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])  # the idle model
     return subprocess.Popen([sys.executable, "-m", "lit_block.cli", "sweep", "sweep.yaml", "--log-dir", str(folder / "logs")],
                             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

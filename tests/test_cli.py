@@ -179,11 +179,12 @@ def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_
     build_parser().parse_args(["--config", str(yaml)])  # every key of the profile is known
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sizes = [8, 16] if yaml.name == "cpu.yaml" else [16]  # the GPU profile's sweep stage runs one point: less time
     tiny = ["--workdir=run", f"--dataset={tiny_corpus_dir}", f"--teacher={tiny_model_dir}", "--accelerator=cpu",
             "--segmenter-documents=4", "--segmenter-epochs=1", "--segmenter-layers=1", "--sample-tokens=96",
             "--global-tokens=32", "--min-block-tokens=4", "--max-block-tokens=32", "--distill-documents=4",
             "--distill-steps=2", "--batch-size=1", "--val-batches=1", "--eval-samples=2",
-            "--sweep-granularities=[8, 16]", "--sweep-batches=1", "--sweep-parallel=1"]
+            f"--sweep-granularities={sizes}", "--sweep-batches=1", "--sweep-parallel=1"]
     assert main(["pipeline", "--config", str(yaml), *tiny]) == 0
     out = capsys.readouterr().out
     for stage in ("[1/6] corpus", "[2/6] segmenter", "[3/6] distill", "[4/6] evaluate", "[5/6] sweep", "[6/6] compare"):
@@ -198,7 +199,7 @@ def test_every_pipeline_profile_runs_every_stage_on_tiny_parts(yaml, tiny_model_
     linked = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                 filter_string=f"tags.`lit_block.pipeline` = '{pipeline.info.run_id}'")
     kinds = {r.data.tags.get("lit_block.subcommand") for r in linked}
-    assert {"fit", "sweep", "validate"} <= kinds and len(linked) >= 6  # segmenter, distill, eval-lm, sweep + points
+    assert {"fit", "sweep", "validate"} <= kinds and len(linked) >= 4 + len(sizes)  # segmenter, distill, eval-lm, sweep + points
     assert main(["pipeline", "--config", str(yaml), *tiny]) == 0  # again: every stage reuses its output
     assert "reusing" in capsys.readouterr().out
 

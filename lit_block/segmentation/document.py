@@ -40,14 +40,22 @@ def encode_pieces(tokenizer, text: str, piece_chars: int | None = None) -> list[
     return list(zip(starts, tokenizer.encode_batch([text[a:b] for a, b in zip(starts, ends)], add_special_tokens=False)))
 
 
+def encode_joined(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
+    """Token ids, character spans and word ids (numbered across the whole text) of ``text``, from
+    :func:`encode_pieces` (``tokenizer``: a ``tokenizers.Tokenizer``)."""
+    ids, offsets, words, first_word = [], [], [], 0
+    for start, enc in encode_pieces(tokenizer, text):
+        ids += enc.ids
+        offsets += [(start + a, start + b) for a, b in enc.offsets]
+        words += [None if w is None else first_word + w for w in enc.word_ids]
+        first_word += max((w for w in enc.word_ids if w is not None), default=-1) + 1
+    return ids, offsets, words
+
+
 def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character spans; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
     if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
-        ids, offsets = [], []
-        for start, enc in encode_pieces(tokenizer, text):
-            ids += enc.ids
-            offsets += [(start + a, start + b) for a, b in enc.offsets]
-        return ids, offsets
+        return encode_joined(tokenizer, text)[:2]
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     return enc["input_ids"], enc["offset_mapping"]
 

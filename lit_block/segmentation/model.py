@@ -30,7 +30,7 @@ from torch import nn
 
 from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
-from lit_block.segmentation.document import Background, encode_pieces
+from lit_block.segmentation.document import Background, encode_joined
 from lit_block.segmentation.packed_bert import PackedBert, encoder_dtype_of, plain_tokenizer
 from lit_block.segmentation.segmenter import COARSE_SCORING, LEVELS
 
@@ -127,13 +127,7 @@ class UnitEncoder(nn.Module):
             self._pending = (text, Background(lambda: self._tokenize(text)))
 
     def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
-        ids, offsets, words, first_word = [], [], [], 0
-        for start, enc in encode_pieces(self.tokenizer, text):  # in parallel pieces, without the GIL
-            ids += enc.ids
-            offsets += [(start + a, start + b) for a, b in enc.offsets]
-            words += [None if w is None else first_word + w for w in enc.word_ids]  # numbered across pieces
-            first_word += max((w for w in enc.word_ids if w is not None), default=-1) + 1
-        return ids, offsets, words
+        return encode_joined(self.tokenizer, text)  # in parallel pieces, without the GIL
 
     @torch.inference_mode()
     def encode_spans(self, text: str, spans: list[tuple[int, int]]) -> torch.Tensor:

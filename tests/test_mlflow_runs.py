@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from conftest import REPO
-from idle_model import IDLE_MODEL
+from idle_model import IDLE_MODEL, with_tests_on_path
 from lit_block.cli import main
 from lightning.pytorch.demos.boring_classes import BoringModel
 
@@ -103,7 +103,7 @@ def test_commands_started_together_in_an_empty_folder_all_record_their_runs(tmp_
 
 def test_fits_killed_or_terminated_end_killed_not_running(tmp_path, monkeypatch):
     forever = [*BORING, IDLE_MODEL, "--trainer.max_epochs=-1", "--trainer.enable_checkpointing=false"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = with_tests_on_path(dict(os.environ))
     first = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigkill", cwd=tmp_path, env=env)
     second = lit_block("fit", *forever, "--trainer.logger.init_args.run_name=sigterm", cwd=tmp_path, env=env)
     try:
@@ -128,7 +128,7 @@ def test_fits_killed_or_terminated_end_killed_not_running(tmp_path, monkeypatch)
 
 def test_sigterm_before_the_training_loop_also_ends_the_run_killed(tmp_path):
     """Lightning handles SIGTERM only once its loop is set up; lit-block's own handler covers the start before it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = with_tests_on_path(dict(os.environ))
     fit = lit_block("fit", *BORING, f"--model={__name__}.TermedBeforeTheLoop", cwd=tmp_path, env=env)
     output = fit.communicate(timeout=120)[0]
     assert fit.returncode == 128 + signal.SIGTERM, output[-3000:]

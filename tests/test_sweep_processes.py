@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from idle_model import IDLE_MODEL
+from idle_model import IDLE_MODEL, with_tests_on_path
 from lit_block.sweep import group_members, stop_stale_server
 from test_sweep_compare import mlflow_client, processes_mentioning
 
@@ -47,9 +47,8 @@ def children(folder: Path, status: str | None = None) -> int:
 
 
 def start_sweep(folder: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = with_tests_on_path({k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})  # the idle model
     env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # points whose server is gone give up at once (the test's time)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])  # the idle model
     return subprocess.Popen([sys.executable, "-m", "lit_block.cli", "sweep", "sweep.yaml", "--log-dir", str(folder / "logs")],
                             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -60,7 +60,7 @@ class PipelineConfig:
     max_block_tokens: int = _option(256, "largest context block (tokens)")
     distill_documents: int = _option(60, "documents per split for distillation and evaluation")
     distill_steps: int = _option(60, "distillation optimizer steps")
-    distill_configs: list = _option(["experiments/distill/dropout_only.yaml"],
+    distill_configs: list = _option(["experiments/distill/plain.yaml"],
                                     "overlays stacked on experiments/distill/full.yaml ([] for the full method)")
     batch_size: int = _option(1, "distillation samples per step")
     learning_rate: float = _option(5.0e-5, "distillation learning rate")

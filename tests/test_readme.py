@@ -361,8 +361,8 @@ def test_gpu_recipe(in_workspace, request):
     from lit_block.model import BlockAttentionLM
 
     run = json.loads(Path("recipe.json").read_text())["runs"][0]
-    assert run["variant"] == "distill - no weighting, no sinks" and [m["tokens"] for m in run["curve"]] == [256]
-    assert BlockAttentionLM.from_pretrained(run["export"]).num_sink_tokens == 0  # the default: block dropout alone
+    assert run["variant"] == "distill - no weighting, no sinks, no dropout" and [m["tokens"] for m in run["curve"]] == [256]
+    assert BlockAttentionLM.from_pretrained(run["export"]).num_sink_tokens == 0  # the default: distillation alone
 
 
 def test_bench_serve(in_workspace, request, capsys):

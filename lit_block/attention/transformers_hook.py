@@ -6,7 +6,9 @@ call that passes ``block_attention=<BlockAttention>`` (a kwarg transformers forw
 layer) runs under block attention; a call without it is plain causal SDPA with HF's own mask, so
 the same weights serve as the full-attention teacher. ``cached_prefix=True`` marks new tokens run
 over a cache they see in full (the global block over assembled block caches, and decoding): lower-
-right causal attention, with GQA keys left unexpanded. No model source is patched.
+right causal attention, with GQA keys left unexpanded. ``key_mask=<[B, S] bool>`` marks a batched
+decoding step over a left-padded slab of caches (``lit_block.serving.decode_batch``): one new token
+per row sees that row's unmasked keys, again without expanding GQA keys. No model source is patched.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ def block_or_causal_attention(
     dropout: float = 0.0,
     block_attention: BlockAttention | None = None,
     cached_prefix: bool = False,
+    key_mask: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: ``query [B, H, T, D]`` -> ``([B, T, H, D], None)``."""
+    if key_mask is not None:
+        return padded_decode_attention(query, key, value, key_mask, scaling), None
     if cached_prefix:
         # row i of the T new tokens sees every cached key and new keys 0..i: lower-right causal, which flash runs
         # natively on CUDA (HF's mask would force a masked kernel and expand the GQA keys over the whole cache)
@@ -53,6 +58,27 @@ def block_or_causal_attention(
     if window is not None and query.shape[2] > window:
         raise ValueError(f"sliding-window layers (window {window}) are not supported under block attention")
     return block_attention(query, key, value, scaling=scaling, dropout=dropout), None
+
+
+def padded_decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor,
+                            scaling: float | None = None) -> torch.Tensor:
+    """One new token per row over its own keys: ``query [B, H, 1, D]``, ``key``/``value [B, Hkv, S, D]``,
+    ``key_mask [B, S]`` (True: the row sees that key) -> ``[B, 1, H, D]``.
+
+    HF's masked SDPA path would repeat every KV head over its query group (4x the slab's bytes for Llama-3's 32/8
+    heads, written and read again each layer); here each KV head's group of query heads is one matrix row block, so
+    the slab is read once. Every row must see at least one key."""
+    batch, heads, steps, dim = query.shape
+    if steps != 1:
+        raise ValueError(f"padded decode attention takes one new token per row, got {steps}")
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)  # head h uses KV head h // group, as repeat_kv
+    scores = torch.matmul(grouped, key.transpose(-1, -2))
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in fp32 at least
+    scores = scores * (scaling if scaling is not None else dim ** -0.5)
+    scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [B, Hkv, group, D]
+    return out.reshape(batch, 1, heads, dim)
 
 
 def register_block_attention() -> str:

@@ -48,16 +48,17 @@ class DecodeBatch:
         n_rows, column = len(self.rows), self.column
         ids = torch.full((n_rows, 1), PAD_TOKEN, dtype=torch.long)
         positions = torch.zeros(n_rows, 1, dtype=torch.long)
-        mask = torch.zeros(n_rows, column + 1, dtype=torch.long)
-        mask[:, column] = 1  # every row sees its new token (a freed row only that): no row softmaxes over nothing
+        mask = torch.zeros(n_rows, column + 1, dtype=torch.bool)
+        mask[:, column] = True  # every row sees its new token (a freed row only that): no row softmaxes over nothing
         for g, token in zip(generations, tokens):
             r = row_of[id(g)]
             ids[r, 0], positions[r, 0] = token, g.position
-            mask[r, column - g.position :] = 1
+            mask[r, column - g.position :] = True
         cache = preallocated_cache(list(zip(self.keys, self.values)), column)
+        # key_mask: lit_block's attention reads the slab once per layer (HF's 2-D mask path expands the GQA heads)
         logits = self.model.model(input_ids=ids.to(device), position_ids=positions.to(device),
-                                  attention_mask=mask.to(device), past_key_values=cache, use_cache=True,
-                                  logits_to_keep=1).logits[:, -1].float()
+                                  past_key_values=cache, use_cache=True, logits_to_keep=1,
+                                  key_mask=mask.to(device)).logits[:, -1].float()
         self.column += 1
         for g in generations:
             g.accept(logits[row_of[id(g)]])

@@ -49,13 +49,15 @@ OFFSETS = (0, 256, 512, 768)  # window starts within a document's first window: 
 DEFAULT_RUN = "distill - no weighting, no sinks, no dropout"  # distillation alone: the best measured
 
 
-def variants(teacher: str, lr: float, isolated_weight: float, compile_layers: str | bool = True) -> dict[str, tuple]:
-    """name -> (module class, kwargs, callbacks factory, trains on full attention): the YAML experiments' settings."""
+def variants(teacher: str, lr: float, isolated_weight: float, compile_layers: str | bool = True,
+             release_end: float = 0.3) -> dict[str, tuple]:
+    """name -> (module class, kwargs, callbacks factory, trains on full attention): the YAML experiments' settings;
+    ``release_end``: block dropout's release probability at the end of its schedule (from 0)."""
     from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
     from lit_block.modules import BlockDistillationModule, BlockFinetuneModule
 
     def dropout():
-        return BlockDropoutScheduler(0.0, 0.3, "linear")
+        return BlockDropoutScheduler(0.0, release_end, "linear")
 
     def weights():
         return AttentionSensitivityWeighting(1.0, 0.1, 10.0)
@@ -199,7 +201,8 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
     from lit_block.model import BlockAttentionLM
     from lit_block.output_dir import output_dir
 
-    cls, kwargs, make_callbacks, full_attention = variants(args.teacher, args.lr, args.isolated_weight, args.compile != "none" and args.compile)[name]
+    cls, kwargs, make_callbacks, full_attention = variants(args.teacher, args.lr, args.isolated_weight,
+                                                           args.compile != "none" and args.compile, args.release_end)[name]
     if args.warmup_lr_steps or args.decay != "constant":
         from lit_block.optim import LRSchedule
 
@@ -307,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup-lr-steps", type=int, default=10, help="linear warm-up of the learning rate (optimizer steps)")
     p.add_argument("--decay", default="linear", help="the rate after warm-up: constant, linear or cosine decay")
     p.add_argument("--min-lr-ratio", type=float, default=0.0, help="the rate at the last step, as a share of --lr")
+    p.add_argument("--release-end", type=float, default=0.3,
+                   help="block dropout's release probability at the end of its linear schedule (variants with dropout)")
     p.add_argument("--isolated-weight", type=float, default=0.0, help="loss weight of isolated-block rows")
     p.add_argument("--warmup-steps", type=int, default=20, help="steps left out of the after-warm-up throughput")
     p.add_argument("--time-limit-s", type=float, default=None,

@@ -66,18 +66,15 @@ def padded_decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     ``key_mask [B, S]`` (True: the row sees that key) -> ``[B, 1, H, D]``.
 
     HF's masked SDPA path would repeat every KV head over its query group (4x the slab's bytes for Llama-3's 32/8
-    heads, written and read again each layer); here each KV head's group of query heads is one matrix row block, so
-    the slab is read once. Every row must see at least one key."""
+    heads, written and read again each layer). Here each KV head's query heads enter SDPA as that head's query
+    rows (one new token has no causal order among them), so SDPA's own kernels read the slab once and expand
+    nothing. Every row must see at least one key."""
     batch, heads, steps, dim = query.shape
     if steps != 1:
         raise ValueError(f"padded decode attention takes one new token per row, got {steps}")
     kv_heads = key.shape[1]
     grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)  # head h uses KV head h // group, as repeat_kv
-    scores = torch.matmul(grouped, key.transpose(-1, -2))
-    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))  # softmax in fp32 at least
-    scores = scores * (scaling if scaling is not None else dim ** -0.5)
-    scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    out = torch.matmul(scores.softmax(-1).to(value.dtype), value)  # [B, Hkv, group, D]
+    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=key_mask[:, None, None, :], scale=scaling)
     return out.reshape(batch, 1, heads, dim)
 
 

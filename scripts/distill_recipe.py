@@ -214,6 +214,7 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
         torch.cuda.reset_peak_memory_stats()  # this run's peak, not an earlier run's in the same process
     module = cls(**kwargs)
     shell = None  # an uncompiled fp32 model the marks copy the weights into (the compiled one stays as it is)
+    task_marks = []  # the separating task at each mark too: comparisons with other runs at equal tokens
 
     def score(lm) -> dict:
         nonlocal shell
@@ -221,6 +222,7 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
             shell = BlockAttentionLM.from_pretrained(args.teacher, num_sink_tokens=lm.num_sink_tokens,
                                                      dtype=torch.float32).to(args.device).eval()
         shell.load_state_dict(lm.state_dict())
+        task_marks.append({cond: xs for (_, cond), xs in separating_task.evaluate({"student": shell}, task_samples).items()})
         return score_splits(teacher, shell, splits)
 
     marks = Marks([int(m) for m in args.eval_at if m < steps * tokens_per_step], tokens_per_step, args.warmup_steps, score,
@@ -242,7 +244,8 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
         final = score_splits(teacher, exported, splits)
         # the separating task (scripts/separating_task.py): per-sample correctness under full and block attention
         task = {cond: xs for (_, cond), xs in separating_task.evaluate({"student": exported}, task_samples).items()}
-    out.update(export=str(folder), final=final, task=task)
+    out.update(export=str(folder), final=final, task=task,
+               task_curve=[{"tokens": m["tokens"], **t} for m, t in zip(marks.results, task_marks)])
     del module, trainer, shell, exported
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

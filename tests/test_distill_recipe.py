@@ -71,6 +71,9 @@ def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_mo
     task = ("full", "within", "straddle")  # the separating task: the teacher's answers, then each student's
     assert set(written["task_reference"]) == set(task) and all(len(v) == 20 for v in written["task_reference"].values())
     assert all(set(r["task"]) == set(task) and len(r["task"]["straddle"]) == 20 for r in runs)
+    for r in runs:  # and at each mark: the task at equal tokens across runs
+        (mark,) = r["task_curve"]
+        assert mark["tokens"] == 512 and set(mark) == {"tokens", *task} and len(mark["within"]) == 20
     assert "separating task (scripts/separating_task.py): task gap (teacher" in result.stdout
     families = set(torch.load(data, weights_only=True)["heldout"])
     assert families  # the held-out build's categories, each scored on its own

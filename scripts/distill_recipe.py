@@ -50,9 +50,10 @@ DEFAULT_RUN = "distill - no weighting, no sinks, no dropout"  # distillation alo
 
 
 def variants(teacher: str, lr: float, isolated_weight: float, compile_layers: str | bool = True,
-             release_end: float = 0.3) -> dict[str, tuple]:
+             release_end: float = 0.3, distill_options: dict | None = None) -> dict[str, tuple]:
     """name -> (module class, kwargs, callbacks factory, trains on full attention): the YAML experiments' settings;
-    ``release_end``: block dropout's release probability at the end of its schedule (from 0)."""
+    ``release_end``: block dropout's release probability at the end of its schedule (from 0);
+    ``distill_options``: more of ``BlockDistillationModule``'s arguments for every distillation variant."""
     from callbacks import AttentionSensitivityWeighting, BlockDropoutScheduler, SinkTokenInitializer
     from lit_block.modules import BlockDistillationModule, BlockFinetuneModule
 
@@ -66,7 +67,7 @@ def variants(teacher: str, lr: float, isolated_weight: float, compile_layers: st
         return SinkTokenInitializer("bos")
 
     fast = dict(attn_backend="auto", compile_layers=compile_layers, learning_rate=lr)
-    distill = dict(fast, teacher=teacher, isolated_weight=isolated_weight, num_sink_tokens=2)
+    distill = dict(fast, teacher=teacher, isolated_weight=isolated_weight, num_sink_tokens=2, **(distill_options or {}))
     finetune = dict(fast, model_name_or_path=teacher, eval_full_attention=False)
     D, F = BlockDistillationModule, BlockFinetuneModule
     return {
@@ -202,7 +203,8 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
     from lit_block.output_dir import output_dir
 
     cls, kwargs, make_callbacks, full_attention = variants(args.teacher, args.lr, args.isolated_weight,
-                                                           args.compile != "none" and args.compile, args.release_end)[name]
+                                                           args.compile != "none" and args.compile, args.release_end,
+                                                           {"divergence": args.divergence, "lora_rank": args.lora_rank})[name]
     if args.warmup_lr_steps or args.decay != "constant":
         from lit_block.optim import LRSchedule
 
@@ -299,6 +301,8 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lit_block.losses import DIVERGENCES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", required=True, help="the teacher's folder (HF format); the student starts from it")
     p.add_argument("--data", required=True, help="scripts/prepare_distill_samples.py --train-documents output")
@@ -315,6 +319,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-lr-ratio", type=float, default=0.0, help="the rate at the last step, as a share of --lr")
     p.add_argument("--release-end", type=float, default=0.3,
                    help="block dropout's release probability at the end of its linear schedule (variants with dropout)")
+    p.add_argument("--divergence", default="forward_kl", choices=DIVERGENCES,
+                   help="the distillation variants' divergence (the KL gap closed scores forward KL)")
+    p.add_argument("--lora-rank", type=int, default=0, help="the distillation variants' LoRA rank (0: every weight trains)")
     p.add_argument("--isolated-weight", type=float, default=0.0, help="loss weight of isolated-block rows")
     p.add_argument("--warmup-steps", type=int, default=20, help="steps left out of the after-warm-up throughput")
     p.add_argument("--time-limit-s", type=float, default=None,

@@ -110,11 +110,17 @@ def test_an_unknown_variant_is_named_before_anything_loads(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "'distill - no sinks, typo'" in err
     assert "'distill - no weighting, no sinks'" in err.split("choose from")[1]  # the valid names listed
+    with pytest.raises(SystemExit):
+        recipe.main(["--teacher", "nowhere", "--data", "nothing.pt", "--divergence", "kl"])
+    assert "--divergence: invalid choice: 'kl'" in capsys.readouterr().err
 
 
-def test_variants_take_the_release_schedule_and_the_default_has_no_callbacks():
+def test_variants_take_the_release_schedule_divergence_and_lora_and_the_default_has_no_callbacks():
     recipe = load_script("distill_recipe")
-    runs = recipe.variants("teacher", 1e-4, 0.0, False, release_end=0.1)
+    runs = recipe.variants("teacher", 1e-4, 0.0, False, release_end=0.1,
+                           distill_options={"divergence": "jsd", "lora_rank": 8})
     (dropout,) = runs["distill - no weighting, no sinks"][2]()
     assert (dropout.start, dropout.end) == (0.0, 0.1)
+    distill, finetune = runs["distill (full)"][1], runs["block fine-tuning"][1]
+    assert (distill["divergence"], distill["lora_rank"]) == ("jsd", 8) and "lora_rank" not in finetune
     assert runs[recipe.DEFAULT_RUN][2]() == [] and runs[recipe.DEFAULT_RUN][1]["num_sink_tokens"] == 0

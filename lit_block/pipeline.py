@@ -192,7 +192,9 @@ def verdict(student: dict, steps: int) -> str:
     closed, low, high = (student.get(k, float("nan")) for k in ("kl_gap_closed", "kl_gap_closed_low", "kl_gap_closed_high"))
     figure = f"KL gap closed {100 * closed:.1f}% (95% interval {100 * low:.1f}% to {100 * high:.1f}%)"
     if low == low and low > 0:
-        return f"{figure}: the student recovered part of what block attention costs, on held-out samples."
+        return (f"{figure}: the student recovered part of what block attention costs, on held-out samples of the "
+                "corpus's own kinds of text; the GPU recipe (scripts/distill_recipe.py; README, 'Results') scores text "
+                "families the corpus does not contain.")
     return (f"{figure}: after {steps} CPU steps the student is not distinguishable from the untrained model under "
             "block attention. This budget shows that the workflow runs, not that the method works: the GPU recipe "
             "(scripts/distill_recipe.py; README, 'The GPU recipe' and 'Results') does that.")

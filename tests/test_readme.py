@@ -297,7 +297,8 @@ def test_mlflow_ui(in_workspace):
     command = "mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db".replace("$PWD", str(in_workspace))
     mlflow = Path(sys.executable).with_name("mlflow")
     search = "/ajax-api/2.0/mlflow/experiments/search?max_results=50"
-    with serving([str(mlflow), *shlex.split(command)[1:]], free_port(), search, seconds=120) as url:
+    # one worker: the default four each start a Python with mlflow (half a minute on 2 cores), for one request
+    with serving([str(mlflow), *shlex.split(command)[1:], "--workers", "1"], free_port(), search, seconds=120) as url:
         with urllib.request.urlopen(url, timeout=10) as answer:
             names = {e["name"] for e in __import__("json").load(answer)["experiments"]}
     assert {"segmenter", "block-distillation"} <= names  # the recipe's runs, read from ./mlflow.db

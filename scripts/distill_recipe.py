@@ -146,6 +146,11 @@ def score_splits(teacher, model, splits: dict[str, list[dict]]) -> dict[str, dic
     return out
 
 
+def task_answers(model, samples: list[dict]) -> dict[str, list[bool]]:
+    """``model``'s per-sample correctness on the separating task, per condition (full attention, each block layout)."""
+    return {cond: xs for (_, cond), xs in separating_task.evaluate({"model": model}, samples).items()}
+
+
 def lm_of(module):
     """The trained model of a distillation (its student) or fine-tuning module."""
     return module.student if hasattr(module, "student") else module.lm
@@ -224,7 +229,7 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
             shell = BlockAttentionLM.from_pretrained(args.teacher, num_sink_tokens=lm.num_sink_tokens,
                                                      dtype=torch.float32).to(args.device).eval()
         shell.load_state_dict(lm.state_dict())
-        task_marks.append({cond: xs for (_, cond), xs in separating_task.evaluate({"student": shell}, task_samples).items()})
+        task_marks.append(task_answers(shell, task_samples))
         return score_splits(teacher, shell, splits)
 
     marks = Marks([int(m) for m in args.eval_at if m < steps * tokens_per_step], tokens_per_step, args.warmup_steps, score,
@@ -245,7 +250,7 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
         exported = BlockAttentionLM.from_pretrained(str(staging), dtype=torch.float32).to(args.device).eval()
         final = score_splits(teacher, exported, splits)
         # the separating task (scripts/separating_task.py): per-sample correctness under full and block attention
-        task = {cond: xs for (_, cond), xs in separating_task.evaluate({"student": exported}, task_samples).items()}
+        task = task_answers(exported, task_samples)
     out.update(export=str(folder), final=final, task=task,
                task_curve=[{"tokens": m["tokens"], **t} for m, t in zip(marks.results, task_marks)])
     del module, trainer, shell, exported
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         splits[family] = eval_batches({k: v[: args.max_eval_windows] for k, v in windows_.items()}, args.device, 8)
     teacher = BlockAttentionLM.from_pretrained(args.teacher, num_sink_tokens=0, dtype=torch.float32).to(args.device).eval()
     task_samples = separating_task.make_samples(teacher.tokenizer, args.task_samples, 8, 0) if args.task_samples else []
-    task_reference = {cond: xs for (_, cond), xs in separating_task.evaluate({"teacher": teacher}, task_samples).items()}
+    task_reference = task_answers(teacher, task_samples)
     results = []
     for seed in args.seeds:
         for name in args.runs:

@@ -1,5 +1,5 @@
-"""The batched decoding step's attention (one new token per row over a left-padded slab) against SDPA over
-expanded GQA heads with the same mask: what transformers' masked path computes, without the expansion."""
+"""The batched decoding step's attention (one new token per row over a left-padded slab) against SDPA over GQA heads
+expanded by transformers' own ``repeat_kv`` with the same mask: what its masked path computes, without the expansion."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers.models.llama.modeling_llama import repeat_kv
 
 from lit_block.attention.transformers_hook import padded_decode_attention
 
@@ -22,8 +23,8 @@ def test_padded_decode_attention_equals_sdpa_over_expanded_heads(rows, kv_heads,
     visible = torch.rand(rows, keys, generator=g) < 0.6
     visible[:, -1] = True  # every row sees its own new token
     out = padded_decode_attention(query, key, value, visible, scaling=0.3)
-    expand = lambda t: t.repeat_interleave(group, dim=1)  # noqa: E731 - transformers' repeat_kv
-    want = F.scaled_dot_product_attention(query, expand(key), expand(value), attn_mask=visible[:, None, None, :],
+    want = F.scaled_dot_product_attention(query, repeat_kv(key, group), repeat_kv(value, group),
+                                          attn_mask=visible[:, None, None, :],
                                           scale=0.3).transpose(1, 2)
     torch.testing.assert_close(out, want)
     # a masked key changes nothing: scramble every hidden position

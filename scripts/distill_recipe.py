@@ -162,11 +162,14 @@ def synchronize() -> None:
 
 
 class Marks(L.Callback):
-    """Scores the model at token marks (fp32 copy, uncompiled) and times training with evaluation left out."""
+    """Scores the model at token marks (fp32 copy, uncompiled) and times training with evaluation left out;
+    ``on_mark()`` runs after each mark's scores are in ``results`` (the recipe saves them: a lost machine keeps them)."""
 
-    def __init__(self, marks: list[int], tokens_per_step: int, warmup_steps: int, score, time_limit_s: float | None = None):
+    def __init__(self, marks: list[int], tokens_per_step: int, warmup_steps: int, score, time_limit_s: float | None = None,
+                 on_mark=None):
         self.marks, self.tokens_per_step, self.warmup_steps, self.score = sorted(marks), tokens_per_step, warmup_steps, score
         self.time_limit_s = time_limit_s  # stop training (then score and export) once the run has taken this long
+        self.on_mark = on_mark
         self.results: list[dict] = []
         self.eval_seconds, self.start, self.warm_start, self.warm_eval = 0.0, None, None, 0.0
 
@@ -190,6 +193,8 @@ class Marks(L.Callback):
             print(f"  {step * self.tokens_per_step / 1e6:.1f}M tokens: " + ", ".join(
                 f"{k} KL gap closed {v['kl_gap_closed']:.1%}" for k, v in self.results[-1].items() if isinstance(v, dict)),
                 flush=True)
+            if self.on_mark is not None:
+                self.on_mark()
 
     def throughput(self, steps: int) -> dict:
         synchronize()
@@ -202,8 +207,9 @@ class Marks(L.Callback):
         return out
 
 
-def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list[dict]) -> dict:
-    """Train one variant with one seed; score it at the marks and, exported, at the end."""
+def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list[dict], save_partial=None) -> dict:
+    """Train one variant with one seed; score it at the marks and, exported, at the end. ``save_partial(record)``
+    receives the run so far (``"partial": True``, its curves up to the last mark) after every mark."""
     from lit_block.model import BlockAttentionLM
     from lit_block.output_dir import output_dir
 
@@ -232,8 +238,15 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
         task_marks.append(task_answers(shell, task_samples))
         return score_splits(teacher, shell, splits)
 
+    def task_curve() -> list[dict]:
+        return [{"tokens": m["tokens"], **t} for m, t in zip(marks.results, task_marks)]
+
+    def on_mark() -> None:
+        if save_partial is not None:
+            save_partial({"variant": name, "seed": seed, "partial": True, "curve": marks.results, "task_curve": task_curve()})
+
     marks = Marks([int(m) for m in args.eval_at if m < steps * tokens_per_step], tokens_per_step, args.warmup_steps, score,
-                  args.time_limit_s)
+                  args.time_limit_s, on_mark)
     loader = torch.utils.data.DataLoader(StepBatches(*windows, args.batch_size, steps, seed, full_attention),
                                          batch_size=None, num_workers=2, pin_memory=True, persistent_workers=True)
     trainer = L.Trainer(accelerator=args.device, devices=1, precision=args.precision, max_steps=steps, logger=False,
@@ -251,8 +264,7 @@ def run(args, name: str, seed: int, windows, splits, teacher, task_samples: list
         final = score_splits(teacher, exported, splits)
         # the separating task (scripts/separating_task.py): per-sample correctness under full and block attention
         task = task_answers(exported, task_samples)
-    out.update(export=str(folder), final=final, task=task,
-               task_curve=[{"tokens": m["tokens"], **t} for m, t in zip(marks.results, task_marks)])
+    out.update(export=str(folder), final=final, task=task, task_curve=task_curve())
     del module, trainer, shell, exported
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -338,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="samples of the separating task (scripts/separating_task.py) scored per student; 0: none")
     p.add_argument("--device", default="cuda")
     p.add_argument("--export-dir", default="/tmp/students")
-    p.add_argument("--out", default="recipe.json")
+    p.add_argument("--out", default="recipe.json",
+                   help="results JSON, rewritten atomically after every mark (the run in progress: \"partial\": true)")
     args = p.parse_args(argv)
     known = variants("", 0.0, 0.0)
     unknown = [r for r in args.runs if r not in known]
@@ -360,20 +373,25 @@ def main(argv: list[str] | None = None) -> None:
     task_samples = separating_task.make_samples(teacher.tokenizer, args.task_samples, 8, 0) if args.task_samples else []
     task_reference = task_answers(teacher, task_samples)
     results = []
+
+    def save(partial: dict | None = None) -> None:
+        """The results so far, written atomically: finished runs, then the run in progress (``"partial": True``)."""
+        tmp = f"{args.out}.tmp"
+        runs = results + ([partial] if partial else [])
+        Path(tmp).write_text(json.dumps({"settings": vars(args), "task_reference": task_reference, "runs": runs}, indent=1))
+        os.replace(tmp, args.out)
+
     for seed in args.seeds:
         for name in args.runs:
             start = time.perf_counter()
-            results.append(run(args, name, seed, windows, splits, teacher, task_samples))
+            results.append(run(args, name, seed, windows, splits, teacher, task_samples, save))
             r = results[-1]
             print(f"{name}, seed {seed}: {r['tokens'] / 1e6:.1f}M tokens, {r['tokens_per_s'] / 1e3:.0f}k tokens/s "
                   f"({r.get('tokens_per_s_after_warmup', 0) / 1e3:.0f}k after warm-up, peak {r['peak_memory_gib'] or 0:.1f} GiB), "
                   f"{time.perf_counter() - start:.0f} s "
                   f"in all; final KL gap closed " + ", ".join(f"{k} {v['kl_gap_closed']:.1%}" for k, v in r["final"].items()),
                   flush=True)
-            tmp = f"{args.out}.tmp"
-            Path(tmp).write_text(json.dumps({"settings": vars(args), "task_reference": task_reference, "runs": results},
-                                            indent=1))
-            os.replace(tmp, args.out)  # after every run: a killed call keeps what finished
+            save()  # after every run (and every mark): a killed call keeps what finished
     print("\n" + table(results))
     if task_samples:  # the teacher's full and block attention, then each student's, on the separating task
         correct = {("teacher", c): xs for c, xs in task_reference.items()}

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -51,6 +52,21 @@ def test_each_pass_sees_every_window_once_in_a_seeded_order():
     assert torch.equal(control[0]["target_mask"][:, 1:], torch.ones(3, 3, dtype=torch.bool))
 
 
+def test_each_mark_is_handed_on_as_it_is_scored_so_a_lost_machine_keeps_it():
+    recipe = load_script("distill_recipe")
+    saved, scores = [], iter(range(10))
+    marks = recipe.Marks([20, 60], tokens_per_step=10, warmup_steps=0,
+                         score=lambda lm: {"val": {"kl_gap_closed": next(scores) / 10}},
+                         on_mark=lambda: saved.append([dict(r) for r in marks.results]))
+    trainer, module = types.SimpleNamespace(global_step=0, should_stop=False), types.SimpleNamespace(student=None)
+    marks.on_train_start(trainer, module)
+    for step in range(1, 8):
+        trainer.global_step = step
+        marks.on_train_batch_end(trainer, module, None, None, step)
+    # one save per mark, each holding every mark so far with its own scores
+    assert [[(r["tokens"], r["val"]["kl_gap_closed"]) for r in s] for s in saved] == [[(20, 0.0)], [(20, 0.0), (60, 0.1)]]
+
+
 def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_model_dir, tiny_corpus_dir, tmp_path):
     data = tmp_path / "docs.pt"
     prepare = [sys.executable, str(REPO / "scripts" / "prepare_distill_samples.py"), "--dataset", str(tiny_corpus_dir),
@@ -78,6 +94,7 @@ def test_the_recipe_trains_scores_at_marks_and_exports_loadable_students(tiny_mo
     families = set(torch.load(data, weights_only=True)["heldout"])
     assert families  # the held-out build's categories, each scored on its own
     assert [r["variant"] for r in runs] == ["distill (full)", "full-attention fine-tuning (control)"]
+    assert not any(r.get("partial") for r in runs)  # a finished run replaces its in-progress record
     for r in runs:
         assert r["steps"] == 12 and r["tokens"] == 1536  # 64-token training windows (--sample-tokens), 2 a step and r["tokens_per_s"] > 0
         assert [m["tokens"] for m in r["curve"]] == [512]

@@ -152,24 +152,28 @@ def test_segment_cuts_the_same_blocks_as_the_per_unit_path(random_checkpoint, ti
     assert len(blocks) > 10 and blocks == want
 
 
-def test_encoder_dtype_auto_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
+def test_encoder_dtype_auto_is_bfloat16_only_on_a_cpu_with_bf16_matmul(monkeypatch):
     from lit_block.errors import UsageError
     from lit_block.segmentation import packed_bert
 
-    for amx in (True, False):
-        monkeypatch.setattr(packed_bert, "cpu_has_amx_bf16", lambda amx=amx: amx)
-        assert packed_bert.encoder_dtype_of("auto") == (torch.bfloat16 if amx else torch.float32)
+    for fast in (True, False):
+        monkeypatch.setattr(packed_bert, "cpu_has_bf16_matmul", lambda fast=fast: fast)
+        assert packed_bert.encoder_dtype_of("auto") == (torch.bfloat16 if fast else torch.float32)
         assert packed_bert.encoder_dtype_of("auto", "cuda") == torch.float32  # not measured there: float32
         assert packed_bert.encoder_dtype_of("float32") == torch.float32
         assert packed_bert.encoder_dtype_of("bfloat16") == torch.bfloat16
     with pytest.raises(UsageError, match="'float16'"):
         packed_bert.encoder_dtype_of("float16")
+    flags = "flags\t\t: fpu avx2 avx512f avx512_vnni {} rdpid\n"
+    assert packed_bert.has_bf16_matmul_flag(flags.format("avx512_bf16"))  # AMD Zen 4, Intel Cooper Lake
+    assert packed_bert.has_bf16_matmul_flag(flags.format("amx_bf16 amx_tile"))  # Intel Sapphire Rapids
+    assert not packed_bert.has_bf16_matmul_flag(flags.format("avx512_fp16 amx_int8"))  # no bfloat16 products
     with pytest.raises(UsageError, match="'half'"):
         Segmenter("fixed", encoder_dtype="half")
 
 
 def test_bfloat16_unit_vectors_point_where_float32_ones_do(random_checkpoint):
-    """The bfloat16 encoder (the default on AMX CPUs) gives each unit nearly the float32 vector, in every chunking
+    """The bfloat16 encoder (the default on CPUs with bfloat16 matrix instructions) gives each unit nearly the float32 vector, in every chunking
     (the filler unit that pads chunks to fixed shapes attends only to itself)."""
     text = KJV[:20000]
     spans = unit_spans(text, candidate_starts(text, "sentences"))

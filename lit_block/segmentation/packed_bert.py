@@ -168,20 +168,25 @@ class _PackedBertLayer(nn.Module):
 
 
 def encoder_dtype_of(name: str, device: str | torch.device = "cpu") -> torch.dtype:
-    """The frozen encoder's dtype. ``auto``: bfloat16 on a CPU with AMX bf16 tiles (Linux's cpuinfo flag
-    ``amx_bf16``), where the 2-layer MiniLM encoder scores about 1.7x faster and the segmenter cuts the same blocks
-    (measured: docs/segmenter_generalisation.md); float32 anywhere else, where bfloat16 matrix products may be
-    slower than float32's."""
+    """The frozen encoder's dtype. ``auto``: bfloat16 on a CPU with bfloat16 matrix instructions (Linux's cpuinfo
+    flags ``amx_bf16``: Intel's AMX tiles, or ``avx512_bf16``: AMD Zen 4 and later, Intel Cooper Lake), where the
+    2-layer MiniLM encoder scores about 1.6-1.7x faster and the segmenter cuts the same blocks (measured on both:
+    docs/segmenter_generalisation.md); float32 anywhere else, where bfloat16 products are emulated and slower."""
     from lit_block.segmentation.segmenter import check_encoder_dtype
 
     if check_encoder_dtype(name) == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_amx_bf16() else torch.float32
+        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_bf16_matmul() else torch.float32
     return getattr(torch, name)
 
 
 @functools.cache
-def cpu_has_amx_bf16() -> bool:
+def cpu_has_bf16_matmul() -> bool:
     try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+        return has_bf16_matmul_flag(Path("/proc/cpuinfo").read_text())
     except OSError:  # not Linux: no cheap way to ask, so float32
         return False
+
+
+def has_bf16_matmul_flag(cpuinfo: str) -> bool:
+    """Whether Linux's ``/proc/cpuinfo`` text lists a bfloat16 matrix instruction set (AMX or AVX-512 bf16)."""
+    return not {"amx_bf16", "avx512_bf16"}.isdisjoint(cpuinfo.split())

@@ -25,7 +25,7 @@ LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
-ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX, measured faster with the same "
+ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured faster with the same "
                       "blocks; float32 elsewhere), float32 or bfloat16")
 
 
@@ -59,7 +59,7 @@ class Segmenter:
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
         self.coarse_scoring = coarse_scoring  # overrides the checkpoint's coarse rule (lit_block.segmentation.model)
-        # the segmenter's encoder at inference: auto = bfloat16 where the CPU has AMX
+        # the segmenter's encoder at inference: auto = bfloat16 where the CPU has bfloat16 matrix instructions
         self.encoder_dtype = check_encoder_dtype(encoder_dtype)
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
 

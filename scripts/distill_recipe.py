@@ -357,6 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [r for r in args.runs if r not in known]
     if unknown:  # before any data or model loads
         p.error(f"--runs: unknown variant(s) {', '.join(map(repr, unknown))}; choose from {', '.join(map(repr, known))}")
+    backends = torch._dynamo.list_backends(exclude_tags=())
+    if args.compile != "none" and args.compile not in backends:  # torch would say so only once the first run compiles
+        p.error(f"--compile: unknown torch.compile backend {args.compile!r}; none (no compilation) or one of "
+                f"{', '.join(b for b in backends if 'TESTING' not in b)}")
     torch.set_float32_matmul_precision("high")
     from lit_block.model import BlockAttentionLM
 

@@ -130,6 +130,10 @@ def test_an_unknown_variant_is_named_before_anything_loads(capsys):
     with pytest.raises(SystemExit):
         recipe.main(["--teacher", "nowhere", "--data", "nothing.pt", "--divergence", "kl"])
     assert "--divergence: invalid choice: 'kl'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recipe.main(["--teacher", "nowhere", "--data", "nothing.pt", "--compile", "false"])
+    err = capsys.readouterr().err
+    assert "--compile: unknown torch.compile backend 'false'; none (no compilation)" in err and "inductor" in err
 
 
 def test_variants_take_the_release_schedule_divergence_and_lora_and_the_default_has_no_callbacks():

@@ -173,8 +173,8 @@ def test_encoder_dtype_auto_is_bfloat16_only_on_a_cpu_with_bf16_matmul(monkeypat
 
 
 def test_bfloat16_unit_vectors_point_where_float32_ones_do(random_checkpoint):
-    """The bfloat16 encoder (the default on CPUs with bfloat16 matrix instructions) gives each unit nearly the float32 vector, in every chunking
-    (the filler unit that pads chunks to fixed shapes attends only to itself)."""
+    """The bfloat16 encoder (the default on CPUs with bfloat16 matrix instructions) gives each unit nearly the float32
+    vector, in every chunking (the filler unit that pads chunks to fixed shapes attends only to itself)."""
     text = KJV[:20000]
     spans = unit_spans(text, candidate_starts(text, "sentences"))
     nets = {d: SegmenterNet.from_checkpoint(str(random_checkpoint), encoder_dtype=d) for d in ("float32", "bfloat16")}

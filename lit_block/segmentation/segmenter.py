@@ -25,8 +25,8 @@ LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
-ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured faster with the same "
-                      "blocks; float32 elsewhere), float32 or bfloat16")
+ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured "
+                      "faster with the same blocks; float32 elsewhere), float32 or bfloat16")
 
 
 def check_encoder_dtype(name: str) -> str:

@@ -152,8 +152,8 @@ def task_answers(model, samples: list[dict]) -> dict[str, list[bool]]:
 
 
 def lm_of(module):
-    """The trained model of a distillation (its student) or fine-tuning module."""
-    return module.student if hasattr(module, "student") else module.lm
+    """The trained model of a distillation (its student, LoRA merged) or fine-tuning module."""
+    return module.plain_student() if hasattr(module, "plain_student") else module.lm
 
 
 def synchronize() -> None:

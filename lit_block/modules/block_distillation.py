@@ -259,5 +259,9 @@ class BlockDistillationModule(L.LightningModule):
     def export(self, folder: str) -> None:
         """Save the student for serving: ``BlockAttentionLM.from_pretrained(folder)`` loads it, sinks included
         (LoRA adapters are merged into a copy of the weights first)."""
-        student = merged_lora_copy(self.student) if self.hparams.lora_rank > 0 else self.student
-        student.save_pretrained(folder)
+        self.plain_student().save_pretrained(folder)
+
+    def plain_student(self) -> BlockAttentionLM:
+        """The student as a plain ``BlockAttentionLM`` (what ``export`` saves): with LoRA, a copy whose adapters are
+        merged into the weights, so its state dict loads into a model built without peft."""
+        return merged_lora_copy(self.student) if self.hparams.lora_rank > 0 else self.student

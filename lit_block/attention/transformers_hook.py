@@ -6,9 +6,10 @@ call that passes ``block_attention=<BlockAttention>`` (a kwarg transformers forw
 layer) runs under block attention; a call without it is plain causal SDPA with HF's own mask, so
 the same weights serve as the full-attention teacher. ``cached_prefix=True`` marks new tokens run
 over a cache they see in full (the global block over assembled block caches, and decoding): lower-
-right causal attention, with GQA keys left unexpanded. ``key_mask=<[B, S] bool>`` marks a batched
-decoding step over a left-padded slab of caches (``lit_block.serving.decode_batch``): one new token
-per row sees that row's unmasked keys, again without expanding GQA keys. No model source is patched.
+right causal attention, with GQA keys left unexpanded. ``key_mask=<[B, S] or [B, T, S] bool>`` marks
+new tokens run over a slab of padded caches, one row per answer (the batched decoding step of
+``lit_block.serving.decode_batch``, the batched query prefill of ``lit_block.serving.query_batch``):
+each new token sees that row's unmasked keys, again without expanding GQA keys. No model source is patched.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def block_or_causal_attention(
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: ``query [B, H, T, D]`` -> ``([B, T, H, D], None)``."""
     if key_mask is not None:
-        return padded_decode_attention(query, key, value, key_mask, scaling), None
+        return padded_rows_attention(query, key, value, key_mask, scaling), None
     if cached_prefix:
         # row i of the T new tokens sees every cached key and new keys 0..i: lower-right causal, which flash runs
         # natively on CUDA (HF's mask would force a masked kernel and expand the GQA keys over the whole cache)
@@ -60,22 +61,29 @@ def block_or_causal_attention(
     return block_attention(query, key, value, scaling=scaling, dropout=dropout), None
 
 
-def padded_decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor,
-                            scaling: float | None = None) -> torch.Tensor:
-    """One new token per row over its own keys: ``query [B, H, 1, D]``, ``key``/``value [B, Hkv, S, D]``,
-    ``key_mask [B, S]`` (True: the row sees that key) -> ``[B, 1, H, D]``.
+def padded_rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor,
+                          scaling: float | None = None) -> torch.Tensor:
+    """Each row's new tokens over its own keys: ``query [B, H, T, D]``, ``key``/``value [B, Hkv, S, D]``, ``key_mask``
+    ``[B, T, S]`` (True: that new token sees that key), or ``[B, S]`` when ``T == 1`` -> ``[B, T, H, D]``.
 
     HF's masked SDPA path would repeat every KV head over its query group (4x the slab's bytes for Llama-3's 32/8
     heads, written and read again each layer). Here each KV head's query heads enter SDPA as that head's query
-    rows (one new token has no causal order among them), so SDPA's own kernels read the slab once and expand
-    nothing. Every row must see at least one key."""
+    rows (the mask, not row order, says what each sees), so SDPA's own kernels read the slab once and expand
+    nothing. Every new token must see at least one key."""
     batch, heads, steps, dim = query.shape
-    if steps != 1:
-        raise ValueError(f"padded decode attention takes one new token per row, got {steps}")
-    kv_heads = key.shape[1]
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)  # head h uses KV head h // group, as repeat_kv
-    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=key_mask[:, None, None, :], scale=scaling)
-    return out.reshape(batch, 1, heads, dim)
+    kv_heads, group = key.shape[1], heads // key.shape[1]
+    given = tuple(key_mask.shape)
+    if key_mask.dim() == 2:
+        key_mask = key_mask[:, None, :]
+    if key_mask.shape[:2] != (batch, steps):
+        raise ValueError(f"key_mask {given} does not match {batch} rows of {steps} new tokens")
+    # head h uses KV head h // group, as repeat_kv; its T tokens become rows g * T + t of that KV head's query
+    grouped = query.reshape(batch, kv_heads, group * steps, dim)
+    mask = key_mask[:, None]  # [B, 1, T, S]; with one token it broadcasts over the group's rows
+    if steps > 1 and group > 1:
+        mask = mask.repeat(1, 1, group, 1)  # row g * T + t sees what token t sees
+    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(batch, heads, steps, dim).transpose(1, 2).contiguous()
 
 
 def register_block_attention() -> str:

@@ -191,7 +191,8 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
         budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
         store = BlockKVStore(max_bytes=int(budget))
     engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
-                           batch_decode=args.batch_decode, sync_phases=args.sync_phases)
+                           batch_decode=args.batch_decode, sync_phases=args.sync_phases,
+                           batch_queries=args.batch_queries)
     served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)
     server = BackgroundServer(create_app(served)).start()
     try:
@@ -264,6 +265,8 @@ def build_parser():
                    help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
+    p.add_argument("--batch-queries", type=bool, default=True,
+                   help="the cache server prefills the queries of the requests it admits together in one forward")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
     p.add_argument("--threads", type=int, default=None,
                    help="torch's CPU threads (default: torch's own; 1 on a CPU shared with other jobs, whose threads "

@@ -11,7 +11,8 @@ around a forward pass. Each turn of its loop:
    of concurrent requests is admitted together), up to ``max_batch_requests``;
 2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
    them miss is prefilled once, and all misses go through the model in a few padded batches -- then
-   each request's cache is assembled and its query prefilled: its first token's logits (TTFT);
+   each request's cache is assembled and the queries prefilled, together (``lit_block.serving.query_batch``;
+   ``batch_queries=False`` runs one forward per query): each request's first token's logits (TTFT);
 3. decode: every active answer chooses its next token and all of them run in one forward
    (``lit_block.serving.decode_batch``: their caches as rows of one slab; ``batch_decode=False`` runs
    one forward per answer instead), so a long answer delays a new request's first token by one
@@ -37,6 +38,8 @@ from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
+from lit_block.serving.query_batch import chunks, prefill_queries
+from lit_block.serving.query_prefill import QueryPrefill, set_cache_length
 
 
 @dataclass
@@ -63,10 +66,12 @@ class ServingEngine:
 
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False):
+                 sync_phases: bool = False, batch_queries: bool = True, max_query_batch_tokens: int = 16384):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
-        it costs the overlap of host and device)."""
+        it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one
+        forward per group of at most ``max_query_batch_tokens`` slab positions (``lit_block.serving.query_batch``)
+        instead of one forward each."""
         self.model, self.store = model, store
         self.sync_phases = sync_phases and torch.cuda.is_available() and next(model.parameters()).is_cuda
         # once: the served weights never change, and hashing them costs 40 ms per lookup on the 135M model
@@ -75,6 +80,7 @@ class ServingEngine:
         self.batch_window_s = batch_window_s
         self.metrics = metrics or ServerMetrics()
         self.decoder = DecodeBatch(model) if batch_decode else None  # None: one forward per answer per turn
+        self.batch_queries, self.max_query_batch_tokens = batch_queries, max_query_batch_tokens
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
         self._closed = False
@@ -165,22 +171,48 @@ class ServingEngine:
             self._prefill_queries(jobs, fetched)
 
     def _prefill_queries(self, jobs: list[Job], fetched: dict[int, list | Exception]) -> None:
+        batched = []
         for job in jobs:
-            generation = job.generation
             try:
                 found = fetched.get(id(job))
                 if isinstance(found, Exception):
                     raise found
-                generation.prefill(self.store, fetched=found, fingerprint=self.fingerprint, own_cache=True)
+                if self.batch_queries and self.caching and job.generation.blocks and len(jobs) > 1:
+                    job.generation.assemble(self.store, fetched=found, fingerprint=self.fingerprint)
+                    batched.append(job)
+                    continue
+                job.generation.prefill(self.store, fetched=found, fingerprint=self.fingerprint, own_cache=True)
             except Exception as err:  # noqa: BLE001 - this request fails; the others, the store and the loop go on
                 job.emit("error", err)
                 continue
-            prompt = sum(map(len, generation.blocks)) + len(generation.query_ids)
-            stats = generation.block_stats
-            self.metrics.prefilled(generation.ttft_s, stats.get("hits", 0), stats.get("misses", 0),
-                                   generation.cached_tokens, prompt)
-            job.emit("first")
-            self._active.append(job)
+            self._first_token(job)
+        by_generation = {id(job.generation): job for job in batched}
+        for group in chunks([job.generation for job in batched], self.max_query_batch_tokens):
+            try:
+                logits = prefill_queries(self.model, group)
+            except Exception:  # noqa: BLE001 - the shared forward failed: each query alone, so only a culprit fails
+                logits = [None] * len(group)
+            for generation, first in zip(group, logits):
+                job = by_generation[id(generation)]
+                try:
+                    if first is None:
+                        set_cache_length(generation.cache, generation.context)  # whatever the failed forward wrote
+                        first = QueryPrefill.of(self.model)(generation.query_ids, generation.context, generation.cache)
+                    generation.prefilled(first)
+                except Exception as err:  # noqa: BLE001
+                    job.emit("error", err)
+                    continue
+                self._first_token(job)
+
+    def _first_token(self, job: Job) -> None:
+        """``job``'s prompt is prefilled: count it, tell its client, and let it decode."""
+        generation = job.generation
+        prompt = sum(map(len, generation.blocks)) + len(generation.query_ids)
+        stats = generation.block_stats
+        self.metrics.prefilled(generation.ttft_s, stats.get("hits", 0), stats.get("misses", 0),
+                               generation.cached_tokens, prompt)
+        job.emit("first")
+        self._active.append(job)
 
     def _fetch(self, jobs: list[Job]) -> dict[int, list | Exception]:
         """Every job's blocks from the store, its misses and the other jobs' prefilled together."""

@@ -157,20 +157,38 @@ class Generation:
             self.cache = DynamicCache()  # the baseline: transformers' own causal prefill of the whole prompt
             logits = _step(model, [t for b in self.blocks for t in b] + self.query_ids, 0, self.cache, cached_prefix=False)
         else:
-            store = store if store is not None else BlockKVStore()
-            if fetched is None:
-                fetched = store.fetch(model, self.blocks, fingerprint)
-            kvs = [kv for kv, _ in fetched]
-            self.block_stats = {"hits": sum(found for _, found in fetched),
-                                "misses": len({kv.key for kv, found in fetched if not found})}
-            self.cached_tokens = sum(len(ids) for ids, (_, found) in zip(self.blocks, fetched) if found)
             prefill = QueryPrefill.of(model)  # static buffers and CUDA graphs on a GPU, eager elsewhere
-            extra = len(self.query_ids) + self.config.max_new_tokens
-            buffers = prefill.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + extra) if kvs else None  # or fresh
-            self.cache, self.context = store.assemble(model, kvs, extra, buffers=buffers)
+            buffers = self.assemble(store, fetched, fingerprint, runner=prefill)
             logits = prefill(self.query_ids, self.context, self.cache)
             if own_cache and buffers is not None:
-                self.cache = _copied(buffers, self.context + len(self.query_ids), self.context + extra)
+                self.cache = _copied(buffers, self.context + len(self.query_ids), self.context + self.extra_positions)
+        self.prefilled(logits)
+
+    @property
+    def extra_positions(self) -> int:
+        """Positions the cache keeps free after the context: the query and the answer."""
+        return len(self.query_ids) + self.config.max_new_tokens
+
+    def assemble(self, store: BlockKVStore | None = None, fetched: Sequence[tuple[BlockKV, bool]] | None = None,
+                 fingerprint: str | None = None, runner: QueryPrefill | None = None):
+        """Block path, first half of :meth:`prefill`: the blocks' caches (from ``fetched`` or ``store``) assembled
+        into :attr:`cache`, with room for the query and the answer; the query is not run. ``runner``: assemble into
+        its static buffers (returned; None when it has none) instead of a cache of this answer's own."""
+        store = store if store is not None else BlockKVStore()
+        if fetched is None:
+            fetched = store.fetch(self.model, self.blocks, fingerprint)
+        kvs = [kv for kv, _ in fetched]
+        self.block_stats = {"hits": sum(found for _, found in fetched),
+                            "misses": len({kv.key for kv, found in fetched if not found})}
+        self.cached_tokens = sum(len(ids) for ids, (_, found) in zip(self.blocks, fetched) if found)
+        buffers = None
+        if runner is not None and kvs:
+            buffers = runner.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + self.extra_positions)
+        self.cache, self.context = store.assemble(self.model, kvs, self.extra_positions, buffers=buffers)
+        return buffers
+
+    def prefilled(self, logits: torch.Tensor) -> None:
+        """The prompt is in the cache and ``logits [vocab]`` predict the first token (however the query was run)."""
         self.first_token_logits = logits.cpu()  # waits for the device: the first token's logits exist now
         self.ttft_s = time.perf_counter() - self.started
         self.logits = logits

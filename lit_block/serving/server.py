@@ -189,6 +189,8 @@ def build_parser():
     p.add_argument("--max-active-requests", type=int, default=64, help="answers decoding at once; more wait in the queue")
     p.add_argument("--batch-decode", type=bool, default=True,
                    help="decode every active answer in one forward per step (false: one forward per answer)")
+    p.add_argument("--batch-queries", type=bool, default=True,
+                   help="prefill the queries of the requests admitted together in one forward (false: one each)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="after an idle spell, how long to wait for the rest of a burst of requests before prefilling")
     p.add_argument("--default-max-tokens", type=int, default=256,
@@ -244,7 +246,7 @@ def load_served(args):
     builder = PromptBuilder(model.tokenizer, cutter, args.document_template, template)
     store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if args.cache else None
     engine = ServingEngine(model, store, args.max_batch_requests, args.max_active_requests, args.batch_window_ms / 1e3,
-                           batch_decode=args.batch_decode)
+                           batch_decode=args.batch_decode, batch_queries=args.batch_queries)
     name = args.served_model_name or (Path(path).name if Path(path).is_dir() else str(args.model))
     return ServedModel(engine, builder, name, aliases=(str(args.model),), default_max_tokens=args.default_max_tokens)
 

@@ -60,7 +60,7 @@ def test_an_admitted_burst_answers_as_each_request_alone(monkeypatch, fail):
     monkeypatch.setattr(engine_module, "prefill_queries", counted)
     lm = tiny_lm("llama", sinks=2)
     prompts = [(random_blocks([6, 4], seed=i % 2), random_blocks([2 + i], seed=20 + i)[0]) for i in range(4)]
-    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3)
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_queries=True)
     try:
         results = answer_together(engine, [engine.generation(blocks, query, GREEDY) for blocks, query in prompts])
     finally:

@@ -88,7 +88,7 @@ def test_a_burst_of_one_shape_on_a_gpu_answers_as_each_request_alone(dtype):
     lm = tiny_lm("llama", sinks=2).to("cuda", dtype)
     blocks = random_blocks([40, 25], seed=7)
     queries = random_blocks([6] * 4, seed=8)
-    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=False, batch_queries=False)
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=False)
     try:
         results = answer_together(engine, [engine.generation(blocks, query, GREEDY) for query in queries])
     finally:

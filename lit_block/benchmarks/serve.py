@@ -265,7 +265,7 @@ def build_parser():
                    help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
-    p.add_argument("--batch-queries", type=bool, default=True,
+    p.add_argument("--batch-queries", type=bool, default=False,
                    help="the cache server prefills the queries of the requests it admits together in one forward")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
     p.add_argument("--threads", type=int, default=None,

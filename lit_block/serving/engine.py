@@ -11,8 +11,8 @@ around a forward pass. Each turn of its loop:
    of concurrent requests is admitted together), up to ``max_batch_requests``;
 2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
    them miss is prefilled once, and all misses go through the model in a few padded batches -- then
-   each request's cache is assembled and the queries prefilled, together (``lit_block.serving.query_batch``;
-   ``batch_queries=False`` runs one forward per query): each request's first token's logits (TTFT);
+   each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one forward,
+   ``lit_block.serving.query_batch``): each request's first token's logits (TTFT);
 3. decode: every active answer chooses its next token and all of them run in one forward
    (``lit_block.serving.decode_batch``: their caches as rows of one slab; ``batch_decode=False`` runs
    one forward per answer instead), so a long answer delays a new request's first token by one
@@ -66,7 +66,7 @@ class ServingEngine:
 
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False, batch_queries: bool = True, max_query_batch_tokens: int = 16384):
+                 sync_phases: bool = False, batch_queries: bool = False, max_query_batch_tokens: int = 16384):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one

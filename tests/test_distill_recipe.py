@@ -58,7 +58,7 @@ def test_each_mark_is_handed_on_as_it_is_scored_so_a_lost_machine_keeps_it():
     marks = recipe.Marks([20, 60], tokens_per_step=10, warmup_steps=0,
                          score=lambda lm: {"val": {"kl_gap_closed": next(scores) / 10}},
                          on_mark=lambda: saved.append([dict(r) for r in marks.results]))
-    trainer, module = types.SimpleNamespace(global_step=0, should_stop=False), types.SimpleNamespace(student=None)
+    trainer, module = types.SimpleNamespace(global_step=0, should_stop=False), types.SimpleNamespace(plain_student=lambda: None)
     marks.on_train_start(trainer, module)
     for step in range(1, 8):
         trainer.global_step = step

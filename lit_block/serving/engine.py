@@ -39,7 +39,6 @@ from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
 from lit_block.serving.query_batch import chunks, prefill_queries
-from lit_block.serving.query_prefill import QueryPrefill, set_cache_length
 
 
 @dataclass
@@ -196,9 +195,9 @@ class ServingEngine:
                 job = by_generation[id(generation)]
                 try:
                     if first is None:
-                        set_cache_length(generation.cache, generation.context)  # whatever the failed forward wrote
-                        first = QueryPrefill.of(self.model)(generation.query_ids, generation.context, generation.cache)
-                    generation.prefilled(first)
+                        generation.prefill_query()
+                    else:
+                        generation.prefilled(first)
                 except Exception as err:  # noqa: BLE001
                     job.emit("error", err)
                     continue

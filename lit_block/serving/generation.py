@@ -27,7 +27,7 @@ from transformers.cache_utils import Cache
 from lit_block.errors import UsageError, check_number
 from lit_block.serving.kv_store import BlockKV, BlockKVStore
 from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
-from lit_block.serving.query_prefill import QueryPrefill, forward_step
+from lit_block.serving.query_prefill import QueryPrefill, forward_step, set_cache_length
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,12 @@ class Generation:
             buffers = runner.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + self.extra_positions)
         self.cache, self.context = store.assemble(self.model, kvs, self.extra_positions, buffers=buffers)
         return buffers
+
+    def prefill_query(self) -> None:
+        """Second half of :meth:`prefill` for an answer assembled into a cache of its own: its query alone, then its
+        first token (the fallback when a batched query forward failed, which may have written past the context)."""
+        set_cache_length(self.cache, self.context)
+        self.prefilled(QueryPrefill.of(self.model)(self.query_ids, self.context, self.cache))
 
     def prefilled(self, logits: torch.Tensor) -> None:
         """The prompt is in the cache and ``logits [vocab]`` predict the first token (however the query was run)."""

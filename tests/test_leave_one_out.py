@@ -83,3 +83,59 @@ def test_choosing_categories_writes_nothing_into_the_corpus_folder(tiny_corpus_d
     for kwargs in ({"categories": ["origins"]}, {"exclude_categories": ["origins"]}):
         SemanticSegDataModule(str(tiny_corpus_dir), max_units=16, **kwargs).setup()
     assert sorted(p.name for p in tiny_corpus_dir.rglob("*")) == before  # no filter cache files
+
+
+def _fold(docs_ours: list[list[int]], docs_theirs: list[list[int]], boundaries: int = 5) -> dict:
+    """One fold's results at every level: per-document [Pk errors, WD errors, windows] of the segmenter and one
+    baseline, pooled the way SegmentationMetrics pools them."""
+    from lit_block.segmentation.segmenter import LEVELS
+
+    def entry(docs):
+        windows = sum(d[2] for d in docs)
+        return {"pk": sum(d[0] for d in docs) / windows, "windowdiff": sum(d[1] for d in docs) / windows,
+                "reference_boundaries": float(boundaries), "documents": docs}
+
+    return {k: v for lv in LEVELS for k, v in (((("segmenter", lv, "c")), entry(docs_ours)),
+                                               (("fixed", lv, "c"), entry(docs_theirs)))}
+
+
+def test_the_paired_interval_tells_a_measured_loss_from_noise():
+    from lit_block.segmentation.leave_one_out import difference_table, goal_table
+
+    docs = 12
+    worse = _fold([[30 + i, 30 + i, 100] for i in range(docs)], [[10 + i, 10 + i, 100] for i in range(docs)])
+    _, not_beaten = difference_table(worse, ["c"], ["fixed"])
+    assert not_beaten == 0  # worse on every document: the interval lies above zero
+    better = _fold([[10 + i, 10 + i, 100] for i in range(docs)], [[30 + i, 30 + i, 100] for i in range(docs)])
+    table, not_beaten = difference_table(better, ["c"], ["fixed"])
+    assert not_beaten == 1 and "-0.200 [" in table
+    # worse on average by one document's accident: the point estimate loses, the interval holds zero
+    noisy = _fold([[20, 20, 100]] * (docs - 1) + [[60, 60, 100]], [[21, 21, 100]] * docs)
+    text, goals = goal_table(noisy, ["c"], ["fixed"])
+    assert goals["share_won"] == 0 and goals["not_significantly_beaten"] == 1
+
+
+def test_a_level_without_gold_boundaries_decides_nothing():
+    from lit_block.segmentation.leave_one_out import goal_table
+
+    fold = _fold([[1, 1, 100]] * 4, [[5, 5, 100]] * 4)  # the segmenter wins every level ...
+    fold[("segmenter", "coarse", "c")].update(pk=0.0, windowdiff=0.0, reference_boundaries=0.0)
+    fold[("fixed", "coarse", "c")].update(pk=0.0, windowdiff=0.0, reference_boundaries=0.0)  # ... coarse ties at 0
+    text, goals = goal_table(fold, ["c"], ["fixed"])
+    assert goals["share_won"] == 1.0 and "n/a (no gold boundaries)" in text
+
+
+def test_per_document_errors_pool_to_the_reported_scores(tiny_corpus_dir):
+    from datasets import load_from_disk
+
+    from lit_block.segmentation.evaluation import evaluate
+    from lit_block.segmentation.segmenter import Segmenter
+
+    rows = [r for split in load_from_disk(str(tiny_corpus_dir)).values() for r in split]
+    results = evaluate(rows, {m: Segmenter(m) for m in ("fixed", "regex")})
+    for (method, level, category), r in results.items():
+        docs = r["documents"]
+        assert len(docs) == (len(rows) if category == "all" else sum(x["category"] == category for x in rows))
+        windows = sum(d[2] for d in docs)
+        assert abs(sum(d[0] for d in docs) / windows - r["pk"]) < 1e-12
+        assert abs(sum(d[1] for d in docs) / windows - r["windowdiff"]) < 1e-12

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from lit_block.segmentation.metrics import SegmentationMetrics
+from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
 from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVELS, METHODS,
                                               Segmenter)
 
@@ -33,8 +33,10 @@ def pick_documents(rows, per_category: int, seed: int = 0) -> list[dict]:
 
 
 def evaluate(rows: list[dict], segmenters: dict[str, Segmenter], tolerance: int = 10):
-    """Metrics keyed by (method, level, category) plus (method, level, "all")."""
+    """Metrics keyed by (method, level, category) plus (method, level, "all"). Each entry's ``documents`` lists
+    ``[Pk errors, WindowDiff errors, windows]`` per document, in ``rows`` order, for intervals over documents."""
     metrics: dict[tuple[str, str, str], SegmentationMetrics] = defaultdict(lambda: SegmentationMetrics(tolerance))
+    documents: dict[tuple[str, str, str], list[list[int]]] = defaultdict(list)
     any_seg = next(iter(segmenters.values()))
     for row in tqdm(rows, desc="eval-seg", unit="doc"):
         doc = any_seg.prepare(row["text"])  # one tokenization and candidate set, shared by every method
@@ -43,9 +45,12 @@ def evaluate(rows: list[dict], segmenters: dict[str, Segmenter], tolerance: int 
             target = doc.n_tokens / (len(gold) + 1)
             for name, seg in segmenters.items():
                 hyp = seg.cut(doc, level, target_tokens=target)
+                errors = list(window_errors(gold, hyp, doc.n_tokens))
                 for cat in (row["category"], "all"):
                     metrics[(name, level, cat)].update(gold, hyp, doc.n_tokens, target_block=target)
-    return {key: {k: float(v) for k, v in m.compute().items()} for key, m in metrics.items()}
+                    documents[(name, level, cat)].append(errors)
+    return {key: {**{k: float(v) for k, v in m.compute().items()}, "documents": documents[key]}
+            for key, m in metrics.items()}
 
 
 def summary_table(results: dict) -> str:

@@ -63,22 +63,38 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def pk_difference(ours: dict, theirs: dict) -> tuple[float, float, float]:
+    """Pk of ``ours`` minus ``theirs`` (two ``evaluate`` entries over the same documents) and a 95% paired bootstrap
+    interval over the documents: ``(difference, low, high)``; nan bounds with fewer than 3 documents."""
+    from lit_block.quality import bootstrap_ratio_interval
+
+    point = ours["pk"] - theirs["pk"]
+    diff = [a[0] - b[0] for a, b in zip(ours["documents"], theirs["documents"])]
+    low, high = bootstrap_ratio_interval(diff, [a[2] for a in ours["documents"]])
+    if low != low and len(diff) >= 3:  # every document differs by the same share: no resample moves it
+        low = high = point
+    return point, low, high
+
+
 def win_table(results: dict, ours: str = "segmenter") -> str:
-    """Per level and baseline: does ours win on Pk and WindowDiff overall, and in what share of categories.
+    """Per level and baseline: does ours win on Pk and WindowDiff overall (with the Pk difference's paired interval
+    over documents), and in what share of categories.
 
     Only categories with gold boundaries at that level count (with none, every method makes no cut
     and all tie)."""
     all_cats = sorted({c for _, _, c in results if c != "all"})
     baselines = sorted({m for m, _, _ in results if m != ours}, key=lambda m: METHODS.index(m))
-    lines = ["| level | baseline | Pk overall | WD overall | categories won (Pk and WD) |", "|---|---|---|---|---|"]
+    lines = ["| level | baseline | Pk overall | Pk difference [95% interval over documents] | WD overall | "
+             "categories won (Pk and WD) |", "|---|---|---|---|---|---|"]
     for level in LEVELS:
         cats = [c for c in all_cats if results[(ours, level, c)]["reference_boundaries"] > 0]
         for b in baselines:
             mine, theirs = results[(ours, level, "all")], results[(b, level, "all")]
             won = sum(results[(ours, level, c)]["pk"] < results[(b, level, c)]["pk"]
                       and results[(ours, level, c)]["windowdiff"] < results[(b, level, c)]["windowdiff"] for c in cats)
-            lines.append(f"| {level} | {b} | {mine['pk']:.3f} vs {theirs['pk']:.3f} | "
-                         f"{mine['windowdiff']:.3f} vs {theirs['windowdiff']:.3f} | {won}/{len(cats)} |")
+            diff, low, high = pk_difference(mine, theirs)
+            lines.append(f"| {level} | {b} | {mine['pk']:.3f} vs {theirs['pk']:.3f} | {diff:+.3f} [{low:+.3f}, "
+                         f"{high:+.3f}] | {mine['windowdiff']:.3f} vs {theirs['windowdiff']:.3f} | {won}/{len(cats)} |")
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ def difference_table(results: dict, categories: list[str], baselines: list[str])
     bootstrap interval over the category's documents; and in how many categories no level's interval lies
     wholly above zero (the segmenter is not significantly beaten). A handful of documents a category leaves
     wide intervals: a "no" in the goal table inside an interval that holds zero is not a measured loss."""
-    from lit_block.quality import bootstrap_ratio_interval
+    from lit_block.segmentation.evaluation import pk_difference
 
     lines = ["Pk, segmenter minus the best baseline, 95% paired bootstrap interval over documents:", "",
              "| left out | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
@@ -108,13 +108,9 @@ def difference_table(results: dict, categories: list[str], baselines: list[str])
             if ours["reference_boundaries"] == 0:
                 cells.append("n/a")
                 continue
-            diff = [a[0] - b[0] for a, b in zip(ours["documents"], theirs["documents"])]
-            windows = [a[2] for a in ours["documents"]]
-            low, high = bootstrap_ratio_interval(diff, windows)
-            if low != low and len(diff) >= 3:  # every document differs by the same share: no resample moves it
-                low = high = ours["pk"] - theirs["pk"]
+            diff, low, high = pk_difference(ours, theirs)
             beaten |= low > 0  # nan compares False: too few documents to tell
-            cells.append(f"{ours['pk'] - theirs['pk']:+.3f} [{low:+.3f}, {high:+.3f}] ({best})")
+            cells.append(f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] ({best})")
         not_beaten += not beaten
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", f"no level significantly worse than the best baseline in {not_beaten}/{len(categories)} "

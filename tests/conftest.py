@@ -79,6 +79,25 @@ def tiny_corpus_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory):
+    """A segmenter checkpoint in the trained format with a random head (spread out: probabilities far apart),
+    on the embedded encoder's first 2 layers: what the speed path runs, without training."""
+    from lit_block.segmentation.model import N_LAYOUT, SegmenterHead
+    from lit_block.segmentation.segmenter import LEVELS
+
+    torch.manual_seed(0)
+    hparams = {"encoder": "all-minilm-l6-v2", "encoder_layers": 2, "max_unit_tokens": 24, "hidden": 32,
+               "gru_layers": 2, "dropout": 0.0}
+    head = SegmenterHead(384 + N_LAYOUT, hidden=32, layers=2, levels=len(LEVELS), dropout=0.0)
+    with torch.no_grad():
+        head.out.weight.mul_(20)
+    path = tmp_path_factory.mktemp("random_segmenter") / "segmenter.ckpt"
+    torch.save({"hyper_parameters": hparams, "state_dict": {f"net.head.{k}": v for k, v in head.state_dict().items()}},
+               path)
+    return path
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

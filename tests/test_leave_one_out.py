@@ -139,3 +139,18 @@ def test_per_document_errors_pool_to_the_reported_scores(tiny_corpus_dir):
         windows = sum(d[2] for d in docs)
         assert abs(sum(d[0] for d in docs) / windows - r["pk"]) < 1e-12
         assert abs(sum(d[1] for d in docs) / windows - r["windowdiff"]) < 1e-12
+
+
+def test_the_coarse_rule_study_scores_the_shipped_rule_as_eval_seg_cuts(random_checkpoint, tiny_corpus_dir):
+    """scripts/coarse_rule_study.py: every candidate gets each document's window errors, and its 'shipped rule'
+    cuts where eval-seg's segmenter does (the script asserts it per document)."""
+    from datasets import load_from_disk
+    from test_distill_recipe import load_script
+
+    from lit_block.segmentation.segmenter import Segmenter
+
+    study = load_script("coarse_rule_study")
+    rows = [r for split in load_from_disk(str(tiny_corpus_dir)).values() for r in split][:2]
+    found = study.score_fold(Segmenter("segmenter", str(random_checkpoint), encoder_dtype="float32"), rows)
+    assert set(found) >= {"shipped rule", "coarse head"} and all(len(d) == len(rows) for d in found.values())
+    assert all(0 <= study.pooled(d) <= 1 for d in found.values())

@@ -16,7 +16,7 @@ from lit_block.candidates import candidate_starts
 from lit_block.cli import main
 from lit_block.model_sources import resolve_model_path
 from lit_block.segmentation.document import encode
-from lit_block.segmentation.model import N_LAYOUT, SegmenterHead, SegmenterNet, UnitEncoder, layout_features
+from lit_block.segmentation.model import SegmenterNet, UnitEncoder, layout_features
 from lit_block.segmentation.planner import BlockLimits, plan_blocks
 from lit_block.segmentation.segmenter import LEVELS, METHODS, Segmenter
 
@@ -92,22 +92,6 @@ def test_a_word_cut_by_a_unit_edge_is_tokenized_with_the_unit():
     spans = [(0, cut), (cut, len(text))]
     expected = encoder([text[:cut], text[cut:]])
     torch.testing.assert_close(encoder.encode_spans(text, spans), expected, rtol=0, atol=1e-6)
-
-
-@pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory):
-    """A segmenter checkpoint in the trained format with a random head (spread out: probabilities far apart),
-    on the embedded encoder's first 2 layers: what the speed path runs, without training."""
-    torch.manual_seed(0)
-    hparams = {"encoder": "all-minilm-l6-v2", "encoder_layers": 2, "max_unit_tokens": 24, "hidden": 32,
-               "gru_layers": 2, "dropout": 0.0}
-    head = SegmenterHead(384 + N_LAYOUT, hidden=32, layers=2, levels=len(LEVELS), dropout=0.0)
-    with torch.no_grad():
-        head.out.weight.mul_(20)
-    path = tmp_path_factory.mktemp("random_segmenter") / "segmenter.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"net.head.{k}": v for k, v in head.state_dict().items()}},
-               path)
-    return path
 
 
 def reference_probabilities(net: SegmenterNet, text: str, starts: list[int], level: int) -> torch.Tensor:

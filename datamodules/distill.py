@@ -23,6 +23,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from datamodules.dataset_identity import DatasetIdentity, corpus_identity
+from datamodules.document_selection import select_documents
 from datamodules.seeded_loader import seeded_loader
 from datamodules.text_blocks import collate_packed
 from lit_block.errors import check_number
@@ -166,11 +167,7 @@ class DistillDataModule(L.LightningDataModule):
             split = SPLITS[name]
             if split not in data:
                 continue
-            rows = data[split]
-            if h.categories:
-                rows = rows.filter(lambda r: r["category"] in h.categories, keep_in_memory=True)  # no cache file in the corpus
-            if h.max_documents:
-                rows = rows.select(range(min(h.max_documents, len(rows))))
+            rows = select_documents(data[split], h.categories, limit=h.max_documents)
             self.samples[name] = self._segment_split(rows, segmenter)
             if h.rag_tasks:
                 self.samples[name] += self._rag_split(split, segmenter.tokenizer)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.corpus.schema import LEVELS
 from datamodules.dataset_identity import DatasetIdentity, corpus_identity
+from datamodules.document_selection import select_documents
 from datamodules.seeded_loader import seeded_loader
 from lit_block.candidates import candidate_starts
 from lit_block.errors import check_number
@@ -161,14 +162,8 @@ class SemanticSegDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"no dataset at {path}: build one with `lit-block data build --output {path}`")
         data = load_from_disk(str(path))
         for split in data:
-            rows = data[split]
-            if self.hparams.categories:
-                # in memory: a filter's cache file would be written into the corpus folder itself
-                rows = rows.filter(lambda r: r["category"] in self.hparams.categories, keep_in_memory=True)
-            if self.hparams.exclude_categories:
-                rows = rows.filter(lambda r: r["category"] not in self.hparams.exclude_categories, keep_in_memory=True)
-            if self.hparams.max_documents:
-                rows = rows.select(range(min(self.hparams.max_documents, len(rows))))
+            h = self.hparams
+            rows = select_documents(data[split], h.categories, h.exclude_categories, h.max_documents)
             self.samples[split] = [w for row in rows for w in windows(row, self.hparams.splitter, self.hparams.max_units)]
         if "train" in self.samples:  # joins of unrelated documents: training only, scores stay on real documents
             self.samples["train"] += joined_windows(self.samples["train"], self.hparams.synthetic_documents,

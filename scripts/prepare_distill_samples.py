@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from datamodules.distill import add_sample_arguments, data_from_arguments
+from datamodules.document_selection import select_documents
 
 
 def stack(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -52,8 +53,7 @@ def train_documents(data, dataset: str) -> dict[str, torch.Tensor]:
     from lit_block.segmentation.segmenter import Segmenter
 
     h = data.hparams
-    rows = load_from_disk(dataset)["train"]
-    rows = rows.select(range(min(h.max_documents, len(rows)))) if h.max_documents else rows
+    rows = select_documents(load_from_disk(dataset)["train"], h.categories, limit=h.max_documents)
     docs = data.segment_documents(rows, Segmenter(h.method, h.checkpoint, tokenizer=h.tokenizer))
     ids = torch.tensor([t for d, _ in docs for t in d], dtype=torch.int32)
     if ids.max() >= 2**16:

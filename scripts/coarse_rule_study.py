@@ -2,8 +2,10 @@
 
 Pre-registered on 2026-12-06, before any fold of the run it reads was scored:
 - **Folds**: those of `lit-block eval-seg --leave-one-out experiments/segmenter/segmenter.yaml --dataset
-  data/semanticseg --per-category 10 --output eval-seg/loo-2026-12-06` (every fold trained on the 16-category corpus,
-  seed 0). Each fold is scored on the same 10 documents of its left-out category as that run.
+  data/semanticseg --per-category 10 --output eval-seg/loo-2026-12-06 --extra=--data.init_args.max_documents=200
+  --extra=--trainer.max_epochs=4` (every fold trained on 200 documents a split drawn from all 15 other categories,
+  4 epochs, seed 0: the budget of the 2026-12-05 folds). Each fold is scored on the same 10 documents of its
+  left-out category as that run.
 - **Selection**: the first eight categories in alphabetical order (academic, code, conversation, dictionary, email,
   encyclopedia, faq, howto). **Confirmation**: the other eight, scored only after the choice.
 - **Candidates** (ranking keys per unit; as in `eval-seg`, every method gets the gold average block size, so only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -96,3 +97,14 @@ def test_a_burst_of_one_shape_on_a_gpu_answers_as_each_request_alone(dtype):
     alone = [generate(lm, blocks, query, GREEDY, store=BlockKVStore()).token_ids for query in queries]
     assert len({tuple(a) for a in alone}) > 1  # the queries' answers differ: a mixed-up one shows
     assert [results[i][1].token_ids for i in range(len(queries))] == alone
+
+
+def test_the_server_asks_for_expandable_segments_unless_the_user_chose_an_allocator_setting(monkeypatch):
+    from lit_block.serving.engine import prefer_expandable_segments
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    prefer_expandable_segments()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    prefer_expandable_segments()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:512"

@@ -299,6 +299,9 @@ def run_bench(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lit_block.serving.engine import prefer_expandable_segments
+
+    prefer_expandable_segments()
     result = run_bench(args)
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\n{args.model} on {name}, torch {torch.__version__}: {args.clients} clients, {args.requests} requests of "

@@ -25,6 +25,7 @@ into a stored block), its own sampling generator, and its errors caught and repo
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -39,6 +40,14 @@ from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
 from lit_block.serving.query_batch import chunks, prefill_queries
+
+
+def prefer_expandable_segments() -> None:
+    """Ask torch's CUDA allocator for expandable segments, unless the user chose a setting; call before any CUDA
+    allocation. A server's decode slab is rebuilt in sizes that change with its rows and columns (GBs at 8B), and with
+    fixed segments the freed ones fragment: an H100 holding the whole store ran out of memory with 19.6 GiB reserved
+    but unallocated."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 @dataclass

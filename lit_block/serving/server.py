@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import uvicorn
 
+    from lit_block.serving.engine import prefer_expandable_segments
+
+    prefer_expandable_segments()
+
     served = load_served(args)
     log.warning("serving %s (%s) on http://%s:%s/v1", served.name, "block cache" if served.engine.caching else
                 "full prefill", args.host, args.port)

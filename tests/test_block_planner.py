@@ -182,3 +182,35 @@ def test_a_two_megabyte_plan_is_near_linear():
         sizes = [b - a for a, b in zip([0, *cuts], [*cuts, total])]
         assert min(sizes) >= 64 and max(sizes) <= 512
     assert time.perf_counter() - start < 5.0
+
+
+UNIT_TEXTS = st.sampled_from(["A fortune.\n", "%\n", "---\n", "***", "2 items\n", "  \n", "___\n", "Wörter.\n"])
+
+
+@given(st.lists(st.tuples(UNIT_TEXTS, st.floats(0, 1)), min_size=1, max_size=40))
+def test_a_separator_run_hands_its_largest_probability_to_the_next_unit(units):
+    from lit_block.segmentation.planner import close_at_separators, is_separator
+
+    texts, probs = [t for t, _ in units], [p for _, p in units]
+    out = close_at_separators(texts, probs)
+    assert len(out) == len(probs) and out[0] == probs[0]  # unit 0 starts the document: left alone
+    i = 1
+    while i < len(texts):
+        if not is_separator(texts[i]):
+            assert out[i] == probs[i]  # no separator right before it: untouched
+            i += 1
+            continue
+        j = i
+        while j < len(texts) and is_separator(texts[j]):
+            assert out[j] is None  # not a candidate: a block never starts at a separator line
+            j += 1
+        if j < len(texts):  # the first unit after the run starts the block with the run's best score
+            assert out[j] == max(probs[i : j + 1])
+        i = j + 1
+
+
+def test_what_counts_as_a_separator():
+    from lit_block.segmentation.planner import is_separator
+
+    assert all(map(is_separator, ["%\n", "---", " *** \n", "=====", "___"]))
+    assert not any(map(is_separator, ["", "  \n", "1.", "Ok", "é", "-- Mark Twain"]))

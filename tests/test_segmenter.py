@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 from lit_block.cli import main
+from lit_block.errors import UsageError
 from lit_block.segmentation.segmenter import Segmenter
 
 TEXT = (REPO / "datamodules" / "texts" / "kjv_jonah.txt").read_text()
@@ -137,3 +138,25 @@ def test_eval_seg_compares_every_method_and_logs_to_mlflow(trained_checkpoint, t
     (run,) = client.search_runs([client.get_experiment_by_name("eval-seg").experiment_id])
     assert "segmenter.fine.all.pk" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"eval_seg.md", "pk_per_category.png"}
+
+
+def test_closed_separator_units_never_start_a_block_and_free_ones_may(random_checkpoint, tiny_tokenizer_dir):
+    """Fortune-file text: entries between `%` lines. With ``separator_units="close"`` no block starts at a `%` line
+    at any level (the run's score goes to the entry after it); the random head's free scores do start some there."""
+    from lit_block.segmentation.planner import is_separator
+
+    text = "".join(f"Fortune {i}: you will meet {'a tall stranger' if i % 2 else 'an old friend'} soon.\n%\n"
+                   for i in range(80))
+    started_at_separator = {}
+    for rule in ("close", "free"):
+        seg = Segmenter("segmenter", str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir), encoder_dtype="float32",
+                        separator_units=rule)
+        doc = seg.prepare(text)
+        units = doc.candidate_chars
+        separators = {doc.token_index(a) for a, b in zip(units, units[1:] + [len(text)]) if is_separator(text[a:b])}
+        cuts = [c for level in ("coarse", "middle", "fine") for c in seg.cut(doc, level, target_tokens=24)]
+        assert cuts
+        started_at_separator[rule] = len(separators & set(cuts))
+    assert started_at_separator["close"] == 0 and started_at_separator["free"] > 0
+    with pytest.raises(UsageError, match="separator units"):
+        Segmenter("segmenter", str(random_checkpoint), separator_units="after")

@@ -19,8 +19,8 @@ import sys
 
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVEL_TOKENS, METHODS, Segmenter,
-                                              parse_granularity)
+from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVEL_TOKENS, METHODS,
+                                              SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter, parse_granularity)
 
 
 class InputError(UsageError):
@@ -67,6 +67,7 @@ def build_parser():
                    help="where the segmenter cuts coarse blocks: topic-shift (default; by middle probability x "
                         "topic shift) or head")
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
+    p.add_argument("--separator-units", default=SEPARATOR_UNITS[-1], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
@@ -90,7 +91,8 @@ def main(argv: list[str]) -> int:
     try:
         text = read_input(args.file)
         segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter,
-                              coarse_scoring=args.coarse_scoring, encoder_dtype=args.encoder_dtype)
+                              coarse_scoring=args.coarse_scoring, encoder_dtype=args.encoder_dtype,
+                              separator_units=args.separator_units)
         blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
                                    default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
                                    args.max_depth)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
 from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVELS, METHODS,
-                                              Segmenter)
+                                              SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter)
 
 SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
 
@@ -134,6 +134,7 @@ def build_parser():
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="the segmenter's coarse scores (default: the checkpoint's, else topic-shift)")
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
+    p.add_argument("--separator-units", default=SEPARATOR_UNITS[-1], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
@@ -156,7 +157,7 @@ def main(argv: list[str]) -> int:
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
     rows = pick_documents(load_from_disk(args.dataset)[args.split], args.per_category)
     segmenters = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
-                               encoder_dtype=args.encoder_dtype) for m in methods}
+                               encoder_dtype=args.encoder_dtype, separator_units=args.separator_units) for m in methods}
     results = evaluate(rows, segmenters, args.tolerance)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,8 @@ def run(args) -> tuple[str, dict]:
                           args.force)
         picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
         segmenters = {m: Segmenter(m, str(ckpt) if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
-                                   encoder_dtype=args.encoder_dtype) for m in ["segmenter", *baselines]}
+                                   encoder_dtype=args.encoder_dtype, separator_units=args.separator_units)
+                      for m in ["segmenter", *baselines]}
         fold = evaluate(picked, segmenters, args.tolerance)
         results.update({k: v for k, v in fold.items() if k[2] != "all"})  # "all" of a fold is its one category
     table, goals = goal_table(results, categories, baselines)

@@ -18,12 +18,15 @@ from functools import cached_property
 from lit_block.errors import UsageError, check_number
 from lit_block.segmentation import baselines
 from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
-from lit_block.segmentation.planner import BlockLimits, plan_blocks
+from lit_block.segmentation.planner import BlockLimits, close_at_separators, plan_blocks
 
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
+SEPARATOR_UNITS = ("close", "free")  # close: a separator line ends the block before it (planner.close_at_separators)
+SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***: no letter or digit): close = the line "
+                        "ends the block before it, free = its scores decide")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
 ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured "
                       "faster with the same blocks; float32 elsewhere), float32 or bfloat16")
@@ -50,7 +53,7 @@ def parse_granularity(value: str | int) -> str | int:
 class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
-                 coarse_scoring: str | None = None, encoder_dtype: str = "auto"):
+                 coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "free"):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -59,6 +62,9 @@ class Segmenter:
         self.tokenizer_name, self.semantic_encoder = tokenizer, semantic_encoder
         self.encoder = encoder  # overrides the segmenter checkpoint's encoder location
         self.coarse_scoring = coarse_scoring  # overrides the checkpoint's coarse rule (lit_block.segmentation.model)
+        if separator_units not in SEPARATOR_UNITS:
+            raise UsageError(f"separator units must be one of {', '.join(SEPARATOR_UNITS)}, got {separator_units!r}")
+        self.separator_units = separator_units  # the trained segmenter's; baselines place their own cuts
         # the segmenter's encoder at inference: auto = bfloat16 where the CPU has bfloat16 matrix instructions
         self.encoder_dtype = check_encoder_dtype(encoder_dtype)
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
@@ -99,8 +105,11 @@ class Segmenter:
                 self._memo["features"] = self.module.unit_features(texts, doc.text, spans) if texts else None
             if self._memo["features"] is None:
                 return {}
-            probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level))
-            return {doc.token_index(c): float(p) for c, p in zip(units[1:], probs[1:]) if 0 < doc.token_index(c) < doc.n_tokens}
+            probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level)).tolist()
+            if self.separator_units == "close":
+                probs = close_at_separators([doc.text[a:b] for a, b in zip(units, units[1:] + [len(doc.text)])], probs)
+            return {doc.token_index(c): float(p) for c, p in zip(units[1:], probs[1:])
+                    if p is not None and 0 < doc.token_index(c) < doc.n_tokens}
         if self.method in ("semantic", "texttiling"):  # size-independent scores: computed once per document
             if "scores" not in self._memo:
                 self._memo["scores"] = (baselines.semantic_scores(doc, target, self._embedder) if self.method == "semantic"

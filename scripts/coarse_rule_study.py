@@ -90,7 +90,7 @@ def main() -> None:
         done = fold / "fold.json"
         if not done.is_file():
             continue
-        seg = Segmenter("segmenter", json.loads(done.read_text())["checkpoint"])
+        seg = Segmenter("segmenter", json.loads(done.read_text())["checkpoint"], separator_units="free")  # as registered
         results[fold.name] = score_fold(seg, pick_documents([r for r in rows if r["category"] == fold.name],
                                                             args.per_category))
         print(fold.name, {n: round(pooled(d), 3) for n, d in results[fold.name].items()}, flush=True)

@@ -151,6 +151,7 @@ def test_the_coarse_rule_study_scores_the_shipped_rule_as_eval_seg_cuts(random_c
 
     study = load_script("coarse_rule_study")
     rows = [r for split in load_from_disk(str(tiny_corpus_dir)).values() for r in split][:2]
-    found = study.score_fold(Segmenter("segmenter", str(random_checkpoint), encoder_dtype="float32"), rows)
+    found = study.score_fold(Segmenter("segmenter", str(random_checkpoint), encoder_dtype="float32", separator_units="free"),
+                             rows)
     assert set(found) >= {"shipped rule", "coarse head"} and all(len(d) == len(rows) for d in found.values())
     assert all(0 <= study.pooled(d) <= 1 for d in found.values())

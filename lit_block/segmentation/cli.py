@@ -67,7 +67,7 @@ def build_parser():
                    help="where the segmenter cuts coarse blocks: topic-shift (default; by middle probability x "
                         "topic shift) or head")
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
-    p.add_argument("--separator-units", default=SEPARATOR_UNITS[-1], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
+    p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "

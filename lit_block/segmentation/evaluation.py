@@ -134,7 +134,7 @@ def build_parser():
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="the segmenter's coarse scores (default: the checkpoint's, else topic-shift)")
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
-    p.add_argument("--separator-units", default=SEPARATOR_UNITS[-1], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
+    p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")

@@ -24,7 +24,7 @@ METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
-SEPARATOR_UNITS = ("close", "free")  # close: a separator line ends the block before it (planner.close_at_separators)
+SEPARATOR_UNITS = ("close", "free")  # close (default): a separator line ends the block before it (planner.close_at_separators)
 SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***: no letter or digit): close = the line "
                         "ends the block before it, free = its scores decide")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
@@ -53,7 +53,7 @@ def parse_granularity(value: str | int) -> str | int:
 class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
-                 coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "free"):
+                 coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "close"):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:

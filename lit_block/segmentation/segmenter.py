@@ -24,7 +24,8 @@ METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
 LEVEL_TOKENS = {"coarse": 1024, "middle": 256, "fine": 64}  # default sizes for size-driven methods
 COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse scores (lit_block.segmentation.model)
-SEPARATOR_UNITS = ("close", "free")  # close (default): a separator line ends the block before it (planner.close_at_separators)
+# close (default): a separator line ends the block before it (planner.close_at_separators); free: the scores decide
+SEPARATOR_UNITS = ("close", "free")
 SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***: no letter or digit): close = the line "
                         "ends the block before it, free = its scores decide")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
 
-from lit_block.serving.prompt_cache import position_major_layers
+from lit_block.serving.prompt_cache import IndexedLayer, position_major_layers
 
 
 def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, keep: int | torch.Tensor = 1,
@@ -48,26 +48,6 @@ def set_cache_length(cache: Cache, length: int) -> None:
     for layer in cache.layers:
         layer.length = length
         layer._expose()
-
-
-class _IndexedLayer(DynamicLayer):
-    """A layer of the runner's buffers (``[1, kv_heads, capacity, head_dim]`` views) that writes new keys and values
-    at device-tensor ``positions`` and hands the attention the whole buffers: no Python number in the forward
-    depends on where the query sits, so a captured graph serves every context length."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor):
-        super().__init__()
-        self.keys, self.values, self.positions = keys, values, positions
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        self.keys.index_copy_(2, self.positions, key_states)
-        self.values.index_copy_(2, self.positions, value_states)
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return 0  # only transformers' own mask reads it, and key_mask replaces that mask
 
 
 @dataclass
@@ -182,7 +162,7 @@ class QueryPrefill:
         offsets = torch.arange(bucket, device=device)
         columns = torch.arange(self.keys.shape[0], device=device)
         positions = torch.empty(bucket, dtype=torch.long, device=device)  # filled inside the graph from `first`
-        cache = Cache(layers=[_IndexedLayer(k, v, positions) for k, v in position_major_layers(self.keys, self.values)])
+        cache = Cache(layers=[IndexedLayer(k, v, positions) for k, v in position_major_layers(self.keys, self.values)])
 
         def run() -> torch.Tensor:
             torch.add(first, offsets, out=positions)

@@ -35,12 +35,12 @@ from transformers.cache_utils import Cache
 from lit_block.serving.prompt_cache import IndexedLayer, position_major_layers
 
 
-def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, keep: int | torch.Tensor = 1,
-                 cached_prefix: bool = True) -> torch.Tensor:
-    """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); logits ``[1, kept, vocab]``."""
+def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, cached_prefix: bool = True) -> torch.Tensor:
+    """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); the last position's logits
+    ``[1, 1, vocab]``."""
     positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
     return model.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                       logits_to_keep=keep, cached_prefix=cached_prefix).logits
+                       logits_to_keep=1, cached_prefix=cached_prefix).logits
 
 
 def set_cache_length(cache: Cache, length: int) -> None:
@@ -114,22 +114,26 @@ class QueryPrefill:
         """Logits ``[vocab]`` (float32) after ``query`` placed at ``start``; the cache then holds the query too."""
         device = self.model.sink_embeddings.device
         bucket = self.padded(len(query))
+
+        def eager() -> torch.Tensor:
+            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+
         static = self.keys is not None and len(cache.layers) == self.keys.shape[1] and all(
             getattr(layer, "buffer_keys", None) is not None and layer.buffer_keys.data_ptr() == self.keys[:, i].data_ptr()
             for i, layer in enumerate(cache.layers))  # the cache lives in this runner's buffers
         if not (self.use_graphs and static and start + bucket <= self.keys.shape[0]):
-            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+            return eager()
         weights = tuple(p.data_ptr() for p in self.model.parameters())
         if weights != self.weights:  # a parameter was replaced: the graphs would read freed memory
             self._drop_graphs()
             self.weights = weights
         graph = self.graphs.get(bucket)
         if graph is None and not self._seen_enough(bucket):
-            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+            return eager()
         if graph is None:
             graph = self._capture(start, bucket)
             if graph is None:  # capture failed: eager from now on
-                return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+                return eager()
         self.graphs.move_to_end(bucket)
         ids = torch.tensor(query + [query[-1]] * (bucket - len(query)))  # padding: any real token id
         graph.ids.copy_(ids[None], non_blocking=True)

@@ -52,6 +52,52 @@ def _punkt_sentence_starts(text: str) -> list[int]:
     return [a for a, _ in _punkt().span_tokenize(text) if a and SENTENCE_CAPITAL.match(text, a)]
 
 
+# a line where Punkt can start a sentence after text on the same line: an end character with something after it on
+# the line, or a closing quote or bracket opening the line (Punkt moves a sentence start past those, which can carry a
+# break at the previous line's end into this one)
+_MAY_START_INSIDE = re.compile(r"[.?!](?=.)")
+_OPENS_WITH_CLOSER = re.compile(r"\s*[\"')\]}\u2019\u201d\u00ab\u00bb]")
+
+
+def _punkt_starts_inside_lines(text: str, lines: list[str], line_starts: list[int]) -> list[int]:
+    """What ``_punkt_sentence_starts`` gives inside lines, read from the lines that can hold one.
+
+    Punkt decides each break from the word before an end character and the token after it, so a start inside a line
+    comes from an end character on that line, or, where the line opens with a closing quote or bracket (Punkt moves a
+    start past those), from a break at the previous non-blank line's end: such a line brings the lines back to that one
+    as context. The lines kept, in runs joined by blank lines, are what Punkt reads; starts found in a context-only line
+    are artefacts of the join and dropped."""
+    opens = [bool(_OPENS_WITH_CLOSER.match(line)) for line in lines]
+    wanted = [o or bool(_MAY_START_INSIDE.search(line.rstrip("\r\n"))) for o, line in zip(opens, lines)]
+    keep = list(wanted)
+    for i in range(len(lines)):
+        j = i
+        while opens[i] and j > 0:  # a break at the previous non-blank line's end can move into this line
+            j -= 1
+            keep[j] = True
+            if lines[j].strip():
+                break
+    pieces, where, joined_at = [], [], 0  # where: (joined offset, text offset, length, wanted) of each kept line
+    for i, line in enumerate(lines):
+        if not keep[i]:
+            continue
+        if i and not keep[i - 1] and pieces:  # a new run: a blank line keeps it apart from the last
+            pieces.append("\n\n")
+            joined_at += 2
+        pieces.append(line)
+        where.append((joined_at, line_starts[i], len(line), wanted[i]))
+        joined_at += len(line)
+    joined = "".join(pieces)
+    starts, k = [], 0
+    for a in _punkt_sentence_starts(joined):
+        while k + 1 < len(where) and where[k + 1][0] <= a:
+            k += 1
+        at, origin, length, inside = where[k]
+        if inside and at <= a < at + length:
+            starts.append(origin + a - at)
+    return starts
+
+
 def _inside_line(text: str, line_starts: list[int], offset: int) -> bool:
     """Whether non-whitespace precedes ``offset`` on its line (else it is a line start already, or none)."""
     return bool(text[line_starts[bisect_right(line_starts, offset) - 1]:offset].strip())
@@ -82,9 +128,9 @@ def candidate_starts(text: str, splitter: str = "sentences", markers: str = DEFA
         return sorted(s for s in starts if s < len(text))
     if splitter == "code":
         return sorted(starts | _code_statement_starts(text))
-    line_starts = []
+    line_starts, lines = [], text.splitlines(keepends=True)
     offset, previous_blank = 0, False
-    for line in text.splitlines(keepends=True):
+    for line in lines:
         line_starts.append(offset)
         blank = not line.strip()
         if offset and not blank and (splitter != "paragraphs" or previous_blank):
@@ -93,6 +139,7 @@ def candidate_starts(text: str, splitter: str = "sentences", markers: str = DEFA
             starts.update(offset + m.end() for m in SENTENCE_START.finditer(line.rstrip("\n")))
         previous_blank = blank
         offset += len(line)
-    if splitter == "sentences":  # Punkt reads the whole text; keep its starts with text before them on their line
-        starts.update(s for s in _punkt_sentence_starts(text) if _inside_line(text, line_starts, s))
+    if splitter == "sentences":  # Punkt's starts with text before them on their line
+        starts.update(s for s in _punkt_starts_inside_lines(text, lines, line_starts)
+                      if _inside_line(text, line_starts, s))
     return sorted(s for s in starts if s < len(text))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from conftest import REPO
@@ -191,9 +193,21 @@ def test_bench_segment_times_every_method_end_to_end(random_checkpoint, tiny_tok
     out = capsys.readouterr().out
     assert "prepare (tokenize + candidates)" in out and "with torch" in out and "without torch" in out
     assert "--granularity coarse" in out  # every method and the timed command cut at the level asked for
+    whole = out.split("whole call in this process")[1].split("\n")[0]  # the segmenter's call as a library user makes it
+    assert float(whole.split("): ")[1].split(" s")[0]) > 0
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
     assert set(METHODS) <= set(rows)
     for method in METHODS:
         cells = rows[method]
         assert cells[3].endswith("x") and float(cells[5].removesuffix(" s")) > 0  # ratio, end-to-end wall
         float(cells[6].removesuffix(" s |"))  # beyond start-up: a number
+
+
+@settings(max_examples=50, deadline=None)
+@given(ints=st.lists(st.integers(-2**63, 2**63 - 1), max_size=50),
+       floats=st.lists(st.floats(allow_nan=False, width=32), max_size=50))
+def test_list_tensor_equals_torch_tensor(ints, floats):
+    from lit_block.segmentation.model import list_tensor
+
+    assert torch.equal(list_tensor(ints), torch.tensor(ints, dtype=torch.int64))
+    assert torch.equal(list_tensor(floats, "f"), torch.tensor(floats, dtype=torch.float32))

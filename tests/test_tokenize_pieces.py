@@ -52,6 +52,17 @@ def test_a_long_text_is_cut_into_pieces_and_encode_joins_them(tokenizers_):
         assert encode(tokenizer, KJV) == (whole.ids, whole.offsets)
 
 
+def test_encode_starts_gives_the_ids_and_span_starts_of_encode(tokenizers_, monkeypatch):
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(document, "PIECE_CHARS", 500)  # many pieces: the shifted starts are exercised
+    slow_path = AutoTokenizer.from_pretrained(resolve_model_path("all-minilm-l6-v2"))  # a transformers tokenizer
+    text = KJV[:6000] + "\r\n東京  café 🙂's 123"
+    for tokenizer in [*tokenizers_.values(), slow_path]:
+        ids, offsets = encode(tokenizer, text)
+        assert document.encode_starts(tokenizer, text) == (ids, [a for a, _ in offsets])
+
+
 def test_the_unit_encoder_numbers_words_across_pieces_as_the_whole_text(monkeypatch):
     from lit_block.segmentation.model import UnitEncoder
 
@@ -60,9 +71,10 @@ def test_the_unit_encoder_numbers_words_across_pieces_as_the_whole_text(monkeypa
     whole = encoder.tokenizer.encode(text, add_special_tokens=False)
     monkeypatch.setattr(document, "PIECE_CHARS", 300)  # many pieces
     assert len(encode_pieces(encoder.tokenizer, text)) > 20
-    ids, offsets, words = encoder._tokenize(text)
-    assert (ids, offsets) == (whole.ids, whole.offsets)
-    same_word = [a is not None and a == b for a, b in zip(words, words[1:])]
+    tokens = encoder._tokenize(text)
+    assert (tokens.ids, tokens.starts) == (whole.ids, [a for a, _ in whole.offsets])
+    assert [tokens.end(j) for j in range(len(tokens.ids))] == [b for _, b in whole.offsets]
+    same_word = [tokens.same_word(j - 1, j) for j in range(1, len(tokens.ids))]
     assert same_word == [a is not None and a == b for a, b in zip(whole.word_ids, whole.word_ids[1:])]
 
 

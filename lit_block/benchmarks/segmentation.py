@@ -73,6 +73,19 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _median_seconds(fn, repeat: int, device: str) -> float:
+    """Median wall seconds of ``fn()`` over ``repeat`` calls after one warm-up, the device synchronised around each."""
+    fn()
+    times = []
+    for _ in range(max(1, repeat)):
+        _synchronize(device)
+        t = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def _wall(command: list[str]) -> float:
     """Seconds one process takes, start to exit (its output discarded; a failure is an error)."""
     t = time.perf_counter()
@@ -144,16 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     limits = BlockLimits(max_block_tokens=default_max_block_tokens(level, 0, None))  # as `lit-block segment`
     rows = []
     for name, seg in segs.items():
-        seg.cut(doc, level, limits=limits)  # warm-up: loads models, fills no cache that later runs reuse
-        times = []
-        for _ in range(args.repeat):
+        def cut_once(seg=seg):
             seg._doc = None  # drop per-document memo: every run scores from scratch
-            _synchronize(args.device)
-            t = time.perf_counter()
-            blocks = seg.cut(doc, level, limits=limits)
-            _synchronize(args.device)
-            times.append(time.perf_counter() - t)
-        rows.append((name, statistics.median(times), len(blocks) + 1))
+            return seg.cut(doc, level, limits=limits)
+        rows.append((name, _median_seconds(cut_once, args.repeat, args.device), len(cut_once()) + 1))
+    whole = None  # the segmenter's whole call in this process: tokenizing beside the candidate search, as the command
+    if "segmenter" in segs:
+        def segment_once(seg=segs["segmenter"]):
+            seg._doc = None
+            return seg.segment(text, level, max_block_tokens=limits.max_block_tokens)
+        whole = _median_seconds(segment_once, args.repeat, args.device)
     wall = start = beyond = {}
     e2e_methods = [m for m in methods if not (args.encoder and m in TORCH_METHODS)]  # the command takes no --encoder
     if args.e2e_repeat > 0:
@@ -165,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{doc.n_tokens} tokens, {len(doc.candidate_chars)} candidate units, {len(text)} characters; device "
           f"{args.device}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; {encoder}"
           f"prepare (tokenize + candidates) {prepare:.3f} s (median of {len(prepares)})")
+    if whole is not None:
+        print(f"segmenter, whole call in this process (`Segmenter.segment`: tokenize, candidates, scoring, planning; "
+              f"device {args.device}): {whole:.3f} s (median of {max(1, args.repeat)})")
     if start:
         print("start-up (Python + the command's imports, median of "
               f"{args.e2e_repeat} processes): " + ", ".join(f"{s:.2f} s {'with' if k else 'without'} torch"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -40,24 +40,58 @@ def encode_pieces(tokenizer, text: str, piece_chars: int | None = None) -> list[
     return list(zip(starts, tokenizer.encode_batch([text[a:b] for a, b in zip(starts, ends)], add_special_tokens=False)))
 
 
-def encode_joined(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
-    """Token ids, character spans and word ids (numbered across the whole text) of ``text``, from
-    :func:`encode_pieces` (``tokenizer``: a ``tokenizers.Tokenizer``)."""
-    ids, offsets, words, first_word = [], [], [], 0
-    for start, enc in encode_pieces(tokenizer, text):
-        ids += enc.ids
-        offsets += [(start + a, start + b) for a, b in enc.offsets]
-        words += [None if w is None else first_word + w for w in enc.word_ids]
-        first_word += max((w for w in enc.word_ids if w is not None), default=-1) + 1
-    return ids, offsets, words
+class PieceTokens:
+    """The tokens of ``text`` encoded by :func:`encode_pieces` (``tokenizer``: a ``tokenizers.Tokenizer``): ids and
+    start offsets as lists; a token's end and word asked of its piece's encoding one at a time (a 32k-token text's
+    span tuples and word ids as Python lists cost more time, holding the GIL, than the pieces' tokenization takes on a
+    GPU machine's cores)."""
+
+    def __init__(self, tokenizer, text: str):
+        self.pieces = encode_pieces(tokenizer, text)
+        self.ids, self.starts, self.first = [], [], []  # first: the index of each piece's first token
+        for start, enc in self.pieces:
+            self.first.append(len(self.ids))
+            self.ids += enc.ids
+            self.starts += [a for a, _ in enc.offsets] if start == 0 else [start + a for a, _ in enc.offsets]
+
+    def _local(self, j: int) -> tuple[int, int]:
+        piece = bisect_right(self.first, j) - 1
+        return piece, j - self.first[piece]
+
+    def end(self, j: int) -> int:
+        """Character offset where token ``j`` ends."""
+        piece, local = self._local(j)
+        start, enc = self.pieces[piece]
+        return start + enc.token_to_chars(local)[1]
+
+    def same_word(self, i: int, j: int) -> bool:
+        """Whether the pre-tokenizer put tokens ``i`` and ``j`` in one word (pieces are cut between words)."""
+        (p, a), (q, b) = self._local(i), self._local(j)
+        if p != q:
+            return False
+        word = self.pieces[p][1].token_to_word(a)
+        return word is not None and word == self.pieces[p][1].token_to_word(b)
 
 
 def encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character spans; ``tokenizer`` is a ``tokenizers.Tokenizer`` or a transformers tokenizer."""
-    if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself: no transformers import needed
-        return encode_joined(tokenizer, text)[:2]
+    if hasattr(tokenizer, "encode_batch"):  # the Rust tokenizer itself, in parallel pieces: no transformers import
+        ids, offsets = [], []
+        for start, enc in encode_pieces(tokenizer, text):
+            ids += enc.ids
+            offsets += [(start + a, start + b) for a, b in enc.offsets]
+        return ids, offsets
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     return enc["input_ids"], enc["offset_mapping"]
+
+
+def encode_starts(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """Token ids and the character offset where each token starts (``encode`` without the span tuples)."""
+    if hasattr(tokenizer, "encode_batch"):
+        tokens = PieceTokens(tokenizer, text)
+        return tokens.ids, tokens.starts
+    ids, offsets = encode(tokenizer, text)
+    return ids, [s for s, _ in offsets]
 
 
 def token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
@@ -143,8 +177,7 @@ class SegmentableText:
         self.text = text
 
         def tokenize() -> tuple[list[int], list[int]]:
-            ids, offsets = encode(tokenizer, text)
-            return ids, [s for s, _ in offsets]
+            return encode_starts(tokenizer, text)
 
         self._tokens = Background(tokenize) if len(text) >= self.BACKGROUND_CHARS else _Done(tokenize())
         self.candidate_chars = candidate_starts(text, splitter)

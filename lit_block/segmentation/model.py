@@ -23,6 +23,7 @@ import contextlib
 import math
 import pickle
 import re
+from array import array
 from bisect import bisect_left
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 from lit_block.errors import UsageError
 from lit_block.model_sources import resolve_model_path
-from lit_block.segmentation.document import Background, encode_joined
+from lit_block.segmentation.document import Background, PieceTokens
 from lit_block.segmentation.packed_bert import PackedBert, encoder_dtype_of, plain_tokenizer
 from lit_block.segmentation.segmenter import COARSE_SCORING, LEVELS
 
@@ -40,6 +41,14 @@ HEADING = re.compile(r"^\s*(#+\s|=+|-{3,}|\*{3,}|[0-9]+(\.[0-9]+)*[.)]?\s|[A-Z][
 N_LAYOUT = 9
 
 
+def list_tensor(values: list, typecode: str = "q") -> torch.Tensor:
+    """A flat list of Python numbers as a CPU tensor, through an ``array`` (``typecode`` ``q``: int64, ``f``: float32):
+    about 7x faster than ``torch.tensor`` on a list, which reads it one object at a time (4.5 ms for 40k ids)."""
+    if not values:
+        return torch.empty(0, dtype=torch.int64 if typecode == "q" else torch.float32)
+    return torch.frombuffer(array(typecode, values), dtype=torch.int64 if typecode == "q" else torch.float32)
+
+
 def layout_features(unit_texts: list[str]) -> torch.Tensor:
     """``[U, N_LAYOUT]`` cheap structural cues of each unit (from its own text and the previous unit's end)."""
     rows = []
@@ -47,7 +56,7 @@ def layout_features(unit_texts: list[str]) -> torch.Tensor:
     for text in unit_texts:
         first_line = text.split("\n", 1)[0]
         stripped = first_line.strip()
-        rows.append([
+        rows.extend([
             float(previous == "" or previous.endswith("\n")),  # starts a line
             float(previous.endswith("\n\n") or previous.rstrip(" \t").endswith("\n\n")),  # after a blank line
             float(bool(HEADING.match(first_line))),  # looks like a heading / marker
@@ -59,7 +68,7 @@ def layout_features(unit_texts: list[str]) -> torch.Tensor:
             float(stripped.endswith((":", "?"))),  # introduces what follows / a question
         ])
         previous = text
-    return torch.tensor(rows, dtype=torch.float32).reshape(len(unit_texts), N_LAYOUT)
+    return list_tensor(rows, "f").reshape(len(unit_texts), N_LAYOUT)
 
 
 ROW_MULTIPLE = 256  # the last chunk's rows are padded to a multiple of this (see UnitEncoder.encode_ids)
@@ -126,8 +135,8 @@ class UnitEncoder(nn.Module):
         if self.specials is not None:
             self._pending = (text, Background(lambda: self._tokenize(text)))
 
-    def _tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
-        return encode_joined(self.tokenizer, text)  # in parallel pieces, without the GIL
+    def _tokenize(self, text: str) -> PieceTokens:
+        return PieceTokens(self.tokenizer, text)  # in parallel pieces, without the GIL
 
     @torch.inference_mode()
     def encode_spans(self, text: str, spans: list[tuple[int, int]]) -> torch.Tensor:
@@ -139,14 +148,16 @@ class UnitEncoder(nn.Module):
         if self.specials is None:
             return self([text[a:b] for a, b in spans])
         pending, self._pending = self._pending, None
-        ids, offsets, words = pending[1].result() if pending and pending[0] is text else self._tokenize(text)
-        n, token_starts = len(ids), [s for s, _ in offsets]
+        tokens = pending[1].result() if pending and pending[0] is text else self._tokenize(text)
+        ids, n, edges = tokens.ids, len(tokens.ids), {}
 
         def first_token(c: int) -> tuple[int, bool]:
-            """The first token starting at or after ``c``, and whether ``c`` cuts a word."""
-            j = bisect_left(token_starts, c)
-            crossed = 0 < j and offsets[j - 1][1] > c
-            return j, crossed or (0 < j < n and words[j - 1] is not None and words[j - 1] == words[j])
+            """The first token starting at or after ``c``, and whether ``c`` cuts a word (each edge once: a unit's
+            end is the next one's start)."""
+            if c not in edges:
+                j = bisect_left(tokens.starts, c)
+                edges[c] = j, 0 < j and (tokens.end(j - 1) > c or (j < n and tokens.same_word(j - 1, j)))
+            return edges[c]
 
         content, units, alone = self.max_unit_tokens - 2, [], []
         for u, (a, b) in enumerate(spans):
@@ -200,14 +211,14 @@ class UnitEncoder(nn.Module):
                 groups.append([1, pad])
                 flat += [last] * pad
             positions = torch.cat([torch.arange(length).repeat(count) for count, length in groups])
-            hidden = self.encoder(torch.tensor(flat, device=device), positions.to(device), groups, workspace)
+            hidden = self.encoder(list_tensor(flat).to(device), positions.to(device), groups, workspace)
             pooled, offset = [], 0
             for count, length in groups[:real]:  # mean over each unit's tokens (the filler left out), in float32
                 pooled.append(hidden[offset : offset + count * length].view(count, length, -1).float().sum(1) / length)
                 offset += count * length
-            out[torch.tensor(chunk, device=device)] = torch.cat(pooled)
+            out[list_tensor(chunk).to(device)] = torch.cat(pooled)
             start = end
-        return out[torch.tensor(unique, dtype=torch.long, device=device)] if len(distinct) < len(units) else out
+        return out[list_tensor(unique).to(device)] if len(distinct) < len(units) else out
 
 
 def topic_shift(vectors: torch.Tensor, k: int) -> torch.Tensor:

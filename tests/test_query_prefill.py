@@ -30,7 +30,7 @@ def test_padded_static_prefill_equals_the_block_attention_forward(query_len):
     expected = forward_last_logits(lm, blocks, query)
     first = generate(lm, blocks, query, GenerationConfig(max_new_tokens=1), store=store)
     again = generate(lm, blocks, query, GenerationConfig(max_new_tokens=1), store=store)  # replays the same entry
-    assert list(runner.graphs) == [runner.padded(query_len)]
+    assert list(runner.graphs) == [(first.context_tokens, runner.padded(query_len))]
     assert (first.first_token_logits - expected).abs().max() < 1e-4
     assert (again.first_token_logits - expected).abs().max() < 1e-4
 
@@ -46,25 +46,25 @@ def test_decoding_after_a_padded_prefill_matches_the_eager_path():
     assert (static.first_token_logits - eager.first_token_logits).abs().max() < 1e-5
 
 
-def test_graphs_are_kept_per_bucket_evicted_lru_and_dropped_when_weights_move():
+def test_graphs_are_kept_per_shape_evicted_lru_and_dropped_when_weights_move():
     lm = tiny_lm("llama", sinks=0)
     runner = with_runner(lm, bucket=4, max_graphs=2)
     one = GenerationConfig(max_new_tokens=1)
-    for lengths in ([5, 3], [6, 5], [6, 9], [5, 3]):
+    for lengths in ([5, 3], [6, 3], [6, 7], [5, 3]):
         *blocks, query = random_blocks(lengths, seed=sum(lengths))
         result = generate(lm, blocks, query, one)
         assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
-    assert list(runner.graphs) == [12, 4]  # buckets 4, 8, 12 (evicting 4), then 4 again (evicting 8)
+    assert list(runner.graphs) == [(6, 8), (5, 4)]  # (context, bucket); (6, 4) was least recently used
     lm.to(torch.float64).to(torch.float32)  # every parameter replaced: graphs captured with the old ones must go
     *blocks, query = random_blocks([4, 2], seed=11)
     result = generate(lm, blocks, query, one)
-    assert list(runner.graphs) == [4]
+    assert list(runner.graphs) == [(4, 4)]
     assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
 
 
-def test_a_bucket_is_captured_only_once_seen_capture_after_times(monkeypatch):
-    """A bucket seen once runs eagerly; the second sighting captures, later ones replay, whatever their context
-    length; every answer equals the block-attention forward either way."""
+def test_a_shape_is_captured_only_once_seen_capture_after_times(monkeypatch):
+    """One-off shapes (most RAG prompts) run eagerly; the second sighting captures, later ones replay; every answer
+    equals the block-attention forward either way."""
     from lit_block.serving import query_prefill
 
     captures = []
@@ -73,28 +73,12 @@ def test_a_bucket_is_captured_only_once_seen_capture_after_times(monkeypatch):
     lm = tiny_lm("llama", sinks=1)
     runner = with_runner(lm, bucket=4, capture_after=2)
     one = GenerationConfig(max_new_tokens=1)
-    for lengths in ([5, 3], [6, 7], [9, 3], [5, 2], [7, 9]):
+    for lengths in ([5, 3], [6, 3], [5, 3], [5, 3], [7, 2]):
         *blocks, query = random_blocks(lengths, seed=sum(lengths))
         result = generate(lm, blocks, query, one)
         assert (result.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
-    assert captures == [(10, 4)] and list(runner.graphs) == [4]  # at [9, 3]: 9 context positions + 1 sink
-    assert runner.sightings == {4: 2, 8: 1, 12: 1}  # counted until captured
-
-
-def test_one_graph_serves_every_context_length_and_decoding_after_it():
-    """The context length is the graph's data: prompts of different lengths in one bucket replay one graph, each
-    with the block-attention forward's logits, and greedy decoding after it gives the eager path's tokens."""
-    lm = tiny_lm("qwen3", sinks=2)
-    greedy = GenerationConfig(max_new_tokens=5, stop_at_eos=False)
-    prompts = [random_blocks(lengths, seed=i) for i, lengths in enumerate(([7, 12, 5], [3, 20, 9, 6], [1, 7], [30, 8]))]
-    eager = [generate(lm, blocks, query, greedy) for *blocks, query in prompts]  # no runner: eager forwards
-    runner = with_runner(lm, bucket=8)
-    store = BlockKVStore()
-    for (*blocks, query), alone in zip(prompts, eager):
-        static = generate(lm, blocks, query, greedy, store=store)
-        assert (static.first_token_logits - forward_last_logits(lm, blocks, query)).abs().max() < 1e-4
-        assert static.token_ids == alone.token_ids
-    assert list(runner.graphs) == [8]
+    assert captures == [(6, 4)] and list(runner.graphs) == [(6, 4)]  # [5, 3]: 5 context positions + 1 sink
+    assert runner.sightings == {(6, 4): 2, (7, 4): 1, (8, 4): 1}  # counted until captured
 
 
 def test_buffers_grow_to_fit_and_off_graphs_there_are_none():
@@ -104,7 +88,7 @@ def test_buffers_grow_to_fit_and_off_graphs_there_are_none():
     runner = QueryPrefill(lm, use_graphs=True, bucket=8)
     keys, values = runner.buffers(block, 10)
     assert keys.shape == (4096, 2, 1, 4) and values.shape == keys.shape
-    runner.graphs[8] = None  # stands for a captured graph over the old buffers
+    runner.graphs[(1, 8)] = None  # stands for a captured graph over the old buffers
     keys, _ = runner.buffers(block, 5000)
     assert keys.shape[0] == 8192 and not runner.graphs
 

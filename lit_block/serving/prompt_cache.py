@@ -3,8 +3,7 @@
 transformers' ``DynamicLayer`` concatenates on every update, which copies the whole cache each time:
 at 32k cached positions that is gigabytes per step for an 8B model. ``PreallocatedLayer`` holds a
 buffer of ``capacity`` positions; an update writes the new keys and values in place and hands the
-attention a view of the filled part. ``IndexedLayer`` writes at positions held in a device tensor and
-hands over the whole buffer, for CUDA graphs that must not depend on the cache's length.
+attention a view of the filled part.
 """
 
 from __future__ import annotations
@@ -44,27 +43,6 @@ class PreallocatedLayer(DynamicLayer):
 
     def get_seq_length(self) -> int:
         return self.length
-
-
-class IndexedLayer(DynamicLayer):
-    """One decoder layer's cache over ``[1, kv_heads, capacity, head_dim]`` buffers that writes new keys and values at
-    device-tensor ``positions`` and hands the attention the whole buffers (a key mask says what each token sees): no
-    Python number in the forward depends on where the new tokens sit, so one captured CUDA graph serves every
-    context length (``lit_block.serving.query_prefill``)."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, positions: torch.Tensor):
-        super().__init__()
-        self.keys, self.values, self.positions = keys, values, positions
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        self.keys.index_copy_(2, self.positions, key_states)
-        self.values.index_copy_(2, self.positions, value_states)
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return 0  # only transformers' own mask reads it, and key_mask replaces that mask
 
 
 def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:

@@ -4,14 +4,10 @@ Once every context block is cached, what is left of the time to first token is o
 the query's tokens over the whole cached context. For an 8B model that is ~1,700 kernel launches
 whose GPU work is a few milliseconds, so eager PyTorch spends most of the time launching. On CUDA,
 ``QueryPrefill`` keeps the prompt cache in static buffers and captures that forward in a CUDA graph
-per query bucket once that bucket has been seen ``capture_after`` times; a later prompt replays it.
-
-The context length is data, not shape: the graph reads it from a device scalar, writes the query's
-keys at ``start ..`` by index, and attends over the buffers' whole capacity with a mask that shows
-query token ``i`` the keys at positions ``<= start + i`` (the cached context and the query's causal
-prefix). So one graph serves every context length -- RAG prompts, whose passages sum to a new length
-each time, replay it too. The price is reading the unused tail of the buffers, a fraction of a
-millisecond at 8B's 4k-8k positions.
+per (context length, query bucket) once that shape has been seen ``capture_after`` times; a later
+prompt of the same shape replays it. A capture costs about three eager forwards (two warm-ups and the
+recording), so a shape seen once -- most RAG prompts, whose passages sum to a new context length --
+runs eagerly instead of paying for a graph nobody replays.
 
 Queries are padded at the end to a multiple of ``bucket`` tokens. That is exact: under causal
 attention no real token sees the padding, whose keys are written past the real ones and dropped
@@ -32,15 +28,13 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache
 
-from lit_block.serving.prompt_cache import IndexedLayer, position_major_layers
 
-
-def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, cached_prefix: bool = True) -> torch.Tensor:
-    """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); the last position's logits
-    ``[1, 1, vocab]``."""
+def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, keep: int | torch.Tensor = 1,
+                 cached_prefix: bool = True) -> torch.Tensor:
+    """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); logits ``[1, kept, vocab]``."""
     positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
     return model.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
-                       logits_to_keep=1, cached_prefix=cached_prefix).logits
+                       logits_to_keep=keep, cached_prefix=cached_prefix).logits
 
 
 def set_cache_length(cache: Cache, length: int) -> None:
@@ -54,7 +48,6 @@ def set_cache_length(cache: Cache, length: int) -> None:
 class _Graph:
     ids: torch.Tensor  # [1, bucket] static input, padded
     keep: torch.Tensor  # [1] index of the last real query token
-    start: torch.Tensor  # [1] the context length: where the query's first token goes
     run: Callable[[], torch.Tensor]  # the captured forward, eagerly
     graph: torch.cuda.CUDAGraph | None = None  # None off CUDA: replay runs the forward on the static inputs
     logits: torch.Tensor | None = None  # [1, 1, vocab] the graph's static output
@@ -75,10 +68,10 @@ class QueryPrefill:
         device = model.sink_embeddings.device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
         self.bucket, self.max_graphs, self.capture_after = bucket, max_graphs, capture_after
-        self.sightings: OrderedDict[int, int] = OrderedDict()  # query bucket -> times seen, LRU, bounded
+        self.sightings: OrderedDict[tuple[int, int], int] = OrderedDict()  # shape -> times seen, LRU, bounded
         self.keys: torch.Tensor | None = None  # [capacity, layers, kv_heads, head_dim] static cache buffers
         self.values: torch.Tensor | None = None
-        self.graphs: OrderedDict[int, _Graph] = OrderedDict()  # query bucket -> graph, LRU order
+        self.graphs: OrderedDict[tuple[int, int], _Graph] = OrderedDict()  # (start, bucket) -> graph, LRU order
         self.weights: tuple[int, ...] = ()  # parameter addresses the graphs were captured with
         self.pool = None
 
@@ -103,10 +96,8 @@ class QueryPrefill:
             capacity = -(-need // 4096) * 4096  # grow in 4k steps: fewer reallocations, each drops the graphs
             self.keys = self.values = None  # free the old buffers first
             self._drop_graphs()
-            # zeros: a graph attends over the whole capacity, and masked columns still enter its product with
-            # weight 0, so they must be finite
-            self.keys = like.new_zeros(capacity, *like.shape[1:])
-            self.values = torch.zeros_like(self.keys)
+            self.keys = like.new_empty(capacity, *like.shape[1:])
+            self.values = torch.empty_like(self.keys)
         return self.keys, self.values
 
     @torch.no_grad()
@@ -127,25 +118,24 @@ class QueryPrefill:
         if weights != self.weights:  # a parameter was replaced: the graphs would read freed memory
             self._drop_graphs()
             self.weights = weights
-        graph = self.graphs.get(bucket)
-        if graph is None and not self._seen_enough(bucket):
+        graph = self.graphs.get((start, bucket))
+        if graph is None and not self._seen_enough((start, bucket)):
             return eager()
         if graph is None:
-            graph = self._capture(start, bucket)
+            graph = self._capture(start, bucket, cache)
             if graph is None:  # capture failed: eager from now on
                 return eager()
-        self.graphs.move_to_end(bucket)
+        self.graphs.move_to_end((start, bucket))
         ids = torch.tensor(query + [query[-1]] * (bucket - len(query)))  # padding: any real token id
         graph.ids.copy_(ids[None], non_blocking=True)
         graph.keep.fill_(len(query) - 1)
-        graph.start.fill_(start)
         logits = graph.replay()
         set_cache_length(cache, start + len(query))  # the padding's keys are past the end: dropped
         # a copy, always: the graph's output tensor is rewritten by the next replay of this shape, which the server
         # runs for another request before this one chooses its token (float32's .float() would copy nothing)
         return logits[0, -1].to(torch.float32, copy=True)
 
-    def _seen_enough(self, shape: int) -> bool:
+    def _seen_enough(self, shape: tuple[int, int]) -> bool:
         """Count a sighting of ``shape``; True once it has been seen ``capture_after`` times (worth a graph)."""
         self.sightings[shape] = self.sightings.pop(shape, 0) + 1
         while len(self.sightings) > 64 * self.max_graphs:  # bounded: a server sees endless one-off shapes
@@ -156,25 +146,16 @@ class QueryPrefill:
         self.graphs.clear()
         self.pool = None  # a pool outlives no graph of its own: capturing into a released one is an error
 
-    def _capture(self, start: int, bucket: int) -> _Graph | None:
-        """The query forward for ``bucket`` tokens at any start (see the module doc), captured on CUDA; ``start`` is
-        only where the warm-ups write, past a context that the first replay then overwrites the same way."""
+    def _capture(self, start: int, bucket: int, cache: Cache) -> _Graph | None:
         device = self.model.sink_embeddings.device
         ids = torch.zeros(1, bucket, dtype=torch.long, device=device)
         keep = torch.full((1,), bucket - 1, dtype=torch.long, device=device)
-        first = torch.full((1,), start, dtype=torch.long, device=device)
-        offsets = torch.arange(bucket, device=device)
-        columns = torch.arange(self.keys.shape[0], device=device)
-        positions = torch.empty(bucket, dtype=torch.long, device=device)  # filled inside the graph from `first`
-        cache = Cache(layers=[IndexedLayer(k, v, positions) for k, v in position_major_layers(self.keys, self.values)])
 
         def run() -> torch.Tensor:
-            torch.add(first, offsets, out=positions)
-            visible = columns[None] <= positions[:, None]  # [bucket, capacity]: the context and the causal prefix
-            return self.model.model(input_ids=ids, position_ids=positions[None], past_key_values=cache, use_cache=True,
-                                    logits_to_keep=keep, key_mask=visible[None]).logits
+            set_cache_length(cache, start)
+            return forward_step(self.model, ids, start, cache, keep=keep)
 
-        entry = _Graph(ids, keep, first, run)
+        entry = _Graph(ids, keep, run)
         if device.type == "cuda":
             try:
                 entry.graph, entry.logits = self._record(run)
@@ -183,10 +164,12 @@ class QueryPrefill:
                               stacklevel=3)
                 self.use_graphs = False
                 self._drop_graphs()
+                set_cache_length(cache, start)
                 return None
+        set_cache_length(cache, start)
         while len(self.graphs) >= self.max_graphs:
             self.graphs.popitem(last=False)
-        self.graphs[bucket] = entry
+        self.graphs[(start, bucket)] = entry
         return entry
 
     def _record(self, run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:

@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
 from conftest import REPO
 from lit_block.candidates import candidate_starts
@@ -211,3 +211,4 @@ def test_list_tensor_equals_torch_tensor(ints, floats):
 
     assert torch.equal(list_tensor(ints), torch.tensor(ints, dtype=torch.int64))
     assert torch.equal(list_tensor(floats, "f"), torch.tensor(floats, dtype=torch.float32))
+

@@ -99,3 +99,16 @@ def test_an_unknown_coarse_rule_is_named(checkpoint_before_the_rule, tiny_tokeni
     seg = Segmenter("segmenter", str(checkpoint_before_the_rule[0]), str(tiny_tokenizer_dir), coarse_scoring="depth")
     with pytest.raises(UsageError, match="coarse_scoring must be one of topic-shift, head, got 'depth'"):
         seg.segment("One. Two.\n\nThree.", "coarse")
+
+
+def test_coarse_scores_of_a_padded_batch_equal_each_document_alone(checkpoint_before_the_rule):
+    # the coarse rule runs the coarse and middle heads as one batch of 2B rows: padding and the other rows change nothing
+    path, _ = checkpoint_before_the_rule
+    net = SegmenterNet.from_checkpoint(str(path))
+    short, long = net.unit_features(UNITS[:3]), net.unit_features(UNITS + UNITS[::-1])
+    batch = torch.zeros(2, len(long), short.shape[1])
+    batch[0, :3], batch[1] = short, long
+    with torch.inference_mode():
+        together = net.level_probabilities(batch, 0, torch.tensor([3, len(long)]))
+        torch.testing.assert_close(together[0, :3], net.level_probabilities(short[None], 0)[0])
+        torch.testing.assert_close(together[1], net.level_probabilities(long[None], 0)[0])

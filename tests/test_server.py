@@ -328,6 +328,36 @@ def test_batched_decoding_equals_each_answer_alone(reference, monkeypatch):
     assert len(rebuilds) >= 2  # the first rows, and later a longer or too many joiners
 
 
+def test_a_slightly_longer_answer_joins_the_slab_in_place(reference, monkeypatch):
+    """A rebuilt slab leaves headroom on the left: an answer whose cache is a few tokens longer than every live row's
+    takes a free row instead of a rebuild (copying every row), and decodes what it decodes alone."""
+    from lit_block.serving import Generation
+    from lit_block.serving.decode_batch import JOIN_HEADROOM, DecodeBatch
+
+    lm, builder = reference
+    first, later = (builder.completion(q, [Document(d) for d in DOCS]) for q in (QUERY, QUERY + " the light Day"))
+    rebuilds = []
+    real_rebuild = DecodeBatch._rebuild
+    monkeypatch.setattr(DecodeBatch, "_rebuild", lambda self, *a: rebuilds.append(len(a[0])) or real_rebuild(self, *a))
+    store, batch, config = BlockKVStore(), DecodeBatch(lm), sampling_config(6, 0.0, stop_at_eos=False)
+    a, b = (Generation(lm, blocks, query, config) for blocks, query in (first, later))
+    a.prefill(store)
+    prompt = a.position
+    batch.step([a], [a.choose()])
+    b.prefill(store)
+    assert prompt + 1 < b.position <= batch.column  # longer than the live row (with its token), within the headroom
+    assert batch.column - 1 == prompt + prompt // JOIN_HEADROOM  # the rebuilt slab's column (one step written)
+    active = [a, b]
+    while active:
+        chosen = [(g, g.choose()) for g in active]
+        active = [g for g, token in chosen if token is not None]
+        if active:
+            batch.step(active, [token for _, token in chosen if token is not None])
+    assert rebuilds == [1]  # the first row only: the longer answer joined in place
+    for answer, (blocks, query) in zip((a, b), (first, later)):
+        assert answer.token_ids == generate(lm, blocks, query, config).token_ids
+
+
 # ---------------------------------------------------------------- one layout for training, the store and the server
 
 

@@ -10,7 +10,7 @@ alone, up to the order of floating-point sums in batched matrix products.
 
 A row joins with its prefilled cache copied into a free row; the slab is rebuilt (live rows copied,
 right-aligned anew, with half as many rows and as many columns again to spare) when there is no free
-row, when a joining cache is longer than ``C``, when the capacity would not hold every row's
+row, when a joining cache is longer than ``C`` (a rebuild leaves an eighth of the longest row as headroom), when the capacity would not hold every row's
 remaining tokens, or when left padding has grown past half of it. Finished answers free their rows;
 a free row still computes (its mask sees only the new column, so its values stay finite) until a
 rebuild drops it.
@@ -24,6 +24,7 @@ from lit_block.serving.generation import Generation
 from lit_block.serving.prompt_cache import preallocated_cache
 
 PAD_TOKEN = 0  # the input of a freed row: any id, its output is never read
+JOIN_HEADROOM = 8  # a rebuilt slab's column sits this fraction (1/8) past its longest row
 
 
 class DecodeBatch:
@@ -85,7 +86,11 @@ class DecodeBatch:
     def _rebuild(self, generations: list[Generation], needed: int) -> None:
         """A slab of the live answers only, right-aligned at the longest, with room for every remaining token."""
         old_keys, old_values, old_rows, old_column = self.keys, self.values, self.rows, self.column
-        self.column = max(g.position for g in generations)
+        longest = max(g.position for g in generations)
+        # headroom on the left: an answer arriving with a cache up to this much longer joins in place (a RAG server's
+        # prompts differ by tens of tokens, and a rebuild copies every row's cache), for attention over that many more
+        # masked columns
+        self.column = longest + longest // JOIN_HEADROOM
         if old_keys is None:
             first = _cache_layers(next(g for g in generations if g.cache is not None))
             like, layers = first[0].keys, len(first)

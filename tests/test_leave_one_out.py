@@ -74,6 +74,10 @@ def test_leave_one_out_trains_a_fold_per_category_scores_it_and_resumes(tiny_cor
     assert fold.data.tags["left_out"] == "origins" and fold.info.run_name == "leave out origins"
     assert main(argv) == 0  # again: the fold is reused, not retrained
     assert "reusing" in capsys.readouterr().out
+    # trained another way: not silently reused
+    assert main([*argv[:-1], "--extra=--trainer.max_epochs=2", argv[-1]]) == 2
+    err = capsys.readouterr().err
+    assert "without 'origins'" in err and "--extra" in err and "--force" in err
     assert main([*argv[:5], "nope", *argv[6:]]) == 2  # an unknown category is named
     assert "'nope'" in capsys.readouterr().err
 

@@ -6,12 +6,14 @@ and every baseline are scored on the left-out category's documents, taken from a
 was trained on. Baselines are given the same average block size as the gold segmentation, as in
 ``eval-seg``. The table says per category and level whether the segmenter beats every baseline on
 both Pk and WindowDiff, and the issue's goals are checked at the end. A fold whose checkpoint exists
-is reused (``--force`` retrains), so an interrupted run resumes; the frozen encoder's unit features
+is reused if it was trained the same way (the config's contents, the dataset, ``--extra``; else an error
+names what changed; ``--force`` retrains), so an interrupted run resumes; the frozen encoder's unit features
 are stored once under ``<output>/features`` and shared by every fold.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -32,9 +34,22 @@ def fold_checkpoint(folder: Path) -> Path | None:
 
 def train_fold(config: Path, dataset: Path, category: str, folder: Path, extra: list[str], parent: str | None,
                force: bool) -> Path:
-    """Train the segmenter without ``category`` (a ``lit-block fit`` process in ``folder``); its checkpoint."""
+    """Train the segmenter without ``category`` (a ``lit-block fit`` process in ``folder``); its checkpoint. A fold
+    trained before is reused only if it was trained the same way (the config's contents, the dataset, ``extra``)."""
     done = folder / "fold.json"
+    training = {"config_sha256": hashlib.sha256(config.read_bytes()).hexdigest(), "dataset": str(dataset),
+                "extra": list(extra)}
     if done.is_file() and not force and (ckpt := fold_checkpoint(folder)):
+        recorded = json.loads(done.read_text()).get("training")
+        if recorded is None:
+            print(f"  reusing {ckpt} (trained before folds recorded how; --force retrains)", flush=True)
+            return ckpt
+        changed = [k for k in training if recorded.get(k) != training[k]]
+        if changed:
+            names = {"config_sha256": "the config's contents", "dataset": "--dataset", "extra": "--extra"}
+            raise UsageError(f"the fold without {category!r} in {folder} was trained with another "
+                             f"{', '.join(names[k] for k in changed)} ({', '.join(f'{k}: {recorded.get(k)!r}' for k in changed)}); "
+                             "pass --force to retrain it, or another --output")
         print(f"  reusing {ckpt}", flush=True)
         return ckpt
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,7 +66,7 @@ def train_fold(config: Path, dataset: Path, category: str, folder: Path, extra: 
     ckpt = fold_checkpoint(folder)
     if code != 0 or ckpt is None:
         raise UsageError(f"training without {category!r} failed (status {code}); see {folder / 'fit.log'}")
-    done.write_text(json.dumps({"category": category, "checkpoint": str(ckpt)}))
+    done.write_text(json.dumps({"category": category, "checkpoint": str(ckpt), "training": training}))
     return ckpt
 
 

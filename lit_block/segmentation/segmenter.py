@@ -102,15 +102,16 @@ class Segmenter:
             units = doc.candidate_chars
             if "features" not in self._memo:  # encode the units once (one tokenization), score levels with the head
                 spans = list(zip(units, units[1:] + [len(doc.text)]))
-                texts = [doc.text[a:b] for a, b in spans]
+                self._memo["texts"] = texts = [doc.text[a:b] for a, b in spans]
+                self._memo["tokens"] = [doc.token_index(c) for c in units]  # each unit's first token
                 self._memo["features"] = self.module.unit_features(texts, doc.text, spans) if texts else None
             if self._memo["features"] is None:
                 return {}
             probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level)).tolist()
             if self.separator_units == "close":
-                probs = close_at_separators([doc.text[a:b] for a, b in zip(units, units[1:] + [len(doc.text)])], probs)
-            return {doc.token_index(c): float(p) for c, p in zip(units[1:], probs[1:])
-                    if p is not None and 0 < doc.token_index(c) < doc.n_tokens}
+                probs = close_at_separators(self._memo["texts"], probs)
+            return {t: float(p) for t, p in zip(self._memo["tokens"][1:], probs[1:])
+                    if p is not None and 0 < t < doc.n_tokens}
         if self.method in ("semantic", "texttiling"):  # size-independent scores: computed once per document
             if "scores" not in self._memo:
                 self._memo["scores"] = (baselines.semantic_scores(doc, target, self._embedder) if self.method == "semantic"

@@ -10,8 +10,9 @@ alone, up to the order of floating-point sums in batched matrix products.
 
 A row joins with its prefilled cache copied into a free row; the slab is rebuilt (live rows copied,
 right-aligned anew, with half as many rows and as many columns again to spare) when there is no free
-row, when a joining cache is longer than ``C`` (a rebuild leaves an eighth of the longest row as headroom), when the capacity would not hold every row's
-remaining tokens, or when left padding has grown past half of it. Finished answers free their rows;
+row, when a joining cache is longer than ``C`` (a rebuild leaves an eighth of the longest row as
+headroom for that), when the capacity would not hold every row's remaining tokens, or when left
+padding has grown past half of it. Finished answers free their rows;
 a free row still computes (its mask sees only the new column, so its values stay finite) until a
 rebuild drops it.
 """
@@ -24,7 +25,7 @@ from lit_block.serving.generation import Generation
 from lit_block.serving.prompt_cache import preallocated_cache
 
 PAD_TOKEN = 0  # the input of a freed row: any id, its output is never read
-JOIN_HEADROOM = 8  # a rebuilt slab's column sits this fraction (1/8) past its longest row
+JOIN_HEADROOM = 8  # a rebuilt slab's column sits longest // JOIN_HEADROOM (an eighth) past its longest row
 
 
 class DecodeBatch:

@@ -214,3 +214,24 @@ def test_what_counts_as_a_separator():
 
     assert all(map(is_separator, ["%\n", "---", " *** \n", "=====", "___"]))
     assert not any(map(is_separator, ["", "  \n", "1.", "Ok", "é", "-- Mark Twain"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.sampled_from(["A line.\n", "In line. ", "x", "end\r\n", "sep\u2028", "", "  indented "]),
+                      min_size=1, max_size=12),
+       weight=st.floats(0, 1))
+def test_favouring_line_starts_scales_only_units_inside_a_line(texts, weight):
+    from lit_block.segmentation.planner import favour_line_starts
+
+    probs = [None if i % 5 == 4 else (i % 3 + 1) / 4 for i in range(len(texts))]
+    out = favour_line_starts(texts, probs, weight)
+    for i, (p, q) in enumerate(zip(probs, out)):
+        last_line = texts[i - 1].splitlines(keepends=True)[-1:] if i else []
+        at_line_start = i == 0 or (last_line != [] and last_line[0] != last_line[0].splitlines()[0])  # ends a line
+        if p is None:
+            assert q is None
+        elif at_line_start:
+            assert q == p
+        else:
+            assert q == p * weight
+    assert favour_line_starts(texts, probs, 1.0) == probs

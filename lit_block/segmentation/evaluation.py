@@ -15,7 +15,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
-from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, LEVELS, METHODS,
+from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, FINE_INLINE_WEIGHT,
+                                              FINE_INLINE_WEIGHT_HELP, LEVELS, METHODS,
                                               SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter)
 
 SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
@@ -135,6 +136,7 @@ def build_parser():
                    help="the segmenter's coarse scores (default: the checkpoint's, else topic-shift)")
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
+    p.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
@@ -157,7 +159,8 @@ def main(argv: list[str]) -> int:
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
     rows = pick_documents(load_from_disk(args.dataset)[args.split], args.per_category)
     segmenters = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
-                               encoder_dtype=args.encoder_dtype, separator_units=args.separator_units) for m in methods}
+                               encoder_dtype=args.encoder_dtype, separator_units=args.separator_units,
+                               fine_inline_weight=args.fine_inline_weight) for m in methods}
     results = evaluate(rows, segmenters, args.tolerance)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

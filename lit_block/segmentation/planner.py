@@ -161,6 +161,16 @@ def close_at_separators(unit_texts: list[str], probabilities: list[float]) -> li
     return out
 
 
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines breaks at
+
+
+def favour_line_starts(unit_texts: list[str], probabilities: list[float | None], weight: float) -> list[float | None]:
+    """Unit boundary probabilities with those of units inside a line (the previous unit ends without a line break)
+    multiplied by ``weight``: a prior for levels whose boundaries sit at line starts (None stays None)."""
+    return [p if p is None or i == 0 or (unit_texts[i - 1] and unit_texts[i - 1][-1] in LINE_BREAKS) else p * weight
+            for i, p in enumerate(probabilities)]
+
+
 def plan_blocks(
     total_tokens: int,
     scores: dict[int, float],

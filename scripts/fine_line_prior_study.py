@@ -7,12 +7,18 @@ and WindowDiff per weight; the registered choice is the weight with the lowest p
 
     python scripts/fine_line_prior_study.py --select --checkpoint checkpoints/segmenter/segmenter.ckpt
 
-Confirmation runs through ``lit-block eval-seg --leave-one-out ... --fine-inline-weight W`` on the 16 folds.
+Confirmation: ``lit-block eval-seg --leave-one-out ... --fine-inline-weight W`` on the 16 folds, then
+``--compare`` pools the left-out documents of two such runs (every fold, in the same order) and prints, per level, the
+segmenter's Pk and WindowDiff in each and the Pk difference with its 95% paired bootstrap interval over documents.
+
+    python scripts/fine_line_prior_study.py --compare eval-seg/loo-2026-12-06-close eval-seg/loo-2026-12-06-fine075
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from lit_block.segmentation.evaluation import evaluate
 from lit_block.segmentation.segmenter import Segmenter
@@ -20,13 +26,42 @@ from lit_block.segmentation.segmenter import Segmenter
 GRID = (1.0, 0.75, 0.5, 0.25, 0.1, 0.0)
 
 
+def pooled(results: dict, level: str) -> dict:
+    """The segmenter's entries of one level, every left-out category's documents in one list (sorted by category)."""
+    keys = sorted(k for k in results if k.startswith(f"segmenter|{level}|"))
+    documents = [d for k in keys for d in results[k]["documents"]]
+    windows = sum(d[2] for d in documents) or 1
+    return {"pk": sum(d[0] for d in documents) / windows, "windowdiff": sum(d[1] for d in documents) / windows,
+            "documents": documents}
+
+
+def compare(base: Path, new: Path) -> None:
+    from lit_block.segmentation.evaluation import pk_difference
+    from lit_block.segmentation.segmenter import LEVELS
+
+    a, b = (json.loads((folder / "leave_one_out.json").read_text()) for folder in (base, new))
+    print(f"| level | Pk {base.name} | Pk {new.name} | difference [95% interval] | WindowDiff |\n|---|---|---|---|---|")
+    for level in LEVELS:
+        x, y = pooled(a, level), pooled(b, level)
+        d, low, high = pk_difference(y, x)
+        print(f"| {level} | {x['pk']:.4f} | {y['pk']:.4f} | {d:+.4f} [{low:+.4f}, {high:+.4f}] | "
+              f"{x['windowdiff']:.4f} -> {y['windowdiff']:.4f} |")
+    print(f"\n{len(x['documents'])} left-out documents, pooled over the folds")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--select", action="store_true", required=True)
-    p.add_argument("--checkpoint", required=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--select", action="store_true")
+    mode.add_argument("--compare", nargs=2, type=Path, metavar=("BASE", "NEW"), help="two eval-seg --leave-one-out outputs")
+    p.add_argument("--checkpoint")
     p.add_argument("--dataset", default="data/semanticseg")
     p.add_argument("--split", default="validation")
     args = p.parse_args()
+    if args.compare:
+        return compare(*args.compare)
+    if not args.checkpoint:
+        p.error("--select needs --checkpoint")
     from datasets import load_from_disk
 
     rows = list(load_from_disk(args.dataset)[args.split])

@@ -47,9 +47,10 @@ def train_fold(config: Path, dataset: Path, category: str, folder: Path, extra: 
         changed = [k for k in training if recorded.get(k) != training[k]]
         if changed:
             names = {"config_sha256": "the config's contents", "dataset": "--dataset", "extra": "--extra"}
+            was = ", ".join(f"{k}: {recorded.get(k)!r}" for k in changed)
             raise UsageError(f"the fold without {category!r} in {folder} was trained with another "
-                             f"{', '.join(names[k] for k in changed)} ({', '.join(f'{k}: {recorded.get(k)!r}' for k in changed)}); "
-                             "pass --force to retrain it, or another --output")
+                             f"{', '.join(names[k] for k in changed)} ({was}); pass --force to retrain it, or another "
+                             "--output")
         print(f"  reusing {ckpt}", flush=True)
         return ckpt
     folder.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,9 @@ COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse score
 SEPARATOR_UNITS = ("close", "free")
 SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***: no letter or digit): close = the line "
                         "ends the block before it, free = its scores decide")
-FINE_INLINE_WEIGHT = 1.0  # the trained segmenter's fine level: the head's own probabilities (planner.favour_line_starts)
+# the trained segmenter's fine level: units inside a line get 0.75 x their probability (planner.favour_line_starts;
+# selected and confirmed in docs/results/segmenter_fine_line_prior_2026-12-06.md)
+FINE_INLINE_WEIGHT = 0.75
 FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the probabilities of units inside a line (not "
                            "at a line start) by this, in [0, 1]")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)

@@ -70,10 +70,8 @@ def _punkt_starts_inside_lines(text: str, lines: list[str], line_starts: list[in
     opens = [bool(_OPENS_WITH_CLOSER.match(line)) for line in lines]
     wanted = [o or bool(_MAY_START_INSIDE.search(line.rstrip("\r\n"))) for o, line in zip(opens, lines)]
     keep = list(wanted)
-    for i in range(len(lines)):
-        j = i
-        while opens[i] and j > 0:  # a break at the previous non-blank line's end can move into this line
-            j -= 1
+    for i in (i for i, o in enumerate(opens) if o):  # a break at the previous non-blank line's end can move in here
+        for j in range(i - 1, -1, -1):
             keep[j] = True
             if lines[j].strip():
                 break

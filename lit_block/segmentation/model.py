@@ -313,8 +313,8 @@ class SegmenterNet(nn.Module):
             # the coarse and middle heads in one batch: the GRU's steps run once for both (3.2 ms a pass on a GPU)
             B = features.shape[0]
             levels = torch.tensor([level] * B + [LEVEL_INDEX["middle"]] * B, device=features.device)
-            lengths2 = None if lengths is None else lengths.repeat(2)
-            both = torch.sigmoid(self.head(features.repeat(2, 1, 1), levels, lengths2))
+            both_lengths = None if lengths is None else lengths.repeat(2)
+            both = torch.sigmoid(self.head(features.repeat(2, 1, 1), levels, both_lengths))
             return coarse_from_middle(both[B:], both[:B], features[..., : self.encoder.dim], lengths)
         return torch.sigmoid(self.head(features, level, lengths))
 

@@ -16,8 +16,9 @@ sets ``self.device_mesh``)::
   calling them gathers the root's shards like ``forward`` does.
 * Mixed precision: parameters computed in ``param_dtype`` (bf16 by default), gradients reduced in
   ``reduce_dtype`` (fp32); the optimizer keeps fp32 shards.
-* Activation checkpointing (student only): every decoder layer recomputes its activations in the
-  backward pass (transformers' own gradient checkpointing, non-reentrant).
+* Activation checkpointing (student only): decoder layers recompute their activations in the backward
+  pass (transformers' own gradient checkpointing, non-reentrant); every layer by default, or a share of
+  them, evenly spaced, to trade the memory left over for less recomputation.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ FORWARD_METHODS = ("hidden_states_for_layout", "full_attention_hidden_states")
 class ShardingConfig:
     param_dtype: str = "bfloat16"  # compute dtype of gathered parameters
     reduce_dtype: str = "float32"  # gradient reduce-scatter dtype
-    activation_checkpointing: bool = True  # student decoder layers recompute activations in backward
+    # student decoder layers that recompute activations in backward: True (all), False (none) or a share in [0, 1]
+    activation_checkpointing: bool | float = True
     reshard_after_forward: bool = True  # decoder layers free their gathered parameters after forward
 
     def __post_init__(self):
         for name in ("param_dtype", "reduce_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(DTYPES)}")
+        if not 0 <= float(self.activation_checkpointing) <= 1:
+            raise ValueError(f"activation_checkpointing {self.activation_checkpointing!r} is not true, false or a "
+                             "share of the decoder layers in [0, 1]")
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -52,6 +57,24 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
         raise ValueError(f"{type(model).__name__} names no decoder layer class in _no_split_modules "
                          f"({sorted(names) or 'none'}); it cannot be sharded per layer")
     return layers
+
+
+def checkpointed_layers(n_layers: int, share: float) -> list[bool]:
+    """Which of ``n_layers`` decoder layers recompute their activations: ``floor(share * n_layers)`` of them, evenly
+    spaced (layer ``i`` where ``floor((i + 1) * share)`` steps up), so the memory they free is spread over the depth."""
+    share = float(share)
+    return [int((i + 1) * share + 1e-9) > int(i * share + 1e-9) for i in range(n_layers)]
+
+
+def set_activation_checkpointing(model: nn.Module, share: bool | float) -> None:
+    """Activation checkpointing on a share of a transformers model's decoder layers (True: all, False: none)."""
+    if not share:
+        model.gradient_checkpointing_disable()
+        return
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = decoder_layers(model)
+    for layer, on in zip(layers, checkpointed_layers(len(layers), share)):
+        layer.gradient_checkpointing = on  # transformers' per-layer switch (GradientCheckpointingLayer)
 
 
 def data_parallel_mesh(mesh):
@@ -66,7 +89,7 @@ def shard_block_lm(lm, mesh, config: ShardingConfig = ShardingConfig(), frozen: 
 
     policy = MixedPrecisionPolicy(param_dtype=DTYPES[config.param_dtype], reduce_dtype=DTYPES[config.reduce_dtype])
     if config.activation_checkpointing and not frozen:
-        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(lm.model, config.activation_checkpointing)
     units = decoder_layers(lm.model)
     for layer in units:
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=config.reshard_after_forward)

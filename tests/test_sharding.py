@@ -147,3 +147,57 @@ def test_the_phase_breakdown_runs_with_the_checkpointing_it_reports(tiny_model_d
     for checkpointing in (True, False):  # the second call must undo the first's setting
         phases = breakdown(teacher, student, batch, checkpointing, "cpu", repeat=1)
         assert student.model.is_gradient_checkpointing == checkpointing and len(phases) == 6
+
+
+@pytest.mark.parametrize("n", [1, 5, 28, 36])
+def test_a_share_of_layers_checkpoints_that_many_evenly_spaced(n):
+    from lit_block.sharding import checkpointed_layers
+
+    for share in (0.0, 0.25, 0.4, 0.5, 0.75, 1.0):
+        on = checkpointed_layers(n, share)
+        assert len(on) == n and sum(on) == int(share * n + 1e-9)
+        where = [i for i, b in enumerate(on) if b]
+        gaps = {b - a for a, b in zip(where, where[1:])}
+        assert len(gaps) <= 2 and (not gaps or max(gaps) - min(gaps) <= 1)  # spread over the depth, not bunched
+    with pytest.raises(ValueError, match="activation_checkpointing 1.5"):
+        ShardingConfig(activation_checkpointing=1.5)
+
+
+def test_checkpointing_a_share_of_layers_recomputes_only_those_and_keeps_the_gradients():
+    from lit_block.sharding import set_activation_checkpointing
+
+    torch.manual_seed(0)
+    config = tiny_config("llama")
+    config.num_hidden_layers = 4
+    lm = BlockAttentionLM.from_pretrained(config).train()
+    layers = decoder_layers(lm.model)
+    calls = [0] * len(layers)
+    for i, layer in enumerate(layers):
+        # a pre-hook inside the layer: a checkpointed layer runs its inner forward again in the backward pass (a
+        # post-hook may not: the recomputation stops once it has what the backward needs)
+        layer.mlp.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    ids = torch.randint(0, 128, (1, 16))
+    grads = {}
+    for share in (0.0, 0.5, 1.0, False):  # False last: the switch off must undo a share
+        set_activation_checkpointing(lm.model, share)
+        calls[:] = [0] * len(layers)
+        lm.model(input_ids=ids).logits.logsumexp(-1).mean().backward()
+        grads[share] = {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}
+        lm.zero_grad(set_to_none=True)
+        recomputed = [c - 1 for c in calls]
+        expected = [0, 1, 0, 1] if share == 0.5 else [int(bool(share))] * len(layers)
+        assert recomputed == expected, (share, recomputed)
+    assert grads[0.0]
+    for share in (0.5, 1.0):
+        torch.testing.assert_close(grads[share], grads[0.0])
+
+
+def test_bench_distill_takes_a_share_of_checkpointed_layers_and_refuses_others(tiny_model_dir, capsys):
+    from lit_block.cli import main
+
+    assert main(["bench", "distill", "--model", str(tiny_model_dir), "--tokens", "64", "--block-tokens", "16",
+                 "--global-tokens", "16", "--device", "cpu", "--backends", "sdpa", "--repeat", "1",
+                 "--checkpointing", "0.5", "--naive", "false"]) == 0
+    assert "| 64 | lit-block, sdpa | 50% of layers |" in capsys.readouterr().out
+    assert main(["bench", "distill", "--checkpointing", "most"]) == 2
+    assert "--checkpointing 'most': expected on, off, both or a share" in capsys.readouterr().err

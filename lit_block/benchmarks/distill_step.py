@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lit_block.distillation_step import DistillSettings, SensitivityWeighting, distillation_step, sample_released
+from lit_block.errors import UsageError
 
 
 def step_flops(config, tokens: int, block_tokens: int, global_tokens: int, isolated_weight: float) -> float:
@@ -86,7 +87,7 @@ def ours_loss(teacher, student, batch, settings: DistillSettings, tick=lambda ph
     return distillation_step(teacher, student, batch, released, settings, SENSITIVITY, tick)
 
 
-def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lambda phase: None, settings=None):
+def ours_step(teacher, student, batch, optimizer, checkpointing: float, tick=lambda phase: None, settings=None):
     """One training step: the loss under bf16 autocast (as Lightning's ``bf16-mixed``), backward, AdamW.
     ``tick(phase)`` is called after each phase (``--breakdown`` times them)."""
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16):
@@ -98,16 +99,16 @@ def ours_step(teacher, student, batch, optimizer, checkpointing: bool, tick=lamb
     tick("optimizer step")
 
 
-def prepare_student(student, checkpointing: bool, device: str) -> torch.optim.Optimizer:
-    """Set the student's activation checkpointing and return a fresh optimizer for it."""
-    if checkpointing:
-        student.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        student.model.gradient_checkpointing_disable()
+def prepare_student(student, checkpointing: float, device: str) -> torch.optim.Optimizer:
+    """Set the student's activation checkpointing (the share of its decoder layers that recompute) and return a fresh
+    optimizer for it."""
+    from lit_block.sharding import set_activation_checkpointing
+
+    set_activation_checkpointing(student.model, checkpointing)
     return torch.optim.AdamW(student.parameters(), lr=1e-5, fused=device == "cuda")
 
 
-def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat: int, settings=None,
+def breakdown(teacher, student, batch, checkpointing: float, device: str, repeat: int, settings=None,
               warmup: int = 1) -> dict[str, float]:
     """Median milliseconds of each phase of ``ours_step`` (a device sync between phases), after ``warmup`` steps."""
     from lit_block.benchmarks.attention import sync
@@ -130,7 +131,7 @@ def breakdown(teacher, student, batch, checkpointing: bool, device: str, repeat:
     return {phase: statistics.median(ms) for phase, ms in samples.items()}
 
 
-def profile(teacher, student, batch, checkpointing: bool, device: str, settings=None, top: int = 15) -> str:
+def profile(teacher, student, batch, checkpointing: float, device: str, settings=None, top: int = 15) -> str:
     """One profiled ``ours_step`` (after a warm-up step): GPU kernel time against wall time, then the top kernels."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
@@ -153,7 +154,7 @@ def profile(teacher, student, batch, checkpointing: bool, device: str, settings=
             + events.table(sort_by="self_device_time_total", row_limit=top, max_name_column_width=70))
 
 
-def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
+def naive_step(teacher, student, batch, optimizer, checkpointing: float):
     """Stock transformers: a dense 4D block mask, full logits of both models, unchunked KL."""
     from lit_block.layout import layout_from_tokens
 
@@ -175,7 +176,7 @@ def naive_step(teacher, student, batch, optimizer, checkpointing: bool):
     optimizer.zero_grad(set_to_none=True)
 
 
-def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, device: str, warmup: int = 1) -> dict:
+def measure(step, teacher, student, batch, checkpointing: float, repeat: int, device: str, warmup: int = 1) -> dict:
     from lit_block.benchmarks.attention import sync
 
     optimizer = prepare_student(student, checkpointing, device)
@@ -201,6 +202,24 @@ def measure(step, teacher, student, batch, checkpointing: bool, repeat: int, dev
     return {"ms": 1e3 * statistics.median(times), "peak_gib": peak, "oom": False}
 
 
+def checkpointing_modes(value: str) -> list[float]:
+    """``--checkpointing``: on, off, both, or a share of the student's decoder layers in [0, 1]."""
+    named = {"on": [1.0], "off": [0.0], "both": [0.0, 1.0]}
+    if value in named:
+        return named[value]
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        raise UsageError(f"--checkpointing {value!r}: expected on, off, both or a share of decoder layers in [0, 1]")
+    return [share]
+
+
+def checkpointing_label(share: float) -> str:
+    return {0.0: "off", 1.0: "on"}.get(share, f"{share:.0%} of layers")
+
+
 def build_parser():
     from lit_block.command_line import command_parser
 
@@ -214,7 +233,9 @@ def build_parser():
                    help="the loss's weight on isolated-block rows (experiments/distill/full.yaml's isolated_weight)")
     p.add_argument("--chunk-size", type=int, default=2048, help="positions per vocabulary projection in the loss")
     p.add_argument("--backends", nargs="+", default=["sdpa", "flex", "varlen"], help="student attention backends timed")
-    p.add_argument("--checkpointing", choices=("on", "off", "both"), default="both", help="student activation checkpointing")
+    p.add_argument("--checkpointing", default="both",
+                   help="student activation checkpointing: on, off, both, or the share of decoder layers that recompute "
+                        "(e.g. 0.5: every other layer; the memory the rest keep buys back their recomputation)")
     p.add_argument("--naive", type=bool, default=True, help="run the naive baseline")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where it runs")
     p.add_argument("--repeat", type=int, default=3, help="timed steps (median reported)")
@@ -230,7 +251,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    modes = {"on": [True], "off": [False], "both": [False, True]}[args.checkpointing]
+    modes = checkpointing_modes(args.checkpointing)
     compiled = "inductor" if args.compile else None  # the layers (make_models) and the loss (ours_step)
     settings = DistillSettings(isolated_weight=args.isolated_weight, chunk_size=args.chunk_size, compile=compiled)
     rows = []
@@ -252,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.breakdown:
                 for ckpt in modes:
                     phases = breakdown(teacher, student, batch, ckpt, args.device, args.repeat, settings, args.warmup)
-                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}: phases: "
+                    print(f"\n{tokens} tokens, {backend}, checkpointing {checkpointing_label(ckpt)}: phases: "
                           + "; ".join(f"{k} {v:.1f} ms" for k, v in phases.items()), flush=True)
             if args.profile and args.device == "cuda":
                 for ckpt in modes:
-                    print(f"\n{tokens} tokens, {backend}, checkpointing {'on' if ckpt else 'off'}, profiled: "
+                    print(f"\n{tokens} tokens, {backend}, checkpointing {checkpointing_label(ckpt)}, profiled: "
                           + profile(teacher, student, batch, ckpt, args.device, settings), flush=True)
         del teacher, student
     print(f"\n{args.model} teacher + student (random weights), {args.device}, torch {torch.__version__}; blocks of "
@@ -268,10 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         base = next((b for b in rows if b["tokens"] == r["tokens"] and b["name"].startswith("naive") and
                      b["ckpt"] == r["ckpt"] and not b["oom"]), None)
         if r["oom"]:
-            print(f"| {r['tokens']} | {r['name']} | {'on' if r['ckpt'] else 'off'} | out of memory | - | - | - | - |")
+            print(f"| {r['tokens']} | {r['name']} | {checkpointing_label(r['ckpt'])} | out of memory | - | - | - | - |")
             continue
         mfu = r["flops"] / (r["ms"] / 1e3) / (args.peak_tflops * 1e12)
         speed = f"{base['ms'] / r['ms']:.2f}x" if base else "-"
-        print(f"| {r['tokens']} | {r['name']} | {'on' if r['ckpt'] else 'off'} | {r['ms']:.0f} | "
+        print(f"| {r['tokens']} | {r['name']} | {checkpointing_label(r['ckpt'])} | {r['ms']:.0f} | "
               f"{r['tokens'] / (r['ms'] / 1e3):,.0f} | {100 * mfu:.1f}% | {r['peak_gib']:.1f} | {speed} |")
     return 0

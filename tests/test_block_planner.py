@@ -235,3 +235,30 @@ def test_favouring_line_starts_scales_only_units_inside_a_line(texts, weight):
         else:
             assert q == p * weight
     assert favour_line_starts(texts, probs, 1.0) == probs
+
+
+def test_what_starts_mid_sentence():
+    from lit_block.segmentation.planner import starts_mid_sentence
+
+    carries_on = [("the ship did not sail\n", "for several days."), ("beds, pots,\n", "  knives and forks"),
+                  ("a whale\r\n", "and another")]
+    new_start = [("the ship did not sail.\n", "for"), ("did not sail\n\n", "for"), ("did not sail\n", "For"),
+                 ("did not sail\n", "  42 days"), ("did not sail ", "for"), ("x = 1\n", "y")]
+    assert all(starts_mid_sentence(a, b) for a, b in carries_on)
+    assert not any(starts_mid_sentence(a, b) for a, b in new_start)
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.sampled_from(["the whale\n", "swam on.\n", "and on\n", "Then, \n", "\n", "at sea, ", "x"]),
+                      min_size=1, max_size=12),
+       weight=st.floats(0, 1))
+def test_avoiding_mid_sentence_scales_exactly_the_units_that_carry_a_sentence_on(texts, weight):
+    from lit_block.segmentation.planner import avoid_mid_sentence, starts_mid_sentence
+
+    probs = [None if i % 5 == 4 else (i % 3 + 1) / 4 for i in range(len(texts))]
+    out = avoid_mid_sentence(texts, probs, weight)
+    for i, (p, q) in enumerate(zip(probs, out)):
+        carried = i > 0 and texts[i - 1].endswith(("e\n", "n\n", ", \n")) and texts[i][:1].islower()
+        assert carried == (i > 0 and starts_mid_sentence(texts[i - 1], texts[i]))
+        assert q == (None if p is None else p * weight if carried else p)
+    assert avoid_mid_sentence(texts, probs, 1.0) == probs

@@ -20,7 +20,8 @@ import sys
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
 from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, FINE_INLINE_WEIGHT,
-                                              FINE_INLINE_WEIGHT_HELP, LEVEL_TOKENS, METHODS,
+                                              FINE_INLINE_WEIGHT_HELP, LEVEL_TOKENS, METHODS, MID_SENTENCE_WEIGHT,
+                                              MID_SENTENCE_WEIGHT_HELP,
                                               SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter, parse_granularity)
 
 
@@ -70,6 +71,7 @@ def build_parser():
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
+    p.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
@@ -94,7 +96,8 @@ def main(argv: list[str]) -> int:
         text = read_input(args.file)
         segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter,
                               coarse_scoring=args.coarse_scoring, encoder_dtype=args.encoder_dtype,
-                              separator_units=args.separator_units, fine_inline_weight=args.fine_inline_weight)
+                              separator_units=args.separator_units, fine_inline_weight=args.fine_inline_weight,
+                              mid_sentence_weight=args.mid_sentence_weight)
         blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
                                    default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
                                    args.max_depth)

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
 from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, FINE_INLINE_WEIGHT,
-                                              FINE_INLINE_WEIGHT_HELP, LEVELS, METHODS,
+                                              FINE_INLINE_WEIGHT_HELP, LEVELS, METHODS, MID_SENTENCE_WEIGHT,
+                                              MID_SENTENCE_WEIGHT_HELP,
                                               SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter)
 
 SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
@@ -137,6 +138,7 @@ def build_parser():
     p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
     p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
     p.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
+    p.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
@@ -160,7 +162,8 @@ def main(argv: list[str]) -> int:
     rows = pick_documents(load_from_disk(args.dataset)[args.split], args.per_category)
     segmenters = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
                                encoder_dtype=args.encoder_dtype, separator_units=args.separator_units,
-                               fine_inline_weight=args.fine_inline_weight) for m in methods}
+                               fine_inline_weight=args.fine_inline_weight,
+                               mid_sentence_weight=args.mid_sentence_weight) for m in methods}
     results = evaluate(rows, segmenters, args.tolerance)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

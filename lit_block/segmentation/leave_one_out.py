@@ -162,7 +162,8 @@ def run(args) -> tuple[str, dict]:
         picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
         segmenters = {m: Segmenter(m, str(ckpt) if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
                                    encoder_dtype=args.encoder_dtype, separator_units=args.separator_units,
-                                   fine_inline_weight=args.fine_inline_weight)
+                                   fine_inline_weight=args.fine_inline_weight,
+                                   mid_sentence_weight=args.mid_sentence_weight)
                       for m in ["segmenter", *baselines]}
         fold = evaluate(picked, segmenters, args.tolerance)
         results.update({k: v for k, v in fold.items() if k[2] != "all"})  # "all" of a fold is its one category

@@ -171,6 +171,24 @@ def favour_line_starts(unit_texts: list[str], probabilities: list[float | None],
             for i, p in enumerate(probabilities)]
 
 
+_ENDS_MID_SENTENCE = re.compile(r"[a-z,][ \t]*\r?\n\Z")  # a line ending in a lowercase letter or a comma, then one break
+_OPENS_LOWERCASE = re.compile(r"[ \t]*[a-z]")
+
+
+def starts_mid_sentence(previous: str, text: str) -> bool:
+    """Whether a unit starts a line that carries on the previous line's sentence: the previous line ends in a
+    lowercase letter or a comma (no blank line between) and this one opens with a lowercase letter, as hard-wrapped
+    prose does. A block starting there would cut a sentence in two."""
+    return bool(_ENDS_MID_SENTENCE.search(previous)) and bool(_OPENS_LOWERCASE.match(text))
+
+
+def avoid_mid_sentence(unit_texts: list[str], probabilities: list[float | None], weight: float) -> list[float | None]:
+    """Unit boundary probabilities with those of units that start mid-sentence (``starts_mid_sentence``) multiplied
+    by ``weight``: a prior that a block holds whole sentences (None stays None)."""
+    return [p if p is None or i == 0 or not starts_mid_sentence(unit_texts[i - 1], unit_texts[i]) else p * weight
+            for i, p in enumerate(probabilities)]
+
+
 def plan_blocks(
     total_tokens: int,
     scores: dict[int, float],

@@ -18,7 +18,8 @@ from functools import cached_property
 from lit_block.errors import UsageError, check_number
 from lit_block.segmentation import baselines
 from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
-from lit_block.segmentation.planner import BlockLimits, close_at_separators, favour_line_starts, plan_blocks
+from lit_block.segmentation.planner import (BlockLimits, avoid_mid_sentence, close_at_separators, favour_line_starts,
+                                            plan_blocks)
 
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
@@ -33,6 +34,11 @@ SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***:
 FINE_INLINE_WEIGHT = 0.75
 FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the probabilities of units inside a line (not "
                            "at a line start) by this, in [0, 1]")
+# every level of the trained segmenter: units starting a line that carries on a sentence get this x their probability
+# (planner.avoid_mid_sentence; docs/results/segmenter_mid_sentence_prior_2026-12-06.md)
+MID_SENTENCE_WEIGHT = 1.0
+MID_SENTENCE_WEIGHT_HELP = ("the trained segmenter, every level: multiply the probabilities of units that start a line "
+                            "carrying on the previous line's sentence (hard-wrapped prose) by this, in [0, 1]")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
 ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured "
                       "faster with the same blocks; float32 elsewhere), float32 or bfloat16")
@@ -60,7 +66,7 @@ class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
                  coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "close",
-                 fine_inline_weight: float = FINE_INLINE_WEIGHT):
+                 fine_inline_weight: float = FINE_INLINE_WEIGHT, mid_sentence_weight: float = MID_SENTENCE_WEIGHT):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -75,6 +81,8 @@ class Segmenter:
         # the trained segmenter's fine level: units inside a line get their probability times this (1: the head's own)
         check_number("fine_inline_weight", fine_inline_weight, low=0, high=1)
         self.fine_inline_weight = fine_inline_weight
+        check_number("mid_sentence_weight", mid_sentence_weight, low=0, high=1)
+        self.mid_sentence_weight = mid_sentence_weight  # every level: see planner.avoid_mid_sentence
         # the segmenter's encoder at inference: auto = bfloat16 where the CPU has bfloat16 matrix instructions
         self.encoder_dtype = check_encoder_dtype(encoder_dtype)
         self._doc, self._memo = None, {}  # per-document work reused across levels and sizes
@@ -121,6 +129,8 @@ class Segmenter:
                 probs = close_at_separators(self._memo["texts"], probs)
             if level == "fine" and self.fine_inline_weight != 1:
                 probs = favour_line_starts(self._memo["texts"], probs, self.fine_inline_weight)
+            if self.mid_sentence_weight != 1:
+                probs = avoid_mid_sentence(self._memo["texts"], probs, self.mid_sentence_weight)
             return {t: float(p) for t, p in zip(self._memo["tokens"][1:], probs[1:])
                     if p is not None and 0 < t < doc.n_tokens}
         if self.method in ("semantic", "texttiling"):  # size-independent scores: computed once per document

@@ -67,6 +67,10 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
     for mode in ("cache", "full"):
         fetch, prefill, decode = map(float, rows[mode][phases].split(" / "))
         assert prefill > 0 and decode > 0 and fetch >= 0
+    # the work done, counted at the model's first layer: the full server runs every prompt token (2 passages x 16 and
+    # the question), the cached one only its misses and queries; both run each answer's decode steps
+    tokens = {mode: float(rows[mode]["model tokens per request"]) for mode in ("cache", "full")}
+    assert tokens["full"] > 2 * 16 + 3 and tokens["cache"] < tokens["full"]
     assert "goal" in out
 
 

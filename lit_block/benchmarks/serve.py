@@ -183,10 +183,10 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     """A fresh server (empty store) on ``model``, the workload replayed against it, the server stopped."""
     from lit_block.serving.engine import ServingEngine
     from lit_block.serving.kv_store import BlockKVStore
-    from lit_block.sharding import decoder_layers
     from lit_block.serving.prompts import DocumentCutter, PromptBuilder
     from lit_block.serving.server import BackgroundServer, create_app
     from lit_block.serving.service import ServedModel
+    from lit_block.sharding import decoder_layers
 
     cutter = DocumentCutter("fixed", max_block_tokens=4 * args.passage_tokens)  # a passage stays one block
     builder = PromptBuilder(model.tokenizer, cutter)

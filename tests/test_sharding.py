@@ -201,3 +201,18 @@ def test_bench_distill_takes_a_share_of_checkpointed_layers_and_refuses_others(t
     assert "| 64 | lit-block, sdpa | 50% of layers |" in capsys.readouterr().out
     assert main(["bench", "distill", "--checkpointing", "most"]) == 2
     assert "--checkpointing 'most': expected on, off, both or a share" in capsys.readouterr().err
+
+
+def test_the_benchmark_shapes_have_their_published_sizes():
+    """The random-weight shapes the GPU benchmarks time are the published models' sizes (parameters on the meta
+    device: nothing allocated)."""
+    from transformers import AutoModelForCausalLM
+
+    from lit_block.benchmarks.ttft import SHAPES, shape_config
+
+    published = {"llama-3.1-8b": 8.03e9, "qwen3-4b": 4.02e9, "qwen3-0.6b": 0.596e9, "smollm2-135m": 0.1345e9}
+    assert set(SHAPES) == set(published)
+    for name, size in published.items():
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(shape_config(name))
+        assert sum(p.numel() for p in model.parameters()) == pytest.approx(size, rel=0.005), name

@@ -160,3 +160,25 @@ def test_closed_separator_units_never_start_a_block_and_free_ones_may(random_che
     assert started_at_separator["close"] == 0 and started_at_separator["free"] > 0
     with pytest.raises(UsageError, match="separator units"):
         Segmenter("segmenter", str(random_checkpoint), separator_units="after")
+
+
+def test_the_mid_sentence_prior_keeps_blocks_off_wrapped_sentence_lines(random_checkpoint, tiny_tokenizer_dir):
+    """Hard-wrapped prose: with ``mid_sentence_weight=0`` no block starts on a line that carries on a sentence (there are
+    enough other candidates for the blocks asked for); the random head's own scores do start some there."""
+    from lit_block.segmentation.planner import starts_mid_sentence
+
+    text = "".join(f"Sentence {i} tells how the ship\nsailed on, and how the crew\nslept ashore. " for i in range(60))
+    started_mid_sentence = {}
+    for weight in (0.0, 1.0):
+        seg = Segmenter("segmenter", str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir), encoder_dtype="float32",
+                        mid_sentence_weight=weight)
+        doc = seg.prepare(text)
+        units = doc.candidate_chars
+        spans = list(zip(units, units[1:] + [len(text)]))
+        mid = {doc.token_index(a) for (p, q), (a, b) in zip(spans, spans[1:]) if starts_mid_sentence(text[p:q], text[a:b])}
+        assert len(mid) >= 100  # two of every three line starts
+        cuts = [c for level in ("coarse", "middle", "fine") for c in seg.cut(doc, level, target_tokens=40)]
+        started_mid_sentence[weight] = len(mid & set(cuts))
+    assert started_mid_sentence[0.0] == 0 and started_mid_sentence[1.0] > 0
+    with pytest.raises(UsageError, match="mid_sentence_weight"):
+        Segmenter("segmenter", str(random_checkpoint), mid_sentence_weight=1.5)

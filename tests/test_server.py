@@ -266,6 +266,19 @@ def test_metrics_endpoint_speaks_prometheus(live):
         assert line.startswith("# ") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+", line), line
 
 
+def test_decode_counters_count_each_answers_steps(live):
+    """An answer of n tokens alone runs n - 1 decode rows (its first token comes from the prefill, its last is never
+    run), one row a step, on a slab built once for it (the idle engine frees the slab)."""
+    _, server, client = live
+    names = ("lit_block_decode_steps_total", "lit_block_decode_rows_total", "lit_block_decode_slab_rebuilds_total")
+    before = [metric(server, name) for name in names]
+    answer = client.completions.create(model="tiny", prompt=QUERY, max_tokens=5,
+                                       extra_body={"lit_block": {"documents": DOCS[:1], "ignore_eos": True}})
+    steps, rows, rebuilds = (metric(server, name) - b for name, b in zip(names, before))
+    assert answer.usage.completion_tokens == 5
+    assert steps == rows == 4 and rebuilds == 1
+
+
 def test_the_server_fingerprints_its_model_once(live, monkeypatch):
     import lit_block.serving.kv_store as kv_store
 

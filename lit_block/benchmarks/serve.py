@@ -56,6 +56,7 @@ class Run:
     phase_s: dict = field(default_factory=dict)  # the engine's seconds per phase over the replay (warm-up excluded)
     evictions: int = 0
     model_tokens: int = 0  # token rows through the model's first decoder layer over the replay (warm-up excluded)
+    decode: dict = field(default_factory=dict)  # the engine's decode steps, rows and slab rebuilds over the replay
 
     def row(self) -> dict:
         q = sorted(self.ttft_ms)
@@ -63,7 +64,9 @@ class Run:
                 "server_p50": _percentile(sorted(self.server_ttft_ms), 50), "rps": len(q) / self.wall_s,
                 "tps": self.tokens / self.wall_s, "hit_rate": self.hits / self.blocks if self.blocks else 0.0,
                 **{f"{k}_ms": 1e3 * v / len(q) for k, v in self.phase_s.items()}, "evictions": self.evictions,
-                "model_tokens": self.model_tokens / len(q)}
+                "model_tokens": self.model_tokens / len(q),
+                "rows_per_step": self.decode.get("decode_rows", 0) / max(self.decode.get("decode_steps", 0), 1),
+                "rebuilds": self.decode.get("decode_slab_rebuilds", 0)}
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -136,9 +139,10 @@ def build_workload(tokenizer, args) -> Workload:
 
 
 async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str,
-                 engine_phases=dict, model_tokens=lambda: 0) -> Run:
+                 engine_phases=dict, model_tokens=lambda: 0, engine_totals=dict) -> Run:
     """The workload replayed by ``clients`` concurrent clients; ``engine_phases()``: the server's seconds per engine
-    phase so far, ``model_tokens()``: tokens through the model so far (both read after the warm-up and at the end)."""
+    phase so far, ``model_tokens()``: tokens through the model so far, ``engine_totals()``: the server's counters
+    (decode steps, rows, slab rebuilds); all read after the warm-up and at the end."""
     from openai import AsyncOpenAI  # checked by run_bench
 
     run = Run(mode)
@@ -168,13 +172,14 @@ async def replay(url: str, model: str, workload: Workload, clients: int, max_tok
     # first calls, allocator: not counted; a passage of its own, so that the pool's stay cold
     await one(["[warm-up] " + workload.passages[0]], "Warm-up question?")
     run = Run(mode)  # the warm-up's figures dropped
-    before, tokens_before = engine_phases(), model_tokens()
+    before, tokens_before, totals_before = engine_phases(), model_tokens(), engine_totals()
     shares = [workload.requests[c::clients] for c in range(clients)]
     start = time.perf_counter()
     await asyncio.gather(*(client_loop(share) for share in shares))
     run.wall_s = time.perf_counter() - start
     run.phase_s = {k: v - before.get(k, 0.0) for k, v in engine_phases().items()}
     run.model_tokens = model_tokens() - tokens_before
+    run.decode = {k: v - totals_before.get(k, 0) for k, v in engine_totals().items() if k.startswith("decode_")}
     await client.close()
     return run
 
@@ -207,7 +212,7 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     try:
         run = asyncio.run(replay(server.url, "bench", workload, args.clients, args.max_new_tokens,
                                  "cache" if cache else "full", lambda: dict(engine.metrics.phase_seconds),
-                                 lambda: counted[0]))
+                                 lambda: counted[0], lambda: dict(engine.metrics.totals)))
     finally:
         server.stop()
         hook.remove()
@@ -326,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
           f"hit rate {100 * result['expected_hit_rate']:.0f}% if sequential), {args.max_new_tokens} new tokens each; "
           f"{args.repeat} repeats\n")
     print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate "
-          "| evictions | engine fetch / prefill / decode ms per request | model tokens per request |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "| evictions | engine fetch / prefill / decode ms per request | model tokens per request "
+          "| decode rows per step / slab rebuilds |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     def row(label: str, mode: str, r: dict) -> str:
         phases = " / ".join(f"{r.get(f'{k}_ms', 0.0):.1f}" for k in ("fetch", "prefill", "decode"))
         return (f"| {label} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
-                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% | {r['evictions']:.0f} | {phases} | {r['model_tokens']:.0f} |")
+                f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% | {r['evictions']:.0f} | {phases} | {r['model_tokens']:.0f} | "
+                f"{r['rows_per_step']:.1f} / {r['rebuilds']:.0f} |")
 
     for i, rows in enumerate(result["repeats"]):
         print("\n".join(row(str(i + 1), mode, rows[mode]) for mode in ("cache", "full")))
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(row("median", mode, summary[mode]) for mode in ("cache", "full")))
     ratio = summary["ratio"]
     print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
-          f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | | | | |")
+          f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | | | | | |")
     met = ratio["p50"] <= 0.10 and ratio["rps"] >= 3
     print(f"\n{GOAL}: {'met' if met else 'not met'} by this run ({args.device}).")
     return 0

@@ -37,6 +37,7 @@ class DecodeBatch:
         self.keys: torch.Tensor | None = None  # [layers, rows, kv_heads, capacity, head_dim]
         self.values: torch.Tensor | None = None
         self.column = 0  # C: where the next step writes; every live row ends just before it
+        self.rebuilds = 0  # slabs built so far (each copies every live answer's cache): a server's metric
 
     def clear(self) -> None:
         self.rows, self.keys, self.values, self.column = [], None, None, 0
@@ -87,6 +88,7 @@ class DecodeBatch:
     def _rebuild(self, generations: list[Generation], needed: int) -> None:
         """A slab of the live answers only, right-aligned at the longest, with room for every remaining token."""
         old_keys, old_values, old_rows, old_column = self.keys, self.values, self.rows, self.column
+        self.rebuilds += 1
         longest = max(g.position for g in generations)
         # headroom on the left: an answer arriving with a cache up to this much longer joins in place (a RAG server's
         # prompts differ by tens of tokens, and a rebuild copies every row's cache), for attention over that many more

@@ -278,12 +278,14 @@ class ServingEngine:
                 except Exception as err:  # noqa: BLE001
                     job.emit("error", err)
                     continue
+                self.metrics.add(decode_steps=1, decode_rows=1)
                 self._active.append(job)
             return
         self._active = going
         if not going:
             self.decoder.clear()  # idle: the slab's memory goes back
             return
+        rebuilds = self.decoder.rebuilds
         try:
             self.decoder.step([job.generation for job in going], tokens)
         except Exception as err:  # noqa: BLE001 - the shared forward failed (out of memory, say): its answers fail
@@ -291,3 +293,5 @@ class ServingEngine:
                 job.emit("error", err)
             self._active = []
             self.decoder.clear()
+            return
+        self.metrics.add(decode_steps=1, decode_rows=len(going), decode_slab_rebuilds=self.decoder.rebuilds - rebuilds)

@@ -76,7 +76,11 @@ class ServerMetrics:
                            ("completion_tokens", "generated tokens"),
                            ("request_block_hits", "blocks of requests found in the store"),
                            ("request_block_misses", "blocks of requests prefilled for them (shared by a batch)"),
-                           ("prefill_batches", "batches of requests whose block misses were prefilled together")):
+                           ("prefill_batches", "batches of requests whose block misses were prefilled together"),
+                           ("decode_steps", "decode forwards (one per active answer with batched decoding off)"),
+                           ("decode_rows", "answers those forwards advanced (divided by decode_steps: rows per step)"),
+                           ("decode_slab_rebuilds", "decode slabs rebuilt to take new answers (each copies every live "
+                            "answer's cache)")):
             metric(f"{key}_total", "counter", help_, [("", totals.get(key, 0))])
         metric("engine_seconds_total", "counter", "the engine's wall time by phase: fetch (store lookups and block "
                "prefills), prefill (caches assembled, queries prefilled), decode (tokens chosen, one batched step)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 
 import openai
 import pytest
@@ -97,3 +98,15 @@ def test_summary_takes_medians_of_per_repeat_ratios():
     repeats = [{"cache": {**row, "p50": p}, "full": {**row, "p50": 100.0, "rps": 1.0, "hit_rate": 0.0}} for p in (5, 10, 40)]
     summary = summarize(repeats)
     assert summary["ratio"]["p50"] == 0.10 and summary["ratio"]["rps"] == 2.0 and summary["cache"]["p50"] == 10
+
+
+def test_the_clients_process_reports_its_error():
+    """The clients run in a child process (not beside the engine thread); when they fail, the error comes back."""
+    from lit_block.benchmarks.serve import Workload, replay_in_child
+
+    workload = Workload(["A passage."], [([0], "A question?")], 0.0)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RuntimeError, match=r"clients failed(.|\n)*APIConnectionError"):
+        replay_in_child(dict, f"http://127.0.0.1:{port}", "bench", workload, 1, 2, "cache")

@@ -13,9 +13,10 @@ replay the requests concurrently, each sending its next request when its answer 
 
 Each repeat starts both servers afresh (an empty store) on the same loaded model, on 127.0.0.1 in
 this process, and replays the same requests against each: ``cache`` (the block store) then ``full``
-(``--cache false``: every prompt prefilled whole with causal attention). TTFT is measured by the
-client, from sending the request to the first streamed chunk (the server sends it when the first
-token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
+(``--cache false``: every prompt prefilled whole with causal attention). The clients run in a child
+process: in the server's own they would take its interpreter lock from the engine thread, whose decode
+step is bound by launching kernels. TTFT is measured by the client, from sending the request to the
+first streamed chunk (the server sends it when the first token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
 ``cache / full`` of the same repeat (TTFT) and ``cache / full`` of throughput, medians over repeats.
 A ``--model`` named in ``lit_block.benchmarks.ttft.SHAPES`` gets random weights and ``--tokenizer``'s
 tokenizer; any other is loaded with its weights (``smollm2-135m``: the embedded SmolLM2-135M).
@@ -139,10 +140,9 @@ def build_workload(tokenizer, args) -> Workload:
 
 
 async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str,
-                 engine_phases=dict, model_tokens=lambda: 0, engine_totals=dict) -> Run:
-    """The workload replayed by ``clients`` concurrent clients; ``engine_phases()``: the server's seconds per engine
-    phase so far, ``model_tokens()``: tokens through the model so far, ``engine_totals()``: the server's counters
-    (decode steps, rows, slab rebuilds); all read after the warm-up and at the end."""
+                 stage=lambda name: None) -> Run:
+    """The workload replayed by ``clients`` concurrent clients: the client's figures. ``stage("start")`` is called
+    after the warm-up request and ``stage("end")`` after the last answer (where the server's counters are read)."""
     from openai import AsyncOpenAI  # checked by run_bench
 
     run = Run(mode)
@@ -172,16 +172,53 @@ async def replay(url: str, model: str, workload: Workload, clients: int, max_tok
     # first calls, allocator: not counted; a passage of its own, so that the pool's stay cold
     await one(["[warm-up] " + workload.passages[0]], "Warm-up question?")
     run = Run(mode)  # the warm-up's figures dropped
-    before, tokens_before, totals_before = engine_phases(), model_tokens(), engine_totals()
+    stage("start")
     shares = [workload.requests[c::clients] for c in range(clients)]
     start = time.perf_counter()
     await asyncio.gather(*(client_loop(share) for share in shares))
     run.wall_s = time.perf_counter() - start
-    run.phase_s = {k: v - before.get(k, 0.0) for k, v in engine_phases().items()}
-    run.model_tokens = model_tokens() - tokens_before
-    run.decode = {k: v - totals_before.get(k, 0) for k, v in engine_totals().items() if k.startswith("decode_")}
+    stage("end")
     await client.close()
     return run
+
+
+def _client_process(conn, *replay_args) -> None:
+    """The clients' process: ``replay``, pausing at each stage until the server's process has read its counters;
+    sends the ``Run``, or the error's traceback."""
+    import traceback
+
+    def stage(name: str) -> None:
+        conn.send(name)
+        conn.recv()
+
+    try:
+        conn.send(asyncio.run(replay(*replay_args, stage=stage)))
+    except BaseException:  # noqa: BLE001 - whatever it is, the parent reports it
+        conn.send(traceback.format_exc())
+
+
+def replay_in_child(counters, *replay_args) -> tuple[Run, dict, dict]:
+    """``replay(*replay_args)`` in a fresh process; ``counters()`` (the server's, read here) at its start and end."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding a CUDA context and threads
+    parent, child = context.Pipe()
+    process = context.Process(target=_client_process, args=(child, *replay_args), daemon=True)
+    process.start()
+    read = {}
+    try:
+        while True:
+            message = parent.recv()  # EOFError if the child dies without a word
+            if isinstance(message, Run):
+                return message, read["start"], read["end"]
+            if message not in ("start", "end"):
+                raise RuntimeError(f"bench serve's clients failed:\n{message}")
+            read[message] = counters()
+            parent.send("go")
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
 
 
 def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
@@ -209,13 +246,19 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     hook = decoder_layers(model.model)[0].register_forward_pre_hook(
         lambda _layer, inputs, kwargs: counted.__setitem__(0, counted[0] + _rows(inputs, kwargs)), with_kwargs=True)
     server = BackgroundServer(create_app(served)).start()
+
+    def counters() -> dict:
+        return {"phases": dict(engine.metrics.phase_seconds), "tokens": counted[0], "totals": dict(engine.metrics.totals)}
+
     try:
-        run = asyncio.run(replay(server.url, "bench", workload, args.clients, args.max_new_tokens,
-                                 "cache" if cache else "full", lambda: dict(engine.metrics.phase_seconds),
-                                 lambda: counted[0], lambda: dict(engine.metrics.totals)))
+        run, before, after = replay_in_child(counters, server.url, "bench", workload, args.clients, args.max_new_tokens,
+                                             "cache" if cache else "full")
     finally:
         server.stop()
         hook.remove()
+    run.phase_s = {k: v - before["phases"].get(k, 0.0) for k, v in after["phases"].items()}
+    run.model_tokens = after["tokens"] - before["tokens"]
+    run.decode = {k: v - before["totals"].get(k, 0) for k, v in after["totals"].items() if k.startswith("decode_")}
     run.evictions = store.stats()["evictions"] if store is not None else 0
     return run
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 
@@ -110,3 +111,17 @@ def test_the_clients_process_reports_its_error():
         port = s.getsockname()[1]
     with pytest.raises(RuntimeError, match=r"clients failed(.|\n)*APIConnectionError"):
         replay_in_child(dict, f"http://127.0.0.1:{port}", "bench", workload, 1, 2, "cache")
+
+
+class _DiesWhenUnpickled:
+    """Kills the process that unpickles it: a clients' process that dies without a word."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_a_clients_process_that_dies_is_reported_with_its_status():
+    from lit_block.benchmarks.serve import replay_in_child
+
+    with pytest.raises(RuntimeError, match="clients exited with status 3"):
+        replay_in_child(dict, "http://127.0.0.1:9", "bench", _DiesWhenUnpickled(), 1, 2, "cache")

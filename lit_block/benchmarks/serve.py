@@ -205,10 +205,15 @@ def replay_in_child(counters, *replay_args) -> tuple[Run, dict, dict]:
     parent, child = context.Pipe()
     process = context.Process(target=_client_process, args=(child, *replay_args), daemon=True)
     process.start()
+    child.close()  # the child's end lives in the child alone: its death then ends recv() here with EOFError
     read = {}
     try:
         while True:
-            message = parent.recv()  # EOFError if the child dies without a word
+            try:
+                message = parent.recv()
+            except EOFError:  # the child died without a word (killed, out of memory)
+                process.join(30)
+                raise RuntimeError(f"bench serve's clients exited with status {process.exitcode}") from None
             if isinstance(message, Run):
                 return message, read["start"], read["end"]
             if message not in ("start", "end"):

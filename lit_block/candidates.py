@@ -62,16 +62,21 @@ _OPENS_WITH_CLOSER = re.compile(r"\s*[\"')\]}\u2019\u201d\u00ab\u00bb]")
 def _punkt_starts_inside_lines(text: str, lines: list[str], line_starts: list[int]) -> list[int]:
     """What ``_punkt_sentence_starts`` gives inside lines, read from the lines that can hold one.
 
-    Punkt decides each break from the word before an end character and the token after it, so a start inside a line
+    Punkt decides each break from the word before an end character and the tokens after it, so a start inside a line
     comes from an end character on that line, or, where the line opens with a closing quote or bracket (Punkt moves a
     start past those), from a break at the previous non-blank line's end: such a line brings the lines back to that one
-    as context. The lines kept, in runs joined by blank lines, are what Punkt reads; starts found in a context-only line
+    as context, and every such line the lines up to the next non-blank one. The lines kept, in runs joined by blank lines, are what Punkt reads; starts found in a context-only line
     are artefacts of the join and dropped."""
     opens = [bool(_OPENS_WITH_CLOSER.match(line)) for line in lines]
     wanted = [o or bool(_MAY_START_INSIDE.search(line.rstrip("\r\n"))) for o, line in zip(opens, lines)]
     keep = list(wanted)
     for i in (i for i, o in enumerate(opens) if o):  # a break at the previous non-blank line's end can move in here
         for j in range(i - 1, -1, -1):
+            keep[j] = True
+            if lines[j].strip():
+                break
+    for i in (i for i, w in enumerate(wanted) if w):  # the words after a line's last end character weigh on its breaks
+        for j in range(i + 1, len(lines)):  # ('"Go."Dr.' alone splits after the quote; followed by 'The' it does not)
             keep[j] = True
             if lines[j].strip():
                 break

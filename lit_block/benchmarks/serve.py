@@ -16,8 +16,9 @@ this process, and replays the same requests against each: ``cache`` (the block s
 (``--cache false``: every prompt prefilled whole with causal attention). The clients run in a child
 process: in the server's own they would take its interpreter lock from the engine thread, whose decode
 step is bound by launching kernels. TTFT is measured by the client, from sending the request to the
-first streamed chunk (the server sends it when the first token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
-``cache / full`` of the same repeat (TTFT) and ``cache / full`` of throughput, medians over repeats.
+first streamed chunk (the server sends it when the first token's logits exist). The table gives each
+repeat and the medians over repeats; the ratio rows are ``cache / full`` of the same repeat (TTFT) and
+``cache / full`` of throughput, medians over repeats.
 A ``--model`` named in ``lit_block.benchmarks.ttft.SHAPES`` gets random weights and ``--tokenizer``'s
 tokenizer; any other is loaded with its weights (``smollm2-135m``: the embedded SmolLM2-135M).
 """

@@ -65,8 +65,9 @@ def _punkt_starts_inside_lines(text: str, lines: list[str], line_starts: list[in
     Punkt decides each break from the word before an end character and the tokens after it, so a start inside a line
     comes from an end character on that line, or, where the line opens with a closing quote or bracket (Punkt moves a
     start past those), from a break at the previous non-blank line's end: such a line brings the lines back to that one
-    as context, and every such line the lines up to the next non-blank one. The lines kept, in runs joined by blank lines, are what Punkt reads; starts found in a context-only line
-    are artefacts of the join and dropped."""
+    as context. Every line read also brings the lines up to the next non-blank one (the words after its last end
+    character). The lines kept, in runs joined by blank lines, are what Punkt reads; starts found in a context-only
+    line are artefacts of the join and dropped."""
     opens = [bool(_OPENS_WITH_CLOSER.match(line)) for line in lines]
     wanted = [o or bool(_MAY_START_INSIDE.search(line.rstrip("\r\n"))) for o, line in zip(opens, lines)]
     keep = list(wanted)

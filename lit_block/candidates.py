@@ -71,16 +71,17 @@ def _punkt_starts_inside_lines(text: str, lines: list[str], line_starts: list[in
     opens = [bool(_OPENS_WITH_CLOSER.match(line)) for line in lines]
     wanted = [o or bool(_MAY_START_INSIDE.search(line.rstrip("\r\n"))) for o, line in zip(opens, lines)]
     keep = list(wanted)
+
+    def keep_to_nonblank(i: int, step: int) -> None:  # the lines from i + step on, up to the next non-blank one
+        for j in range(i + step, -1 if step < 0 else len(lines), step):
+            keep[j] = True
+            if lines[j].strip():
+                break
+
     for i in (i for i, o in enumerate(opens) if o):  # a break at the previous non-blank line's end can move in here
-        for j in range(i - 1, -1, -1):
-            keep[j] = True
-            if lines[j].strip():
-                break
+        keep_to_nonblank(i, -1)
     for i in (i for i, w in enumerate(wanted) if w):  # the words after a line's last end character weigh on its breaks
-        for j in range(i + 1, len(lines)):  # ('"Go."Dr.' alone splits after the quote; followed by 'The' it does not)
-            keep[j] = True
-            if lines[j].strip():
-                break
+        keep_to_nonblank(i, 1)  # ('"Go."Dr.' alone splits after the quote; followed by 'The' it does not)
     pieces, where, joined_at = [], [], 0  # where: (joined offset, text offset, length, wanted) of each kept line
     for i, line in enumerate(lines):
         if not keep[i]:

@@ -1,0 +1,118 @@
+"""The serving engine without HTTP: `bench serve`'s workload driven by client threads calling the engine directly.
+
+Same model, passages, store budget and 16 clients as `bench serve --model llama-3.1-8b --clients 16 --num-passages 8
+--passage-tokens 512 --hit-rate 0.8 --max-new-tokens 16 --seed 1`, but no server, no `openai` client and no second
+process: what the engine does alone, to set beside `bench serve`'s engine phases. Prints requests/s, TTFT p50, the
+engine's phases per request, the decode rows and rebuilds, and each decode round's wall time. `profile` also records
+30 decode rounds (and the prefills between them) with torch.profiler, from inside the engine's thread.
+
+    python scripts/serve_engine_probe.py plain|profile [--requests N] [--tokenizer DIR]   # CUDA
+    python scripts/serve_engine_probe.py plain --cpu --requests 32                         # SmolLM2-135M on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import statistics
+import threading
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from lit_block.benchmarks.serve import build_parser, build_workload, load_model, pool_bytes
+from lit_block.serving.engine import Job, ServingEngine
+from lit_block.serving.generation import GenerationConfig
+from lit_block.serving.kv_store import BlockKVStore
+from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
+
+PROFILED_ROUNDS = (60, 90)  # decode rounds [first, last) recorded by `profile`: past the warm-up
+
+
+class TimedEngine(ServingEngine):
+    """The engine with each decode round's wall time kept, and optionally a profile of some rounds."""
+
+    def __init__(self, *args, profiled: bool, **kwargs):
+        self.round_ms: list[float] = []
+        self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) if profiled else None
+        super().__init__(*args, **kwargs)  # starts the thread: the fields above first
+
+    def _decode_round(self) -> None:
+        rounds = len(self.round_ms)
+        if self.profiler is not None and rounds == PROFILED_ROUNDS[0]:
+            self.profiler.start()  # in the engine's thread: its operators are the ones recorded
+        start = time.perf_counter()
+        super()._decode_round()
+        self.round_ms.append((time.perf_counter() - start) * 1e3)
+        if self.profiler is not None and rounds + 1 == PROFILED_ROUNDS[1]:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.profiler.stop()
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("mode", choices=["plain", "profile"])
+    cli.add_argument("--requests", type=int, default=160)
+    cli.add_argument("--tokenizer", default=".gpu/cfg", help="the Llama-3.1 tokenizer's folder (CUDA runs)")
+    cli.add_argument("--cpu", action="store_true", help="SmolLM2-135M on CPU instead of the 8B shape on CUDA")
+    own = cli.parse_args()
+    where = ["--model", "smollm2-135m", "--device", "cpu"] if own.cpu else \
+        ["--model", "llama-3.1-8b", "--tokenizer", own.tokenizer, "--device", "cuda"]
+    args = build_parser().parse_args([*where, "--clients", "16", "--num-passages", "8", "--passage-tokens", "512",
+                                      "--requests", str(own.requests), "--hit-rate", "0.8", "--max-new-tokens", "16",
+                                      "--seed", "1"])
+    model = load_model(args)
+    workload = build_workload(model.tokenizer, args)
+    builder = PromptBuilder(model.tokenizer, DocumentCutter("fixed", max_block_tokens=4 * args.passage_tokens))
+    # each passage as the server makes it: the document template, one block (the cutter's limit is past its length)
+    passages = [builder.encode(builder.document_blocks([Document(p)])[0][0]) for p in workload.passages]
+    store = BlockKVStore(max_bytes=int(pool_bytes(model, builder, workload)))
+    engine = TimedEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
+                         profiled=own.mode == "profile")
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, stop_at_eos=False)
+    ttft_ms: list[float] = []
+
+    def ask(indices: list[int], question: str) -> None:
+        events: queue.Queue = queue.Queue()
+        sent = time.perf_counter()
+        generation = engine.generation([passages[i] for i in indices], builder.encode(question), config, started=sent)
+        engine.submit(Job(generation, stream=True, notify=lambda kind, _: events.put((kind, time.perf_counter()))))
+        first = None
+        while True:
+            kind, at = events.get()
+            first = first or at
+            if kind == "error":
+                raise RuntimeError("a request failed in the engine")
+            if kind == "done":
+                ttft_ms.append((first - sent) * 1e3)
+                return
+
+    ask([0], "Warm-up question?")
+    ttft_ms.clear()
+    engine.round_ms.clear()
+    phases, totals = dict(engine.metrics.phase_seconds), dict(engine.metrics.totals)
+    shares = [workload.requests[c :: args.clients] for c in range(args.clients)]
+    clients = [threading.Thread(target=lambda s=s: [ask(i, q) for i, q in s]) for s in shares]
+    start = time.perf_counter()
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    wall = time.perf_counter() - start
+    engine.close()
+    n = len(workload.requests)
+    per_request = {k: round((v - phases.get(k, 0.0)) * 1e3 / n, 1) for k, v in engine.metrics.phase_seconds.items()}
+    decode = {k: v - totals.get(k, 0) for k, v in engine.metrics.totals.items() if k.startswith("decode_")}
+    print(f"{own.mode}: {n} requests, {n / wall:.2f} requests/s, TTFT p50 {statistics.median(ttft_ms):.1f} ms; engine ms "
+          f"per request {per_request}; {decode}; decode round p50 {statistics.median(engine.round_ms):.1f} ms, "
+          f"mean {statistics.mean(engine.round_ms):.1f} ms")
+    if engine.profiler is not None:
+        averages = engine.profiler.key_averages()
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=55))
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=10, max_name_column_width=55))
+
+
+if __name__ == "__main__":
+    main()

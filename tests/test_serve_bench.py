@@ -81,7 +81,8 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
 
 def test_the_default_store_is_sized_to_the_pool_exactly(tiny_model_dir):
     """pool_bytes counts what the server's store holds once every passage of the pool has been prefilled."""
-    from lit_block.benchmarks.serve import Workload, pool_bytes
+    from lit_block.benchmarks.serve import pool_bytes
+    from lit_block.benchmarks.serve_clients import Workload
     from lit_block.serving.kv_store import BlockKVStore
     from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
 
@@ -103,7 +104,7 @@ def test_summary_takes_medians_of_per_repeat_ratios():
 
 def test_the_clients_process_reports_its_error():
     """The clients run in a child process (not beside the engine thread); when they fail, the error comes back."""
-    from lit_block.benchmarks.serve import Workload, replay_in_child
+    from lit_block.benchmarks.serve_clients import Workload, replay_in_child
 
     workload = Workload(["A passage."], [([0], "A question?")], 0.0)
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
@@ -121,7 +122,7 @@ class _DiesWhenUnpickled:
 
 
 def test_a_clients_process_that_dies_is_reported_with_its_status():
-    from lit_block.benchmarks.serve import replay_in_child
+    from lit_block.benchmarks.serve_clients import replay_in_child
 
     with pytest.raises(RuntimeError, match="clients exited with status 3"):
         replay_in_child(dict, "http://127.0.0.1:9", "bench", _DiesWhenUnpickled(), 1, 2, "cache")

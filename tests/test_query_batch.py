@@ -89,3 +89,24 @@ def test_chunks_hold_every_answer_once_within_the_budget(sizes, budget):
     for group in groups:
         width = max(g.context for g in group) + max(len(g.query_ids) for g in group)
         assert len(group) == 1 or len(group) * width <= budget
+
+
+def test_engine_batches_queries_by_default_only_on_a_gpu():
+    """``batch_queries=None`` (the servers' default) follows the model's device: off for a CPU model, whose forward
+    costs in proportion to its rows; an explicit choice wins."""
+    lm = tiny_lm("llama", sinks=2)
+    chosen = {}
+    for flag in (None, True, False):
+        engine = ServingEngine(lm, BlockKVStore(), batch_queries=flag)
+        chosen[flag] = engine.batch_queries
+        engine.close()
+    assert chosen == {None: False, True: True, False: False}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_engine_batches_queries_by_default_on_a_gpu():
+    engine = ServingEngine(tiny_lm("llama", sinks=2).cuda(), BlockKVStore())
+    try:
+        assert engine.batch_queries
+    finally:
+        engine.close()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import statistics
+from typing import Optional  # jsonargparse reads the argument types at run time
 
 import torch
 
@@ -197,8 +198,9 @@ def build_parser():
                    help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
-    p.add_argument("--batch-queries", type=bool, default=False,
-                   help="the cache server prefills the queries of the requests it admits together in one forward")
+    p.add_argument("--batch-queries", type=Optional[bool], default=None,
+                   help="prefill the queries of the requests admitted together in one forward instead of one each "
+                        "(default: on a GPU, off on CPU, where it measured no gain)")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
     p.add_argument("--threads", type=int, default=None,
                    help="torch's CPU threads (default: torch's own; 1 on a CPU shared with other jobs, whose threads "

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Optional  # jsonargparse reads the argument types at run time
 
 from lit_block.errors import UsageError
 from lit_block.serving.openai_api import (ApiError, ChatCompletionRequest, CompletionRequest, error_body, field_path,
@@ -189,8 +190,9 @@ def build_parser():
     p.add_argument("--max-active-requests", type=int, default=64, help="answers decoding at once; more wait in the queue")
     p.add_argument("--batch-decode", type=bool, default=True,
                    help="decode every active answer in one forward per step (false: one forward per answer)")
-    p.add_argument("--batch-queries", type=bool, default=False,
-                   help="prefill the queries of the requests admitted together in one forward (default: one each)")
+    p.add_argument("--batch-queries", type=Optional[bool], default=None,
+                   help="prefill the queries of the requests admitted together in one forward instead of one each "
+                        "(default: on a GPU, off on CPU, where it measured no gain)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="after an idle spell, how long to wait for the rest of a burst of requests before prefilling")
     p.add_argument("--default-max-tokens", type=int, default=256,

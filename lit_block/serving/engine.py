@@ -83,14 +83,14 @@ class ServingEngine:
         costs: +5-27% requests/s in `bench serve` on an H100, docs/serve.md), off on CPU (where a forward costs in
         proportion to its rows and batching measured no gain)."""
         self.model, self.store = model, store
-        self.sync_phases = sync_phases and torch.cuda.is_available() and next(model.parameters()).is_cuda
+        on_gpu = next(model.parameters()).is_cuda
+        self.sync_phases = sync_phases and on_gpu
         # once: the served weights never change, and hashing them costs 40 ms per lookup on the 135M model
         self.fingerprint = model_fingerprint(model) if store is not None else None
         self.max_batch_requests, self.max_active_requests = max_batch_requests, max_active_requests
         self.batch_window_s = batch_window_s
         self.metrics = metrics or ServerMetrics()
         self.decoder = DecodeBatch(model) if batch_decode else None  # None: one forward per answer per turn
-        on_gpu = next(model.parameters()).is_cuda
         self.batch_queries = on_gpu if batch_queries is None else batch_queries
         self.max_query_batch_tokens = max_query_batch_tokens
         self._pending: queue.Queue[Job | None] = queue.Queue()

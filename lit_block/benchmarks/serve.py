@@ -14,8 +14,7 @@ replay the requests concurrently, each sending its next request when its answer 
 Each repeat starts both servers afresh (an empty store) on the same loaded model, on 127.0.0.1 in
 this process, and replays the same requests against each: ``cache`` (the block store) then ``full``
 (``--cache false``: every prompt prefilled whole with causal attention). The clients run in a child
-process: in the server's own they would take its interpreter lock from the engine thread, whose decode
-step is bound by launching kernels. TTFT is measured by the client, from sending the request to the
+process (``lit_block.benchmarks.serve_clients``), apart from the server they measure. TTFT is measured by the client, from sending the request to the
 first streamed chunk (the server sends it when the first token's logits exist). The table gives each
 repeat and the medians over repeats; the ratio rows are ``cache / full`` of the same repeat (TTFT) and
 ``cache / full`` of throughput, medians over repeats.

@@ -14,10 +14,10 @@ replay the requests concurrently, each sending its next request when its answer 
 Each repeat starts both servers afresh (an empty store) on the same loaded model, on 127.0.0.1 in
 this process, and replays the same requests against each: ``cache`` (the block store) then ``full``
 (``--cache false``: every prompt prefilled whole with causal attention). The clients run in a child
-process (``lit_block.benchmarks.serve_clients``), apart from the server they measure. TTFT is measured by the client, from sending the request to the
-first streamed chunk (the server sends it when the first token's logits exist). The table gives each
-repeat and the medians over repeats; the ratio rows are ``cache / full`` of the same repeat (TTFT) and
-``cache / full`` of throughput, medians over repeats.
+process (``lit_block.benchmarks.serve_clients``), apart from the server they measure. TTFT is measured
+by the client, from sending the request to the first streamed chunk (the server sends it when the first
+token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
+``cache / full`` of the same repeat (TTFT) and ``cache / full`` of throughput, medians over repeats.
 A ``--model`` named in ``lit_block.benchmarks.ttft.SHAPES`` gets random weights and ``--tokenizer``'s
 tokenizer; any other is loaded with its weights (``smollm2-135m``: the embedded SmolLM2-135M).
 """

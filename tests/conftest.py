@@ -105,3 +105,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def decode_together(batch, answers, joins=None, store=None, after_step=None) -> None:
+    """Answers decoded in one ``DecodeBatch`` until each ends: answer i is prefilled (from ``store``) and joins at step
+    ``joins[i]`` (``joins=None``: all prefilled already, decoding from the start); ``after_step(active)`` runs after
+    each batched step."""
+    active = [] if joins is not None else list(answers)
+    joins, step = joins or [-1] * len(answers), 0
+    while step <= max(joins) or active:
+        active += [answer.prefill(store) or answer for answer, join in zip(answers, joins) if join == step]
+        chosen = [(a, a.choose()) for a in active]
+        active = [a for a, token in chosen if token is not None]
+        if active:
+            batch.step(active, [token for _, token in chosen if token is not None])
+            if after_step is not None:
+                after_step(active)
+        step += 1

@@ -17,6 +17,7 @@ import openai
 import pytest
 import torch
 
+from conftest import decode_together
 from lit_block import BlockAttentionLM
 from lit_block.layout import block_spans, isolated_blocks, layout_from_tokens
 from lit_block.serving import BlockKVStore, GenerationConfig, generate
@@ -308,9 +309,9 @@ def test_serve_is_a_subcommand_with_clear_errors(capsys, tmp_path):
 # ---------------------------------------------------------------- batched decoding
 
 
-def test_batched_decoding_equals_each_answer_alone(reference, monkeypatch):
-    """Answers of different lengths join the batch at different steps (in free rows, or by a rebuild), leave it as
-    they end, and each one's tokens are those it gets alone; full-prefill answers (no store) batch the same way."""
+def test_batched_decoding_equals_each_answer_alone(reference):
+    """Answers of different lengths join the batch at different steps (in free rows, or by a reallocation), leave it
+    as they end, and each one's tokens are those it gets alone; full-prefill answers (no store) batch the same way."""
     from lit_block.serving import Generation
     from lit_block.serving.decode_batch import DecodeBatch
 
@@ -318,57 +319,55 @@ def test_batched_decoding_equals_each_answer_alone(reference, monkeypatch):
     texts = [builder.completion(f"{QUERY} {i}", [Document(d) for d in DOCS[: 1 + i % 3]]) for i in range(6)]
     configs = [sampling_config(4 + 3 * i, 0.0 if i % 2 else 1.2, seed=i, stop_at_eos=False) for i in range(6)]
     joins = [0, 0, 1, 4, 4, 9]  # the step at which each answer starts decoding
-    rebuilds = []
-    real_rebuild = DecodeBatch._rebuild
-    monkeypatch.setattr(DecodeBatch, "_rebuild", lambda self, *a: rebuilds.append(len(a[0])) or real_rebuild(self, *a))
     for full in (False, True):
-        store, batch, active, step = BlockKVStore(), DecodeBatch(lm), [], 0
+        batch = DecodeBatch(lm)
         answers = [Generation(lm, blocks, query, config, full_attention=full) for (blocks, query), config in
                    zip(texts, configs)]
-        while step <= max(joins) or active:
-            for answer, join in zip(answers, joins):
-                if join == step:
-                    answer.prefill(store)
-                    active.append(answer)
-            chosen = [(a, a.choose()) for a in active]
-            active = [a for a, token in chosen if token is not None]
-            if active:
-                batch.step(active, [token for _, token in chosen if token is not None])
-            step += 1
+        decode_together(batch, answers, joins, BlockKVStore())
         for answer, (blocks, query), config in zip(answers, texts, configs):
             alone = generate(lm, blocks, query, config, full_attention=full)
             assert answer.token_ids == alone.token_ids and answer.stopped_by == alone.stopped_by
-    assert len(rebuilds) >= 2  # the first rows, and later a longer or too many joiners
+        assert batch.rebuilds >= 1
 
 
-def test_a_slightly_longer_answer_joins_the_slab_in_place(reference, monkeypatch):
-    """A rebuilt slab leaves headroom on the left: an answer whose cache is a few tokens longer than every live row's
-    takes a free row instead of a rebuild (copying every row), and decodes what it decodes alone."""
-    from lit_block.serving import Generation
-    from lit_block.serving.decode_batch import JOIN_HEADROOM, DecodeBatch
+def test_answers_join_free_rows_without_moving_the_others(reference, monkeypatch):
+    """Rows never move: a longer answer joining later takes a free row (no reallocation, the live row's cache left
+    where it is), a finished answer's row is taken by the next one, and each decodes what it decodes alone; an
+    answer that no longer fits the capacity reallocates, keeping the live rows' caches."""
+    from lit_block.serving import Generation, decode_batch
+    from lit_block.serving.decode_batch import DecodeBatch
 
+    monkeypatch.setattr(decode_batch, "COLUMN_QUANTUM", 16)  # capacities the tiny model's 256 positions can outgrow
     lm, builder = reference
-    first, later = (builder.completion(q, [Document(d) for d in DOCS]) for q in (QUERY, QUERY + " the light Day"))
-    rebuilds = []
-    real_rebuild = DecodeBatch._rebuild
-    monkeypatch.setattr(DecodeBatch, "_rebuild", lambda self, *a: rebuilds.append(len(a[0])) or real_rebuild(self, *a))
-    store, batch, config = BlockKVStore(), DecodeBatch(lm), sampling_config(6, 0.0, stop_at_eos=False)
-    a, b = (Generation(lm, blocks, query, config) for blocks, query in (first, later))
+    prompts = [builder.completion(q, [Document(d) for d in DOCS]) for q in (QUERY, QUERY + " the light Day")]
+    config = sampling_config(6, 0.0, stop_at_eos=False)
+    store, batch = BlockKVStore(), DecodeBatch(lm)
+    a, b = (Generation(lm, blocks, query, config) for blocks, query in prompts)
     a.prefill(store)
-    prompt = a.position
     batch.step([a], [a.choose()])
+    first_keys = batch.keys[:, 0, :, : a.position].clone()
     b.prefill(store)
-    assert prompt + 1 < b.position <= batch.column  # longer than the live row (with its token), within the headroom
-    assert batch.column - 1 == prompt + prompt // JOIN_HEADROOM  # the rebuilt slab's column (one step written)
-    active = [a, b]
-    while active:
-        chosen = [(g, g.choose()) for g in active]
-        active = [g for g, token in chosen if token is not None]
-        if active:
-            batch.step(active, [token for _, token in chosen if token is not None])
-    assert rebuilds == [1]  # the first row only: the longer answer joined in place
-    for answer, (blocks, query) in zip((a, b), (first, later)):
+    assert b.position > a.position  # longer than the live row
+
+    def rows_stay(active):
+        if a in active and b in active:
+            assert batch.rows.index(a) == 0 and batch.rows.index(b) == 1
+            assert torch.equal(batch.keys[:, 0, :, : first_keys.shape[2]], first_keys)  # the first row never moved
+
+    decode_together(batch, [a, b], after_step=rows_stay)
+    assert batch.rebuilds == 1  # the first answer's slab only: the longer one joined a free row
+    for answer, (blocks, query) in zip((a, b), prompts):
         assert answer.token_ids == generate(lm, blocks, query, config).token_ids
+    long_config = sampling_config(batch.keys.shape[3] - a.position + 8, 0.0, stop_at_eos=False)  # past the capacity
+    c, d = Generation(lm, *prompts[0], config), Generation(lm, *prompts[1], long_config)
+    c.prefill(store)
+    batch.step([c], [c.choose()])
+    d.prefill(store)
+    batch.step([c, d], [c.choose(), d.choose()])
+    assert batch.rebuilds == 2 and batch.keys.shape[3] >= d.position + long_config.max_new_tokens
+    decode_together(batch, [c, d])
+    for answer, (blocks, query), cfg in zip((c, d), prompts, (config, long_config)):
+        assert answer.token_ids == generate(lm, blocks, query, cfg).token_ids  # c's cache survived the reallocation
 
 
 # ---------------------------------------------------------------- one layout for training, the store and the server

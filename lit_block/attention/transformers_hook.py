@@ -25,6 +25,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from lit_block.attention.base import BlockAttention
 
 ATTN_IMPLEMENTATION = "lit_block"
+DECODE_KERNELS = ("sdpa", "split-key")  # padded_rows_attention's kernels for one new token per row
 
 # Masked SDPA without cuDNN: cuDNN builds a graph for every new shape (about 1.4 ms of host time per call on an
 # H100), and a decode step's key length grows by one each step, so it rebuilt one per layer per step (66.7 ms for a
@@ -43,11 +44,12 @@ def block_or_causal_attention(
     block_attention: BlockAttention | None = None,
     cached_prefix: bool = False,
     key_mask: torch.Tensor | None = None,
+    decode_kernel: str = "sdpa",
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention signature: ``query [B, H, T, D]`` -> ``([B, T, H, D], None)``."""
     if key_mask is not None:
-        return padded_rows_attention(query, key, value, key_mask, scaling), None
+        return padded_rows_attention(query, key, value, key_mask, scaling, decode_kernel), None
     if cached_prefix:
         # row i of the T new tokens sees every cached key and new keys 0..i: lower-right causal, which flash runs
         # natively on CUDA (HF's mask would force a masked kernel and expand the GQA keys over the whole cache)
@@ -68,14 +70,19 @@ def block_or_causal_attention(
 
 
 def padded_rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor,
-                          scaling: float | None = None) -> torch.Tensor:
+                          scaling: float | None = None, decode_kernel: str = "sdpa") -> torch.Tensor:
     """Each row's new tokens over its own keys: ``query [B, H, T, D]``, ``key``/``value [B, Hkv, S, D]``, ``key_mask``
     ``[B, T, S]`` (True: that new token sees that key), or ``[B, S]`` when ``T == 1`` -> ``[B, T, H, D]``.
 
     HF's masked SDPA path would repeat every KV head over its query group (4x the slab's bytes for Llama-3's 32/8
     heads, written and read again each layer). Here each KV head's query heads enter SDPA as that head's query
     rows (the mask, not row order, says what each sees), so SDPA's own kernels read the slab once and expand
-    nothing. Every new token must see at least one key."""
+    nothing. Every new token must see at least one key.
+
+    ``decode_kernel="split-key"``: one new token per row runs ``split_key_attention`` (Triton), which cuts each row's
+    keys into pieces read in parallel and skips its left padding; SDPA gives one thread block to each (row, KV head)."""
+    if decode_kernel not in DECODE_KERNELS:
+        raise ValueError(f"decode_kernel {decode_kernel!r}: expected one of {', '.join(DECODE_KERNELS)}")
     batch, heads, steps, dim = query.shape
     kv_heads, group = key.shape[1], heads // key.shape[1]
     given = tuple(key_mask.shape)
@@ -83,6 +90,10 @@ def padded_rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
         key_mask = key_mask[:, None, :]
     if key_mask.shape[:2] != (batch, steps):
         raise ValueError(f"key_mask {given} does not match {batch} rows of {steps} new tokens")
+    if decode_kernel == "split-key" and steps == 1:
+        from lit_block.attention.split_key_decode import split_key_attention  # Triton: imported where it runs
+
+        return split_key_attention(query, key, value, key_mask[:, 0], scaling)
     # head h uses KV head h // group, as repeat_kv; its T tokens become rows g * T + t of that KV head's query
     grouped = query.reshape(batch, kv_heads, group * steps, dim)
     mask = key_mask[:, None]  # [B, 1, T, S]; with one token it broadcasts over the group's rows

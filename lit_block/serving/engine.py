@@ -74,14 +74,16 @@ class ServingEngine:
 
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False, batch_queries: bool | None = None, max_query_batch_tokens: int = 16384):
+                 sync_phases: bool = False, batch_queries: bool | None = None, max_query_batch_tokens: int = 16384,
+                 decode_kernel: str = "sdpa"):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one
         forward per group of at most ``max_query_batch_tokens`` slab positions (``lit_block.serving.query_batch``)
         instead of one forward each; None: on a GPU (where a forward of several short queries costs about what one
         costs: +5-27% requests/s in `bench serve` on an H100, docs/serve.md), off on CPU (where a forward costs in
-        proportion to its rows and batching measured no gain)."""
+        proportion to its rows and batching measured no gain). ``decode_kernel``: the batched decoding step's attention
+        (``padded_rows_attention``: ``sdpa`` or ``split-key``, Triton's, for GPUs)."""
         self.model, self.store = model, store
         on_gpu = next(model.parameters()).is_cuda
         self.sync_phases = sync_phases and on_gpu
@@ -90,7 +92,7 @@ class ServingEngine:
         self.max_batch_requests, self.max_active_requests = max_batch_requests, max_active_requests
         self.batch_window_s = batch_window_s
         self.metrics = metrics or ServerMetrics()
-        self.decoder = DecodeBatch(model) if batch_decode else None  # None: one forward per answer per turn
+        self.decoder = DecodeBatch(model, decode_kernel) if batch_decode else None  # None: one forward per answer per turn
         self.batch_queries = on_gpu if batch_queries is None else batch_queries
         self.max_query_batch_tokens = max_query_batch_tokens
         self._pending: queue.Queue[Job | None] = queue.Queue()

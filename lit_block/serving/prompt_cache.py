@@ -45,6 +45,34 @@ class PreallocatedLayer(DynamicLayer):
         return self.length
 
 
+class SlabLayer(DynamicLayer):
+    """One decoder layer of a decode slab (``lit_block.serving.decode_batch``): ``[rows, kv_heads, capacity,
+    head_dim]`` buffers in which row ``r`` writes its new key at its own column ``columns[r]`` (a device tensor), and
+    the attention sees the first ``width`` columns (under the step's key mask). With ``width`` the capacity, nothing a
+    step passes is a Python number that changes: one CUDA graph replays every step."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int):
+        super().__init__()
+        self.buffer_keys, self.buffer_values, self.columns, self.width = keys, values, columns, width
+        self.keys, self.values = keys[:, :, :width], values[:, :, :width]
+        self.dtype, self.device = keys.dtype, keys.device
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        index = self.columns.view(-1, 1, 1, 1).expand_as(key_states)  # [rows, kv_heads, 1, head_dim]
+        self.buffer_keys.scatter_(2, index, key_states)
+        self.buffer_values.scatter_(2, index, value_states)
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.width - 1  # transformers' masks then span the width (the attention reads the key mask instead)
+
+
+def slab_cache(keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int) -> Cache:
+    """A cache over a slab's ``[layers, rows, kv_heads, capacity, head_dim]`` buffers (see ``SlabLayer``)."""
+    return Cache(layers=[SlabLayer(k, v, columns, width) for k, v in zip(keys, values)])
+
+
 def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
     """A cache over per-layer ``(keys, values)`` buffers whose first ``length`` positions are filled."""
     return Cache(layers=[PreallocatedLayer(k, v, length) for k, v in layers])

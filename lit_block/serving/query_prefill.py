@@ -173,16 +173,21 @@ class QueryPrefill:
         return entry
 
     def _record(self, run: Callable[[], torch.Tensor]) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-        """Warm ``run`` up on a side stream, then capture it; the graph and its output tensor."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the capture: lazy inits, allocator, library handles
-            for _ in range(2):
-                run()
-        torch.cuda.current_stream().wait_stream(side)
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()  # graphs share one memory pool (replayed one at a time)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            logits = run()
-        return graph, logits
+        return record_graph(run, self.pool)
+
+
+def record_graph(run: Callable[[], torch.Tensor], pool=None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Warm ``run`` up on a side stream, then capture it (into ``pool``, or a pool of its own); the graph and its
+    output tensor."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture: lazy inits, allocator, library handles
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        logits = run()
+    return graph, logits

@@ -193,6 +193,9 @@ def build_parser():
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
                    help="prefill the queries of the requests admitted together in one forward instead of one each "
                         "(default: on a GPU, off on CPU, where it measured no gain)")
+    p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
+                   help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
+                        "read in parallel pieces, its left padding skipped)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="after an idle spell, how long to wait for the rest of a burst of requests before prefilling")
     p.add_argument("--default-max-tokens", type=int, default=256,
@@ -248,7 +251,8 @@ def load_served(args):
     builder = PromptBuilder(model.tokenizer, cutter, args.document_template, template)
     store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if args.cache else None
     engine = ServingEngine(model, store, args.max_batch_requests, args.max_active_requests, args.batch_window_ms / 1e3,
-                           batch_decode=args.batch_decode, batch_queries=args.batch_queries)
+                           batch_decode=args.batch_decode, batch_queries=args.batch_queries,
+                           decode_kernel=args.decode_kernel)
     name = args.served_model_name or (Path(path).name if Path(path).is_dir() else str(args.model))
     return ServedModel(engine, builder, name, aliases=(str(args.model),), default_max_tokens=args.default_max_tokens)
 

@@ -5,12 +5,16 @@ serve`), each in one `DecodeBatch` slab: the step's wall time with a sync, the t
 (no sync), and the kernels' summed device time (torch.profiler, 10 steps), with the top kernels. A step whose
 enqueue time is near its wall time and above its kernel time is bound by the host launching kernels.
 
-    python scripts/decode_step_probe.py
+    python scripts/decode_step_probe.py [sdpa] [split-key]
+
+Each kernel named (default: both) runs the same answers; ``split-key`` replays the step from a CUDA graph
+(``DecodeBatch``'s default with that kernel on CUDA).
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 import torch
@@ -43,8 +47,8 @@ def main() -> None:
             out.append(answer)
         return out
 
-    for rows in (1, 8, 15):
-        batch, live = DecodeBatch(lm), answers(rows)
+    for kernel, rows in [(k, r) for r in (1, 8, 15) for k in sys.argv[1:] or ("sdpa", "split-key")]:
+        batch, live = DecodeBatch(lm, kernel), answers(rows)
         walls, enqueues = [], []
         for _ in range(40):
             torch.cuda.synchronize()
@@ -60,7 +64,7 @@ def main() -> None:
                 batch.step(live, [a.choose() for a in live])
             torch.cuda.synchronize()
         kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 10 / 1e3
-        print(f"{rows} answers: slab {len(batch.rows)} rows x {batch.keys.shape[3]} columns; step wall p50 "
+        print(f"{kernel}, {rows} answers: slab {len(batch.rows)} rows x {batch.keys.shape[3]} columns; step wall p50 "
               f"{statistics.median(walls[5:]):.1f} ms, host enqueue p50 {statistics.median(enqueues[5:]):.1f} ms, "
               f"kernels {kernels:.1f} ms a step")
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=6, max_name_column_width=50))

@@ -39,13 +39,13 @@ def _partial(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr, scale, S, k_r
                         other=0.0)
             v = tl.load(v_ptr + b * v_row + h * v_head + n[:, None] * v_pos + d[None, :], mask=inside[:, None],
                         other=0.0)
-            s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+            s = tl.dot(q, tl.trans(k), input_precision="ieee").to(tl.float32) * scale  # float32: no TF32
             s = tl.where(seen[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m - m_new)
             l = l * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee").to(tl.float32)
             m = m_new
     out = (bh * N_SPLITS + split) * G_PAD + g
     tl.store(acc_ptr + out[:, None] * D + d[None, :], acc)

@@ -53,7 +53,13 @@ class DecodeBatch:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._steps = 0  # steps run on the current slab
 
+    def free_rows(self) -> None:
+        """Every row free (the server is idle); the buffers and the graph stay for the next answers: a wave of
+        requests after an idle spell would otherwise reallocate the slab and capture its graph again."""
+        self.rows = [None] * len(self.rows)
+
     def clear(self) -> None:
+        """Everything dropped, the buffers' memory included (after a failed step)."""
         self.rows, self.keys, self.values = [], None, None
         self._static, self._graph, self._steps = {}, None, 0
 

@@ -289,7 +289,7 @@ class ServingEngine:
             return
         self._active = going
         if not going:
-            self.decoder.clear()  # idle: the slab's memory goes back
+            self.decoder.free_rows()  # idle: the slab stays allocated (and its CUDA graph captured) for the next wave
             return
         rebuilds = self.decoder.rebuilds
         try:

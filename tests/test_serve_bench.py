@@ -74,8 +74,8 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
     tokens = {mode: float(rows[mode]["model tokens per request"]) for mode in ("cache", "full")}
     assert tokens["full"] > 2 * 16 + 3 and tokens["cache"] < tokens["full"]
     for mode in ("cache", "full"):  # batched decoding: between one answer a step and every client's
-        per_step, rebuilds = rows[mode]["decode rows per step / slab rebuilds"].split(" / ")
-        assert 1 <= float(per_step) <= 3 and int(rebuilds) >= 1
+        per_step = rows[mode]["decode rows per step / slab rebuilds"].split(" / ")[0]
+        assert 1 <= float(per_step) <= 3  # (the slab is built by the warm-up request and kept: 0 rebuilds here)
     assert "goal" in out
 
 

@@ -411,6 +411,8 @@ def test_start_up_errors_name_the_option(student_dir, capsys):
     assert "--document-template" in capsys.readouterr().err
     assert main(["serve", str(student_dir), "--checkpoint", str(student_dir / "missing.ckpt")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
+    assert main(["serve", str(student_dir), "--max-query-batch-tokens", "0"]) == 2
+    assert "--max-query-batch-tokens must be positive, got 0" in capsys.readouterr().err
 
 
 def test_a_chat_template_that_refuses_the_messages_is_a_400(student_dir, tmp_path):

@@ -111,7 +111,8 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
         store = BlockKVStore(max_bytes=int(budget))
     engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases,
-                           batch_queries=args.batch_queries, decode_kernel=args.decode_kernel)
+                           batch_queries=args.batch_queries, max_query_batch_tokens=args.max_query_batch_tokens,
+                           decode_kernel=args.decode_kernel)
     served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)
     # the work the model really does: token rows entering its first decoder layer, whatever path sent them (prompt
     # prefill, the store's misses, queries, decode steps), so a figure that claims more than that work allows shows
@@ -200,6 +201,9 @@ def build_parser():
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
                    help="prefill the queries of the requests admitted together in one forward instead of one each "
                         "(default: on a GPU, off on CPU, where it measured no gain)")
+    p.add_argument("--max-query-batch-tokens", type=int, default=16384,
+                   help="batched queries: slab positions (context and query) per forward; larger groups read the "
+                        "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
     p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
                    help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
                         "read in parallel pieces, its left padding skipped)")

@@ -193,6 +193,9 @@ def build_parser():
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
                    help="prefill the queries of the requests admitted together in one forward instead of one each "
                         "(default: on a GPU, off on CPU, where it measured no gain)")
+    p.add_argument("--max-query-batch-tokens", type=int, default=16384,
+                   help="batched queries: slab positions (context and query) per forward; larger groups read the "
+                        "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
     p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
                    help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
                         "read in parallel pieces, its left padding skipped)")
@@ -226,7 +229,7 @@ def load_served(args):
     from lit_block.serving.prompts import DocumentCutter, PromptBuilder
     from lit_block.serving.service import ServedModel
 
-    for name in ("port", "max_batch_requests", "max_active_requests", "default_max_tokens"):
+    for name in ("port", "max_batch_requests", "max_active_requests", "default_max_tokens", "max_query_batch_tokens"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else 'positive'}, "
                              f"got {getattr(args, name)}")
@@ -252,7 +255,7 @@ def load_served(args):
     store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if args.cache else None
     engine = ServingEngine(model, store, args.max_batch_requests, args.max_active_requests, args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, batch_queries=args.batch_queries,
-                           decode_kernel=args.decode_kernel)
+                           max_query_batch_tokens=args.max_query_batch_tokens, decode_kernel=args.decode_kernel)
     name = args.served_model_name or (Path(path).name if Path(path).is_dir() else str(args.model))
     return ServedModel(engine, builder, name, aliases=(str(args.model),), default_max_tokens=args.default_max_tokens)
 

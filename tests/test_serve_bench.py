@@ -126,3 +126,11 @@ def test_a_clients_process_that_dies_is_reported_with_its_status():
 
     with pytest.raises(RuntimeError, match="clients exited with status 3"):
         replay_in_child(dict, "http://127.0.0.1:9", "bench", _DiesWhenUnpickled(), 1, 2, "cache")
+
+
+@pytest.mark.parametrize("option", ["--max-batch-requests", "--max-query-batch-tokens", "--clients"])
+def test_bench_serve_names_a_bad_count(option, capsys):
+    from lit_block.cli import main
+
+    assert main(["bench", "serve", "--model", "unused", option, "0"]) == 2
+    assert f"{option} must be >= 1, got 0" in capsys.readouterr().err

@@ -109,7 +109,8 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     if cache:  # the full-prefill server has no store
         budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
         store = BlockKVStore(max_bytes=int(budget))
-    engine = ServingEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
+    engine = ServingEngine(model, store, max_batch_requests=args.max_batch_requests or args.clients,
+                           batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases,
                            batch_queries=args.batch_queries, max_query_batch_tokens=args.max_query_batch_tokens,
                            decode_kernel=args.decode_kernel)
@@ -201,6 +202,8 @@ def build_parser():
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
                    help="prefill the queries of the requests admitted together in one forward instead of one each "
                         "(default: on a GPU, off on CPU, where it measured no gain)")
+    p.add_argument("--max-batch-requests", type=int, default=None,
+                   help="requests the engine admits (their misses prefilled together) per turn (default: --clients)")
     p.add_argument("--max-query-batch-tokens", type=int, default=16384,
                    help="batched queries: slab positions (context and query) per forward; larger groups read the "
                         "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
@@ -224,6 +227,9 @@ def run_bench(args) -> dict:
     """Every repeat's rows for both servers, and the workload's facts."""
     for name in ("clients", "requests", "num_passages", "passage_tokens", "max_new_tokens", "repeat"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
+    for name in ("max_batch_requests", "max_query_batch_tokens"):
+        if getattr(args, name) is not None:
+            check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
     check_number("--hit-rate", args.hit_rate, low=0, high=1, high_open=True)
     if args.store_gib is not None:
         check_number("--store-gib", args.store_gib, low=0, low_open=True)

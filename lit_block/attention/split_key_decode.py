@@ -19,7 +19,7 @@ import triton.language as tl
 def _partial(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr, scale, S, k_row, k_head, k_pos, v_row, v_head,
              v_pos, mask_row, KV_HEADS: tl.constexpr,
              G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
-             N_SPLITS: tl.constexpr):
+             N_SPLITS: tl.constexpr, PRECISION: tl.constexpr):
     bh = tl.program_id(0)  # row * KV_HEADS + kv head
     split = tl.program_id(1)
     b = bh // KV_HEADS
@@ -39,13 +39,13 @@ def _partial(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr, scale, S, k_r
                         other=0.0)
             v = tl.load(v_ptr + b * v_row + h * v_head + n[:, None] * v_pos + d[None, :], mask=inside[:, None],
                         other=0.0)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee").to(tl.float32) * scale  # float32: no TF32
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
             s = tl.where(seen[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, 1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m - m_new)
             l = l * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee").to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m = m_new
     out = (bh * N_SPLITS + split) * G_PAD + g
     tl.store(acc_ptr + out[:, None] * D + d[None, :], acc)
@@ -71,7 +71,8 @@ def split_key_attention(query, key, value, key_mask, scaling=None, split=512, bl
     _partial[(batch * kv_heads, n_splits)](q, key, value, mask, acc, m, l, scaling or dim ** -0.5, seq,
                                            key.stride(0), key.stride(1), key.stride(2), value.stride(0),
                                            value.stride(1), value.stride(2), mask.stride(0), kv_heads, group, g_pad,
-                                           dim, block_n, split, n_splits)
+                                           dim, block_n, split, n_splits,
+                                           "ieee" if query.dtype == torch.float32 else "tf32")  # float32: no TF32
     top = m.amax(1, keepdim=True)  # [BH, 1, G_PAD]
     w = torch.exp(m - top)  # splits that saw no key: m = -1e30, weight 0
     out = (acc * w[..., None]).sum(1) / (l * w).sum(1)[..., None]  # [BH, G_PAD, D]

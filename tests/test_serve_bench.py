@@ -134,3 +134,10 @@ def test_bench_serve_names_a_bad_count(option, capsys):
 
     assert main(["bench", "serve", "--model", "unused", option, "0"]) == 2
     assert f"{option} must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_serve_refuses_the_split_key_kernel_off_cuda(capsys):
+    from lit_block.cli import main
+
+    assert main(["bench", "serve", "--model", "unused", "--device", "cpu", "--decode-kernel", "split-key"]) == 2
+    assert "--decode-kernel split-key: split-key is a Triton kernel for CUDA devices, not cpu" in capsys.readouterr().err

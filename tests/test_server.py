@@ -413,6 +413,8 @@ def test_start_up_errors_name_the_option(student_dir, capsys):
     assert "missing.ckpt" in capsys.readouterr().err
     assert main(["serve", str(student_dir), "--max-query-batch-tokens", "0"]) == 2
     assert "--max-query-batch-tokens must be positive, got 0" in capsys.readouterr().err
+    assert main(["serve", str(student_dir), "--device", "cpu", "--decode-kernel", "split-key"]) == 2
+    assert "--decode-kernel split-key: split-key is a Triton kernel for CUDA devices, not cpu" in capsys.readouterr().err
 
 
 def test_a_chat_template_that_refuses_the_messages_is_a_400(student_dir, tmp_path):

@@ -34,7 +34,7 @@ def _partial(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, m_ptr, l_ptr, scale, S, k_r
         n = start + tl.arange(0, BLOCK_N)
         inside = n < S
         seen = tl.load(mask_ptr + b * mask_row + n, mask=inside, other=0) != 0
-        if tl.max(seen.to(tl.int32), 0) > 0:  # a slab row's left padding: its keys are never read
+        if tl.max(seen.to(tl.int32), 0) > 0:  # columns this row does not see: never read
             k = tl.load(k_ptr + b * k_row + h * k_head + n[:, None] * k_pos + d[None, :], mask=inside[:, None],
                         other=0.0)
             v = tl.load(v_ptr + b * v_row + h * v_head + n[:, None] * v_pos + d[None, :], mask=inside[:, None],

@@ -14,6 +14,8 @@ each new token sees that row's unmasked keys, again without expanding GQA keys. 
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -26,6 +28,15 @@ from lit_block.attention.base import BlockAttention
 
 ATTN_IMPLEMENTATION = "lit_block"
 DECODE_KERNELS = ("sdpa", "split-key")  # padded_rows_attention's kernels for one new token per row
+
+
+def decode_kernel_problem(kernel: str, device: str) -> str | None:
+    """Why ``kernel`` cannot run the decode step on ``device`` (None: it can), for a start-up error."""
+    if kernel == "split-key" and not device.startswith("cuda"):
+        return f"split-key is a Triton kernel for CUDA devices, not {device}"
+    if kernel == "split-key" and importlib.util.find_spec("triton") is None:
+        return "split-key needs Triton, which is not installed"
+    return None
 
 # Masked SDPA without cuDNN: cuDNN builds a graph for every new shape (about 1.4 ms of host time per call on an
 # H100), and a decode step's key length grows by one each step, so it rebuilt one per layer per step (66.7 ms for a
@@ -80,7 +91,8 @@ def padded_rows_attention(query: torch.Tensor, key: torch.Tensor, value: torch.T
     nothing. Every new token must see at least one key.
 
     ``decode_kernel="split-key"``: one new token per row runs ``split_key_attention`` (Triton), which cuts each row's
-    keys into pieces read in parallel and skips its left padding; SDPA gives one thread block to each (row, KV head)."""
+    keys into pieces read in parallel and skips the columns it does not see; SDPA gives one thread block to each (row,
+    KV head)."""
     if decode_kernel not in DECODE_KERNELS:
         raise ValueError(f"decode_kernel {decode_kernel!r}: expected one of {', '.join(DECODE_KERNELS)}")
     batch, heads, steps, dim = query.shape

@@ -235,6 +235,10 @@ def run_bench(args) -> dict:
         check_number("--store-gib", args.store_gib, low=0, low_open=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device here")
+    from lit_block.attention.transformers_hook import decode_kernel_problem
+
+    if problem := decode_kernel_problem(args.decode_kernel, args.device):
+        raise UsageError(f"--decode-kernel {args.decode_kernel}: {problem}")
     if args.threads is not None:
         check_number("--threads", args.threads, low=1, integer=True)
         torch.set_num_threads(args.threads)

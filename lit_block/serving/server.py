@@ -223,6 +223,7 @@ def load_served(args):
     import torch
 
     from lit_block.model import BlockAttentionLM
+    from lit_block.attention.transformers_hook import decode_kernel_problem
     from lit_block.model_sources import resolve_model_path
     from lit_block.serving.engine import ServingEngine
     from lit_block.serving.kv_store import BlockKVStore
@@ -238,6 +239,8 @@ def load_served(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device here")
+    if problem := decode_kernel_problem(args.decode_kernel, device):
+        raise UsageError(f"--decode-kernel {args.decode_kernel}: {problem}")
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"), None)
     if not isinstance(dtype, torch.dtype):
         raise UsageError(f"--dtype: unknown dtype {args.dtype!r}")

@@ -51,6 +51,7 @@ class DecodeBatch:
         self.rebuilds = 0  # slabs allocated so far (each copies every live answer's cache): a server's metric
         self._static: dict[str, torch.Tensor] = {}  # the graph's inputs and output, for the current slab
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._weights: tuple[int, ...] = ()  # the parameters' addresses the graph was captured with
         self._steps = 0  # steps run on the current slab
 
     def free_rows(self) -> None:
@@ -108,9 +109,13 @@ class DecodeBatch:
         def run() -> torch.Tensor:
             return self._forward(static["ids"], static["columns"], width)
 
+        weights = tuple(p.data_ptr() for p in self.model.parameters())
+        if self._graph is not None and weights != self._weights:  # a parameter was replaced: it would read freed memory
+            self._graph = None
         if self._graph is None and self._steps > CAPTURE_AFTER:
             try:
                 self._graph, static["logits"] = record_graph(run)
+                self._weights = weights
             except RuntimeError as error:  # something in the forward cannot be captured: eager from now on
                 warnings.warn(f"CUDA graph capture of the decode step failed, decoding eagerly: {error}", stacklevel=3)
                 self.graphs = False

@@ -27,12 +27,12 @@ from __future__ import annotations
 import importlib.util
 import random
 import statistics
-from typing import Optional  # jsonargparse reads the argument types at run time
 
 import torch
 
 from lit_block.benchmarks.serve_clients import Run, Workload, replay_in_child
 from lit_block.errors import UsageError, check_number
+from lit_block.serving.engine_options import add_engine_options
 
 GOAL = "H200 goal (16 clients, 8 passages x 512 tokens, 80% hits): TTFT p50 <= 10% of full prefill's, throughput >= 3x"
 
@@ -199,17 +199,9 @@ def build_parser():
                    help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
-    p.add_argument("--batch-queries", type=Optional[bool], default=None,
-                   help="prefill the queries of the requests admitted together in one forward instead of one each "
-                        "(default: on a GPU, off on CPU, where it measured no gain)")
+    add_engine_options(p)
     p.add_argument("--max-batch-requests", type=int, default=None,
                    help="requests the engine admits (their misses prefilled together) per turn (default: --clients)")
-    p.add_argument("--max-query-batch-tokens", type=int, default=16384,
-                   help="batched queries: slab positions (context and query) per forward; larger groups read the "
-                        "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
-    p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
-                   help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
-                        "read in parallel pieces, its left padding skipped)")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
     p.add_argument("--threads", type=int, default=None,
                    help="torch's CPU threads (default: torch's own; 1 on a CPU shared with other jobs, whose threads "

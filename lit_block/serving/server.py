@@ -21,9 +21,9 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional  # jsonargparse reads the argument types at run time
 
 from lit_block.errors import UsageError
+from lit_block.serving.engine_options import add_engine_options
 from lit_block.serving.openai_api import (ApiError, ChatCompletionRequest, CompletionRequest, error_body, field_path,
                                           most_specific)
 
@@ -190,15 +190,7 @@ def build_parser():
     p.add_argument("--max-active-requests", type=int, default=64, help="answers decoding at once; more wait in the queue")
     p.add_argument("--batch-decode", type=bool, default=True,
                    help="decode every active answer in one forward per step (false: one forward per answer)")
-    p.add_argument("--batch-queries", type=Optional[bool], default=None,
-                   help="prefill the queries of the requests admitted together in one forward instead of one each "
-                        "(default: on a GPU, off on CPU, where it measured no gain)")
-    p.add_argument("--max-query-batch-tokens", type=int, default=16384,
-                   help="batched queries: slab positions (context and query) per forward; larger groups read the "
-                        "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
-    p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
-                   help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
-                        "read in parallel pieces, its left padding skipped)")
+    add_engine_options(p)
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="after an idle spell, how long to wait for the rest of a burst of requests before prefilling")
     p.add_argument("--default-max-tokens", type=int, default=256,

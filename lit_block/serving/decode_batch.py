@@ -62,6 +62,10 @@ class DecodeBatch:
     def clear(self) -> None:
         """Everything dropped, the buffers' memory included (after a failed step)."""
         self.rows, self.keys, self.values = [], None, None
+        self._forget_graph()
+
+    def _forget_graph(self) -> None:
+        """The slab's graph and its static inputs go (new buffers, or none): eager steps until a new capture."""
         self._static, self._graph, self._steps = {}, None, 0
 
     @torch.no_grad()
@@ -152,8 +156,7 @@ class DecodeBatch:
         else:
             like, layers = old_keys[0], old_keys.shape[0]
             rows, capacity = max(rows, old_keys.shape[1]), max(capacity, old_keys.shape[3])
-        self.keys = self.values = None  # the old slab's graph and inputs go before the new buffers are allocated
-        self._static, self._graph, self._steps = {}, None, 0
+        self._forget_graph()  # its memory goes before the new buffers are allocated
         # zeros: a free row's masked columns still enter the split-key kernel's products (with weight 0): finite
         self.keys = torch.zeros((layers, rows, like.shape[-3], capacity, like.shape[-1]), dtype=like.dtype,
                                 device=like.device)

@@ -107,14 +107,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def decode_together(batch, answers, joins=None, store=None, after_step=None) -> None:
+def decode_together(batch, answers, joins=None, store=None, after_step=None, queries_in_slab=False) -> None:
     """Answers decoded in one ``DecodeBatch`` until each ends: answer i is prefilled (from ``store``) and joins at step
     ``joins[i]`` (``joins=None``: all prefilled already, decoding from the start); ``after_step(active)`` runs after
-    each batched step."""
+    each batched step. ``queries_in_slab``: the answers joining at one step run their queries together in the slab's
+    rows (``DecodeBatch.prefill``), each over its own assembled context, instead of each prefilled alone."""
     active = [] if joins is not None else list(answers)
     joins, step = joins or [-1] * len(answers), 0
     while step <= max(joins) or active:
-        active += [answer.prefill(store) or answer for answer, join in zip(answers, joins) if join == step]
+        joining = [answer for answer, join in zip(answers, joins) if join == step]
+        if queries_in_slab and joining:
+            for answer in joining:
+                answer.assemble(store)
+            for answer, logits in zip(joining, batch.prefill(joining)):
+                answer.prefilled(logits)
+        else:
+            for answer in joining:
+                answer.prefill(store)
+        active += joining
         chosen = [(a, a.choose()) for a in active]
         active = [a for a, token in chosen if token is not None]
         if active:

@@ -1,4 +1,5 @@
-"""The batched query prefill: an admission batch's queries in one forward give each answer what its own prefill gives."""
+"""Queries prefilled in the decode slab: an admission batch's queries in one forward over slab rows give each answer
+what its own prefill gives, and leave the answers already decoding there as they were."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import decode_together
 from lit_block.serving import BlockKVStore, GenerationConfig, generate
-from lit_block.serving import engine as engine_module
+from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.engine import ServingEngine
 from lit_block.serving.generation import Generation
-from lit_block.serving.query_batch import chunks, prefill_queries
 from test_serving import random_blocks, tiny_lm
 from test_serving_engine import answer_together
 
@@ -19,9 +20,9 @@ GREEDY = GenerationConfig(max_new_tokens=4, stop_at_eos=False)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
-def test_batched_queries_give_each_answer_its_own_prefill(family):
-    """Contexts and queries of different lengths (so rows pad on both sides), blocks shared between answers: the
-    same first-token logits and the same cache as each answer's own prefill."""
+def test_queries_in_the_slab_give_each_answer_its_own_prefill(family):
+    """Contexts and queries of different lengths (rows padded differently), blocks shared between answers: the same
+    first-token logits as each answer's own prefill, and its slab row holds that prefill's cache."""
     lm = tiny_lm(family, sinks=2)
     shared = random_blocks([9], seed=3)
     prompts = [(random_blocks([5, 11], seed=1) + shared, random_blocks([4], seed=11)[0]),
@@ -36,28 +37,76 @@ def test_batched_queries_give_each_answer_its_own_prefill(family):
     together = [Generation(lm, blocks, query, GREEDY) for blocks, query in prompts]
     for g in together:
         g.assemble(store)
-    logits = prefill_queries(lm, together)
+    batch = DecodeBatch(lm)
+    logits = batch.prefill(together)
     for a, b, first in zip(alone, together, logits):
         torch.testing.assert_close(first, a.logits, atol=1e-5, rtol=1e-5)
-        for la, lb in zip(a.cache.layers, b.cache.layers):
-            assert lb.length == la.length == a.context + len(a.query_ids)
-            torch.testing.assert_close(lb.keys, la.keys, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(lb.values, la.values, atol=1e-5, rtol=1e-5)
+        assert b.cache is None  # its row holds it
+        row = batch.rows.index(b)
+        n = a.context + len(a.query_ids)
+        for i, layer in enumerate(a.cache.layers):
+            assert layer.length == n
+            torch.testing.assert_close(batch.keys[i, row, :, :n], layer.keys[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(batch.values[i, row, :, :n], layer.values[0], atol=1e-5, rtol=1e-5)
+
+
+def _scattered_free_rows(self, k):
+    """Every other free row where there are enough: the forward then spans rows of answers already decoding."""
+    free = [r for r, g in enumerate(self.rows) if g is None]
+    return free[::2][:k] if len(free[::2]) >= k else free[:k]
+
+
+@settings(max_examples=12, deadline=None)
+@given(joins=st.lists(st.integers(0, 4), min_size=2, max_size=6), seed=st.integers(0, 1000), scattered=st.booleans())
+def test_answers_joining_with_queries_in_the_slab_decode_as_each_alone(joins, seed, scattered):
+    """Answers join at random steps, those of one step running their queries together in free rows (adjacent, or
+    ``scattered`` between answers already decoding, whose rows the forward then spans with padding): every answer's
+    tokens and logits are generate()'s for it alone."""
+    lm = tiny_lm("llama", sinks=2)
+    g = torch.Generator().manual_seed(seed)
+    prompts = [(random_blocks([int(n) for n in torch.randint(1, 14, (2,), generator=g)], seed=seed + i),
+                random_blocks([int(torch.randint(1, 9, (1,), generator=g))], seed=seed + 50 + i)[0])
+               for i in range(len(joins))]
+    configs = [GenerationConfig(max_new_tokens=2 + (seed + i) % 5, stop_at_eos=False) for i in range(len(joins))]
+    answers = [Generation(lm, blocks, query, config) for (blocks, query), config in zip(prompts, configs)]
+    with pytest.MonkeyPatch.context() as patch:
+        if scattered:
+            patch.setattr(DecodeBatch, "_free_rows", _scattered_free_rows)
+        decode_together(DecodeBatch(lm), answers, joins, BlockKVStore(), queries_in_slab=True)
+    for answer, (blocks, query), config in zip(answers, prompts, configs):
+        alone = generate(lm, blocks, query, config, store=BlockKVStore())
+        assert answer.token_ids == alone.token_ids
+        torch.testing.assert_close(answer.first_token_logits, alone.first_token_logits, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(occupied=st.lists(st.booleans(), min_size=1, max_size=24), k=st.integers(1, 8))
+def test_a_batch_gets_adjacent_free_rows_when_there_are_some(occupied, k):
+    batch = DecodeBatch(None)  # placement only: no model needed
+    batch.rows = [object() if taken else None for taken in occupied]
+    free = [r for r, taken in enumerate(occupied) if not taken]
+    if len(free) < k:
+        return
+    chosen = batch._free_rows(k)
+    assert len(set(chosen)) == k and all(batch.rows[r] is None for r in chosen) and chosen == sorted(chosen)
+    has_run = any(free[i + k - 1] - free[i] == k - 1 for i in range(len(free) - k + 1))
+    assert (chosen[-1] - chosen[0] == k - 1) == has_run
 
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_an_admitted_burst_answers_as_each_request_alone(monkeypatch, fail):
-    """Through the engine, with the batched forward working or failing (then each query runs alone): every answer
-    is generate()'s."""
+    """Through the engine, with the slab's query forward working or failing (then each query runs alone): every
+    answer is generate()'s."""
     rows = []
+    real = DecodeBatch.prefill
 
-    def counted(model, generations):  # the rows each batched forward got (then it runs, or fails)
+    def counted(self, generations):  # the answers each query forward got (then it runs, or fails)
         rows.append(len(generations))
         if fail:
             raise RuntimeError("the batched forward failed")
-        return prefill_queries(model, generations)
+        return real(self, generations)
 
-    monkeypatch.setattr(engine_module, "prefill_queries", counted)
+    monkeypatch.setattr(DecodeBatch, "prefill", counted)
     lm = tiny_lm("llama", sinks=2)
     prompts = [(random_blocks([6, 4], seed=i % 2), random_blocks([2 + i], seed=20 + i)[0]) for i in range(4)]
     engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_queries=True)
@@ -72,23 +121,6 @@ def test_an_admitted_burst_answers_as_each_request_alone(monkeypatch, fail):
     for i, a in enumerate(alone):
         torch.testing.assert_close(results[i][1].first_token_logits, a.first_token_logits, atol=1e-5, rtol=1e-5)
     assert rows == [4]  # the burst was admitted together and its queries went in one forward
-
-
-class _Sized:
-    def __init__(self, context: int, query: int):
-        self.context, self.query_ids = context, [0] * query
-
-
-@settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.tuples(st.integers(0, 300), st.integers(1, 40)), min_size=1, max_size=12),
-       budget=st.integers(1, 2000))
-def test_chunks_hold_every_answer_once_within_the_budget(sizes, budget):
-    items = [_Sized(c, q) for c, q in sizes]
-    groups = chunks(items, budget)
-    assert sorted(map(id, (g for group in groups for g in group))) == sorted(map(id, items))
-    for group in groups:
-        width = max(g.context for g in group) + max(len(g.query_ids) for g in group)
-        assert len(group) == 1 or len(group) * width <= budget
 
 
 def test_engine_batches_queries_by_default_only_on_a_gpu():

@@ -128,7 +128,7 @@ def test_a_clients_process_that_dies_is_reported_with_its_status():
         replay_in_child(dict, "http://127.0.0.1:9", "bench", _DiesWhenUnpickled(), 1, 2, "cache")
 
 
-@pytest.mark.parametrize("option", ["--max-batch-requests", "--max-query-batch-tokens", "--clients"])
+@pytest.mark.parametrize("option", ["--max-batch-requests", "--clients"])
 def test_bench_serve_names_a_bad_count(option, capsys):
     from lit_block.cli import main
 

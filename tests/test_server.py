@@ -411,8 +411,8 @@ def test_start_up_errors_name_the_option(student_dir, capsys):
     assert "--document-template" in capsys.readouterr().err
     assert main(["serve", str(student_dir), "--checkpoint", str(student_dir / "missing.ckpt")]) == 2
     assert "missing.ckpt" in capsys.readouterr().err
-    assert main(["serve", str(student_dir), "--max-query-batch-tokens", "0"]) == 2
-    assert "--max-query-batch-tokens must be positive, got 0" in capsys.readouterr().err
+    assert main(["serve", str(student_dir), "--max-batch-requests", "0"]) == 2
+    assert "--max-batch-requests must be positive, got 0" in capsys.readouterr().err
     assert main(["serve", str(student_dir), "--device", "cpu", "--decode-kernel", "split-key"]) == 2
     assert "--decode-kernel split-key: split-key is a Triton kernel for CUDA devices, not cpu" in capsys.readouterr().err
 

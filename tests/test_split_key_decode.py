@@ -41,9 +41,9 @@ def test_split_key_attention_equals_sdpa(shape, dtype, slab_view):
 
 
 def test_batched_decoding_with_split_key_equals_sdpa(tiny_model_dir, monkeypatch):
-    """The decode slab's step with either kernel, and on CUDA replayed from a graph: answers of different lengths
-    joining at different steps (free rows, reallocations, masked columns) decode the same greedy tokens, from logits
-    that agree."""
+    """The decode slab's step with either kernel, and on CUDA replayed from a graph, the queries prefilled alone or in
+    the slab's rows: answers of different lengths joining at different steps (free rows, reallocations, masked
+    columns) decode the same greedy tokens, from logits that agree."""
     from lit_block import BlockAttentionLM
     from lit_block.serving import BlockKVStore, Generation, GenerationConfig
     from lit_block.serving.decode_batch import DecodeBatch
@@ -60,7 +60,9 @@ def test_batched_decoding_with_split_key_equals_sdpa(tiny_model_dir, monkeypatch
     joins = [0, 0, 2, 5, 5]
     results = {}
     graphs = []
-    for kernel, graph in [("sdpa", False), ("split-key", False)] + ([("split-key", True)] if DEVICE == "cuda" else []):
+    runs = [("sdpa", False, False), ("split-key", False, False), ("sdpa", False, True)]
+    runs += [("split-key", True, False), ("split-key", True, True)] if DEVICE == "cuda" else [("split-key", False, True)]
+    for kernel, graph, in_slab in runs:
         batch, logits = DecodeBatch(lm, kernel, graphs=graph), []
         answers = [Generation(lm, blocks, query, GenerationConfig(max_new_tokens=4 + 2 * i, do_sample=False,
                                                                   stop_at_eos=False))
@@ -68,10 +70,11 @@ def test_batched_decoding_with_split_key_equals_sdpa(tiny_model_dir, monkeypatch
         for answer in answers:  # every logits vector an answer is handed, in order
             accept = answer.accept
             answer.accept = lambda row, accept=accept: logits.append(row.cpu()) or accept(row)
-        decode_together(batch, answers, joins, BlockKVStore(), lambda active: graphs.append(batch._graph is not None))
-        results[kernel, graph] = [a.token_ids for a in answers], logits
+        decode_together(batch, answers, joins, BlockKVStore(), lambda active: graphs.append(batch._graph is not None),
+                        queries_in_slab=in_slab)
+        results[kernel, graph, in_slab] = [a.token_ids for a in answers], logits
     assert len(calls) > 0 and len(calls) % lm.config.num_hidden_layers == 0  # every layer of every step
-    tokens, logits = results["sdpa", False]
+    tokens, logits = results["sdpa", False, False]
     for key, (other_tokens, other_logits) in results.items():
         assert other_tokens == tokens, key
         torch.testing.assert_close(torch.stack(other_logits), torch.stack(logits), atol=1e-4, rtol=1e-4)

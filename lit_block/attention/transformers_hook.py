@@ -8,7 +8,7 @@ the same weights serve as the full-attention teacher. ``cached_prefix=True`` mar
 over a cache they see in full (the global block over assembled block caches, and decoding): lower-
 right causal attention, with GQA keys left unexpanded. ``key_mask=<[B, S] or [B, T, S] bool>`` marks
 new tokens run over a slab of padded caches, one row per answer (the batched decoding step of
-``lit_block.serving.decode_batch``, the batched query prefill of ``lit_block.serving.query_batch``):
+``lit_block.serving.decode_batch``, the batched query prefill there too):
 each new token sees that row's unmasked keys, again without expanding GQA keys. No model source is patched.
 """
 

@@ -112,8 +112,7 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     engine = ServingEngine(model, store, max_batch_requests=args.max_batch_requests or args.clients,
                            batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases,
-                           batch_queries=args.batch_queries, max_query_batch_tokens=args.max_query_batch_tokens,
-                           decode_kernel=args.decode_kernel)
+                           batch_queries=args.batch_queries, decode_kernel=args.decode_kernel)
     served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)
     # the work the model really does: token rows entering its first decoder layer, whatever path sent them (prompt
     # prefill, the store's misses, queries, decode steps), so a figure that claims more than that work allows shows
@@ -219,9 +218,8 @@ def run_bench(args) -> dict:
     """Every repeat's rows for both servers, and the workload's facts."""
     for name in ("clients", "requests", "num_passages", "passage_tokens", "max_new_tokens", "repeat"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
-    for name in ("max_batch_requests", "max_query_batch_tokens"):
-        if getattr(args, name) is not None:
-            check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
+    if args.max_batch_requests is not None:
+        check_number("--max-batch-requests", args.max_batch_requests, low=1, integer=True)
     check_number("--hit-rate", args.hit_rate, low=0, high=1, high_open=True)
     if args.store_gib is not None:
         check_number("--store-gib", args.store_gib, low=0, low_open=True)

@@ -7,7 +7,10 @@ writes each row's new key at that row's own column ``n_r`` (``prompt_cache.SlabL
 computes for it alone, up to the order of floating-point sums in batched matrix products.
 
 Rows never move: an answer joins by copying its cache into a free row, and a finished answer frees its row (a free
-row still computes, at column 0, and nothing reads it). The slab is reallocated -- live rows copied to the new
+row still computes, at column 0, and nothing reads it). An admission batch's answers can join before their queries
+run (``prefill``): their assembled contexts are copied into free rows and all their queries run in one forward over
+those rows, each query token written at its row's own columns, so the first tokens need no other buffer and no
+copy afterwards. The slab is reallocated -- live rows copied to the new
 buffers -- only when no row is free or a joining answer would not fit; rows and columns are then rounded up with
 room to spare (``ROW_QUANTUM``, ``COLUMN_QUANTUM``), so a server's slab keeps one shape for long.
 
@@ -26,7 +29,7 @@ import torch
 
 from lit_block.attention.transformers_hook import DECODE_KERNELS
 from lit_block.serving.generation import Generation
-from lit_block.serving.prompt_cache import slab_cache
+from lit_block.serving.prompt_cache import PositionMajorCache, slab_cache
 from lit_block.serving.query_prefill import record_graph
 
 PAD_TOKEN = 0  # the input of a freed row: any id, its output is never read
@@ -82,17 +85,22 @@ class DecodeBatch:
             logits = self._replayed(ids, columns)
         else:
             width = int(columns.max()) + 1  # eagerly the attention reads only the columns some row sees
-            logits = self._forward(ids.to(self.keys.device), columns.to(self.keys.device), width)
+            columns = columns.to(self.keys.device)
+            seen = torch.arange(width, device=columns.device)[None] <= columns[:, None]  # [rows, width]: 0 .. n_r
+            logits = self._forward(ids.to(self.keys.device), columns[:, None], seen, self.keys.shape[1], width)
         logits = logits[:, -1].to(torch.float32, copy=True)  # a copy: a replay rewrites the graph's output
         for g in generations:
             g.accept(logits[row_of[id(g)]])
 
-    def _forward(self, ids: torch.Tensor, columns: torch.Tensor, width: int) -> torch.Tensor:
-        """The slab's forward: ``ids [rows, 1]`` written at ``columns [rows]`` -> logits ``[rows, 1, vocab]``."""
-        seen = torch.arange(width, device=ids.device)[None] <= columns[:, None]  # [rows, width]: 0 .. n_r
-        cache = slab_cache(self.keys, self.values, columns, width)
+    def _forward(self, ids: torch.Tensor, columns: torch.Tensor, seen: torch.Tensor, rows: int, width: int,
+                 first_row: int = 0) -> torch.Tensor:
+        """The forward of slab rows ``first_row .. first_row + rows - 1``: their tokens ``ids [rows, T]`` written at
+        ``columns [rows, T]`` (also their RoPE positions), token t of row r seeing the columns ``seen [rows, T,
+        width]`` (``[rows, width]`` when T is 1) -> logits of each row's last token ``[rows, 1, vocab]``."""
+        cut = slice(first_row, first_row + rows)
+        cache = slab_cache(self.keys[:, cut], self.values[:, cut], columns, width)
         # key_mask: lit_block's attention reads the slab once per layer (HF's 2-D mask path expands the GQA heads)
-        return self.model.model(input_ids=ids, position_ids=columns[:, None], past_key_values=cache, use_cache=True,
+        return self.model.model(input_ids=ids, position_ids=columns, past_key_values=cache, use_cache=True,
                                 logits_to_keep=1, key_mask=seen, decode_kernel=self.decode_kernel).logits
 
     def _graphs_on(self) -> bool:
@@ -111,7 +119,9 @@ class DecodeBatch:
         width = self.keys.shape[3]
 
         def run() -> torch.Tensor:
-            return self._forward(static["ids"], static["columns"], width)
+            columns = static["columns"]
+            seen = torch.arange(width, device=columns.device)[None] <= columns[:, None]  # [rows, width]: 0 .. n_r
+            return self._forward(static["ids"], columns[:, None], seen, len(self.rows), width)
 
         weights = tuple(p.data_ptr() for p in self.model.parameters())
         if self._graph is not None and weights != self._weights:  # a parameter was replaced: it would read freed memory
@@ -137,12 +147,73 @@ class DecodeBatch:
         if not new:
             return
         # columns the longest answer reaches: its cache and every token it may still write
-        needed = max(g.position + g.config.max_new_tokens - len(g.token_ids) for g in generations)
-        if self.keys is None or self.rows.count(None) < len(new) or needed > self.keys.shape[3]:
-            self._reallocate(generations, needed)
+        self._make_room(generations, new, max(_last_column(g) for g in generations))
         free = [r for r, g in enumerate(self.rows) if g is None]
         for g, r in zip(new, free):
-            self._copy_in(g, r)
+            self._write_row(g.cache, r, g.position)
+            self.rows[r] = g
+            g.cache = None  # the slab holds it now
+
+    @torch.no_grad()
+    def prefill(self, generations: list[Generation]) -> list[torch.Tensor]:
+        """The queries of answers whose contexts are assembled (``Generation.assemble``: own caches, queries not run),
+        in one forward over slab rows (see the module doc): each answer's first-token logits ``[vocab]`` (float32),
+        in order. The answers then hold slab rows (their ``cache`` None) and join the next ``step`` where they are.
+        If the forward fails, nothing of them is in the slab and their own caches are as they were."""
+        width_q = max(len(g.query_ids) for g in generations)  # Q: the longest query; shorter ones are left-padded
+        live = [g for g in self.rows if g is not None]
+        # a live row inside the forward's rows writes Q padding tokens at its own next columns (overwritten before
+        # anything reads them: each step writes its column first); a new row writes its padding after its query
+        needed = max([g.context + width_q + g.config.max_new_tokens for g in generations]
+                     + [g.position + max(width_q, g.config.max_new_tokens - len(g.token_ids)) for g in live])
+        self._make_room(live + generations, generations, needed)
+        chosen = self._free_rows(len(generations))
+        first, last = chosen[0], chosen[-1]
+        rows = last - first + 1
+        device = self.keys.device
+        ids = torch.full((rows, width_q), PAD_TOKEN, dtype=torch.long)
+        ends = torch.zeros(rows, dtype=torch.long)  # a row's column after its content: where its padding goes
+        for r in range(rows):
+            if (g := self.rows[first + r]) is not None:
+                ends[r] = g.position
+        width = 1
+        for g, r in zip(generations, chosen):
+            n, q = g.context, len(g.query_ids)
+            self._write_row(g.cache, r, n)
+            ids[r - first, width_q - q:] = torch.tensor(g.query_ids)
+            ends[r - first] = n + q
+            width = max(width, n + q)
+        slot = torch.arange(width_q)
+        pad = torch.full((rows,), width_q)  # padding slots a row has before its query (all of them: not a new row)
+        for g, r in zip(generations, chosen):
+            pad[r - first] = width_q - len(g.query_ids)
+        real = slot[None] >= pad[:, None]  # [rows, Q]: slot t of row r is one of its query tokens
+        # query token i (slot pad + i) at column ends - q + i; padding slot t at ends + t, past the row's content
+        columns = torch.where(real, ends[:, None] - width_q + slot[None], ends[:, None] + slot[None])
+        seen = torch.arange(width)[None, None] <= columns[:, :, None]  # the row's context and query up to itself
+        seen &= real[:, :, None]
+        seen[:, :, 0] = True  # a padding slot sees column 0 only (any finite key): its output is never read
+        logits = self._forward(ids.to(device), columns.to(device), seen.to(device), rows, width, first)
+        logits = logits[:, -1].to(torch.float32, copy=True)
+        for g, r in zip(generations, chosen):
+            self.rows[r] = g
+            g.cache = None  # the slab holds it now
+        return [logits[r - first] for r in chosen]
+
+    def _make_room(self, generations: list[Generation], new: list[Generation], needed: int) -> None:
+        """Reallocate (keeping the live answers among ``generations``) unless ``new`` fit in free rows and every row's
+        writes in ``needed`` columns."""
+        if self.keys is None or self.rows.count(None) < len(new) or needed > self.keys.shape[3]:
+            self._reallocate(generations, needed)
+
+    def _free_rows(self, k: int) -> list[int]:
+        """``k`` free rows for a batch's forward: the first run of ``k`` adjacent ones, so that the forward computes
+        only them; else the first ``k`` (the forward then spans the live rows between them, as padding)."""
+        free = [r for r, g in enumerate(self.rows) if g is None]
+        for i in range(len(free) - k + 1):
+            if free[i + k - 1] - free[i] == k - 1:
+                return free[i : i + k]
+        return free[:k]
 
     def _reallocate(self, generations: list[Generation], needed: int) -> None:
         """New buffers, larger than the old in rows and columns as needed; the live answers copied to rows 0, 1, ..."""
@@ -169,18 +240,26 @@ class DecodeBatch:
             self.values[:, r, :, :n] = old_values[:, old_row[id(g)], :, :n]
         self.rows = [*kept, *[None] * (rows - len(kept))]
 
-    def _copy_in(self, g: Generation, row: int) -> None:
-        """An answer's own cache (prompt and decoded tokens so far) into columns ``0 .. n-1`` of ``row``."""
-        n = g.position
-        for i, layer in enumerate(_cache_layers(g)):
+    def _write_row(self, cache, row: int, n: int) -> None:
+        """The first ``n`` positions of an answer's own cache into columns ``0 .. n-1`` of ``row``."""
+        if cache is None:
+            raise RuntimeError("an answer joins the decode batch without its cache")
+        if isinstance(cache, PositionMajorCache):  # an assembled prompt: one copy ([n, layers, kv_heads, head_dim])
+            self.keys[:, row, :, :n] = cache.keys_buffer[:n].permute(1, 2, 0, 3)
+            self.values[:, row, :, :n] = cache.values_buffer[:n].permute(1, 2, 0, 3)
+            return
+        for i, layer in enumerate(cache.layers):
             self.keys[i, row, :, :n] = layer.keys[0, :, :n]
             self.values[i, row, :, :n] = layer.values[0, :, :n]
-        self.rows[row] = g
-        g.cache = None  # the slab holds it now
 
 
 def _round_up(n: int, quantum: int) -> int:
     return -(-n // quantum) * quantum
+
+
+def _last_column(g: Generation) -> int:
+    """Columns an answer's row needs: its cache and every token it may still write."""
+    return g.position + g.config.max_new_tokens - len(g.token_ids)
 
 
 def _cache_layers(g: Generation):

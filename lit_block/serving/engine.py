@@ -11,8 +11,9 @@ around a forward pass. Each turn of its loop:
    of concurrent requests is admitted together), up to ``max_batch_requests``;
 2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
    them miss is prefilled once, and all misses go through the model in a few padded batches -- then
-   each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one forward,
-   ``lit_block.serving.query_batch``): each request's first token's logits (TTFT);
+   each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one forward, in
+   the rows of the decode slab they then decode in, ``DecodeBatch.prefill``): each request's first token's logits
+   (TTFT);
 3. decode: every active answer chooses its next token and all of them run in one forward
    (``lit_block.serving.decode_batch``: their caches as rows of one slab; ``batch_decode=False`` runs
    one forward per answer instead), so a long answer delays a new request's first token by one
@@ -39,7 +40,6 @@ from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
-from lit_block.serving.query_batch import chunks, prefill_queries
 
 
 def prefer_expandable_segments() -> None:
@@ -74,15 +74,13 @@ class ServingEngine:
 
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False, batch_queries: bool | None = None, max_query_batch_tokens: int = 16384,
-                 decode_kernel: str = "sdpa"):
+                 sync_phases: bool = False, batch_queries: bool | None = None, decode_kernel: str = "sdpa"):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one
-        forward per group of at most ``max_query_batch_tokens`` slab positions (``lit_block.serving.query_batch``)
-        instead of one forward each; None: on a GPU (where a forward of several short queries costs about what one
-        costs: +5-27% requests/s in `bench serve` on an H100, docs/serve.md), off on CPU (where a forward costs in
-        proportion to its rows and batching measured no gain). ``decode_kernel``: the batched decoding step's attention
+        forward, in the decode slab's rows (``DecodeBatch.prefill``; with ``batch_decode``), instead of one forward
+        each; None: on a GPU (where a forward of several short queries costs about what one costs, docs/serve.md),
+        off on CPU (where a forward costs in proportion to its rows and batching measured no gain). ``decode_kernel``: the batched decoding step's attention
         (``padded_rows_attention``: ``sdpa`` or ``split-key``, Triton's, for GPUs)."""
         self.model, self.store = model, store
         on_gpu = next(model.parameters()).is_cuda
@@ -94,7 +92,6 @@ class ServingEngine:
         self.metrics = metrics or ServerMetrics()
         self.decoder = DecodeBatch(model, decode_kernel) if batch_decode else None  # None: one forward per answer per turn
         self.batch_queries = on_gpu if batch_queries is None else batch_queries
-        self.max_query_batch_tokens = max_query_batch_tokens
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
         self._closed = False
@@ -185,13 +182,14 @@ class ServingEngine:
             self._prefill_queries(jobs, fetched)
 
     def _prefill_queries(self, jobs: list[Job], fetched: dict[int, list | Exception]) -> None:
+        batch = self.batch_queries and self.caching and self.decoder is not None and len(jobs) > 1
         batched = []
         for job in jobs:
             try:
                 found = fetched.get(id(job))
                 if isinstance(found, Exception):
                     raise found
-                if self.batch_queries and self.caching and job.generation.blocks and len(jobs) > 1:
+                if batch and job.generation.blocks:
                     job.generation.assemble(self.store, fetched=found, fingerprint=self.fingerprint)
                     batched.append(job)
                     continue
@@ -200,23 +198,24 @@ class ServingEngine:
                 job.emit("error", err)
                 continue
             self._first_token(job)
-        by_generation = {id(job.generation): job for job in batched}
-        for group in chunks([job.generation for job in batched], self.max_query_batch_tokens):
+        if not batched:
+            return
+        rebuilds = self.decoder.rebuilds
+        try:
+            logits = self.decoder.prefill([job.generation for job in batched])
+        except Exception:  # noqa: BLE001 - the shared forward failed: each query alone, so only a culprit fails
+            logits = [None] * len(batched)
+        self.metrics.add(decode_slab_rebuilds=self.decoder.rebuilds - rebuilds)
+        for job, first in zip(batched, logits):
             try:
-                logits = prefill_queries(self.model, group)
-            except Exception:  # noqa: BLE001 - the shared forward failed: each query alone, so only a culprit fails
-                logits = [None] * len(group)
-            for generation, first in zip(group, logits):
-                job = by_generation[id(generation)]
-                try:
-                    if first is None:
-                        generation.prefill_query()
-                    else:
-                        generation.prefilled(first)
-                except Exception as err:  # noqa: BLE001
-                    job.emit("error", err)
-                    continue
-                self._first_token(job)
+                if first is None:
+                    job.generation.prefill_query()
+                else:
+                    job.generation.prefilled(first)
+            except Exception as err:  # noqa: BLE001
+                job.emit("error", err)
+                continue
+            self._first_token(job)
 
     def _first_token(self, job: Job) -> None:
         """``job``'s prompt is prefilled: count it, tell its client, and let it decode."""

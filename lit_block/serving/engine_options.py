@@ -7,13 +7,10 @@ from typing import Optional  # jsonargparse reads the argument types at run time
 
 
 def add_engine_options(p) -> None:
-    """``--batch-queries``, ``--max-query-batch-tokens``, ``--decode-kernel`` on parser ``p``."""
+    """``--batch-queries``, ``--decode-kernel`` on parser ``p``."""
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
-                   help="prefill the queries of the requests admitted together in one forward instead of one each "
-                        "(default: on a GPU, off on CPU, where it measured no gain)")
-    p.add_argument("--max-query-batch-tokens", type=int, default=16384,
-                   help="batched queries: slab positions (context and query) per forward; larger groups read the "
-                        "weights fewer times and hold more memory (the 8B shape: about 128 KB a position)")
+                   help="prefill the queries of the requests admitted together in one forward, in the rows of the "
+                        "decoding slab, instead of one each (default: on a GPU, off on CPU, where it measured no gain)")
     p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
                    help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
                         "read in parallel pieces, the columns it does not see skipped)")

@@ -26,7 +26,7 @@ from transformers.cache_utils import Cache
 
 from lit_block.errors import UsageError, check_number
 from lit_block.serving.kv_store import BlockKV, BlockKVStore
-from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
+from lit_block.serving.prompt_cache import PositionMajorCache
 from lit_block.serving.query_prefill import QueryPrefill, forward_step, set_cache_length
 
 
@@ -264,7 +264,7 @@ def _copied(buffers: tuple[torch.Tensor, torch.Tensor], filled: int, capacity: i
     values = torch.empty_like(keys)
     keys[:filled].copy_(buffers[0][:filled])
     values[:filled].copy_(buffers[1][:filled])
-    return preallocated_cache(position_major_layers(keys, values), filled)
+    return PositionMajorCache(keys, values, filled)
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
 from lit_block.layout import block_spans, isolated_blocks, place_sinks
-from lit_block.serving.prompt_cache import position_major_layers, preallocated_cache
+from lit_block.serving.prompt_cache import PositionMajorCache
 from lit_block.serving.rope import KeyRerotator, find_rotary_embedding
 
 
@@ -253,7 +253,7 @@ class BlockKVStore:
         k = model.num_sink_tokens
         spans, _ = block_spans([n - k for n in lengths], k)  # each block's offset in the packed prompt
         self.rerotator(model).place_blocks(keys[:total], [kv.keys for kv in blocks], [start for start, _ in spans])
-        return preallocated_cache(position_major_layers(keys, values), total), total
+        return PositionMajorCache(keys, values, total), total
 
     # ---------------------------------------------------------------- bookkeeping
 

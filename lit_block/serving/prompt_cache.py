@@ -47,9 +47,9 @@ class PreallocatedLayer(DynamicLayer):
 
 class SlabLayer(DynamicLayer):
     """One decoder layer of a decode slab (``lit_block.serving.decode_batch``): ``[rows, kv_heads, capacity,
-    head_dim]`` buffers in which row ``r`` writes its new key at its own column ``columns[r]`` (a device tensor), and
-    the attention sees the first ``width`` columns (under the step's key mask). With ``width`` the capacity, nothing a
-    step passes is a Python number that changes: one CUDA graph replays every step."""
+    head_dim]`` buffers in which row ``r``'s new token ``t`` writes its key at column ``columns[r, t]`` (a device
+    tensor), and the attention sees the first ``width`` columns (under the step's key mask). With ``width`` the
+    capacity, nothing a decoding step passes is a Python number that changes: one CUDA graph replays every step."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int):
         super().__init__()
@@ -59,7 +59,8 @@ class SlabLayer(DynamicLayer):
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        index = self.columns.view(-1, 1, 1, 1).expand_as(key_states)  # [rows, kv_heads, 1, head_dim]
+        rows, tokens = self.columns.shape
+        index = self.columns.view(rows, 1, tokens, 1).expand_as(key_states)  # [rows, kv_heads, tokens, head_dim]
         self.buffer_keys.scatter_(2, index, key_states)
         self.buffer_values.scatter_(2, index, value_states)
         return self.keys, self.values
@@ -69,7 +70,8 @@ class SlabLayer(DynamicLayer):
 
 
 def slab_cache(keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, width: int) -> Cache:
-    """A cache over a slab's ``[layers, rows, kv_heads, capacity, head_dim]`` buffers (see ``SlabLayer``)."""
+    """A cache over a slab's ``[layers, rows, kv_heads, capacity, head_dim]`` buffers, ``columns [rows, tokens]``
+    (see ``SlabLayer``)."""
     return Cache(layers=[SlabLayer(k, v, columns, width) for k, v in zip(keys, values)])
 
 
@@ -78,6 +80,12 @@ def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: 
     return Cache(layers=[PreallocatedLayer(k, v, length) for k, v in layers])
 
 
-def position_major_layers(keys: torch.Tensor, values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer ``[1, kv_heads, capacity, head_dim]`` views of ``[capacity, layers, kv_heads, head_dim]`` buffers."""
-    return [(keys[:, i].permute(1, 0, 2)[None], values[:, i].permute(1, 0, 2)[None]) for i in range(keys.shape[1])]
+class PositionMajorCache(Cache):
+    """A preallocated cache over two ``[capacity, layers, kv_heads, head_dim]`` buffers (keys, values), whose layers
+    are views of them: an assembled prompt (blocks placed at their offsets, ``BlockKVStore.assemble``) is one tensor,
+    so it moves into a decode slab's row in one copy instead of one per layer."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__(layers=[PreallocatedLayer(keys[:, i].permute(1, 0, 2)[None], values[:, i].permute(1, 0, 2)[None],
+                                                   length) for i in range(keys.shape[1])])
+        self.keys_buffer, self.values_buffer = keys, values

@@ -222,7 +222,7 @@ def load_served(args):
     from lit_block.serving.prompts import DocumentCutter, PromptBuilder
     from lit_block.serving.service import ServedModel
 
-    for name in ("port", "max_batch_requests", "max_active_requests", "default_max_tokens", "max_query_batch_tokens"):
+    for name in ("port", "max_batch_requests", "max_active_requests", "default_max_tokens"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be {'>= 0' if name == 'port' else 'positive'}, "
                              f"got {getattr(args, name)}")
@@ -250,7 +250,7 @@ def load_served(args):
     store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if args.cache else None
     engine = ServingEngine(model, store, args.max_batch_requests, args.max_active_requests, args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, batch_queries=args.batch_queries,
-                           max_query_batch_tokens=args.max_query_batch_tokens, decode_kernel=args.decode_kernel)
+                           decode_kernel=args.decode_kernel)
     name = args.served_model_name or (Path(path).name if Path(path).is_dir() else str(args.model))
     return ServedModel(engine, builder, name, aliases=(str(args.model),), default_max_tokens=args.default_max_tokens)
 

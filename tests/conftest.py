@@ -122,8 +122,8 @@ def decode_together(batch, answers, joins=None, store=None, after_step=None, que
             for answer, logits in zip(joining, batch.prefill(joining)):
                 answer.prefilled(logits)
         else:
-            for answer in joining:
-                answer.prefill(store)
+            for answer in joining:  # own_cache: on CUDA the query runner's static buffers serve the next prefill
+                answer.prefill(store, own_cache=True)
         active += joining
         chosen = [(a, a.choose()) for a in active]
         active = [a for a, token in chosen if token is not None]

@@ -53,8 +53,11 @@ def student_dir(tiny_model_dir, tmp_path_factory):
 
 
 def start(folder, *options: str):
+    # --device cpu: the references are float32 on CPU; on a GPU machine the server would take CUDA in bfloat16, and
+    # sampling there draws from CUDA's generator (answers equal to the references only on the same device and dtype)
     served = load_served(build_parser().parse_args([str(folder), "--port", "0", "--served-model-name", "tiny",
-                                                    "--max-block-tokens", str(MAX_BLOCK_TOKENS), *options]))
+                                                    "--max-block-tokens", str(MAX_BLOCK_TOKENS), "--device", "cpu",
+                                                    *options]))
     server = BackgroundServer(create_app(served)).start()
     return served, server, openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 

@@ -141,3 +141,17 @@ def test_bench_serve_refuses_the_split_key_kernel_off_cuda(capsys):
 
     assert main(["bench", "serve", "--model", "unused", "--device", "cpu", "--decode-kernel", "split-key"]) == 2
     assert "--decode-kernel split-key: split-key is a Triton kernel for CUDA devices, not cpu" in capsys.readouterr().err
+
+
+def test_the_decode_kernel_auto_means_split_key_only_on_cuda_with_triton(monkeypatch):
+    import importlib.util
+
+    from lit_block.attention.transformers_hook import resolve_decode_kernel
+
+    real = importlib.util.find_spec
+    for triton_there in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, t=triton_there: (object() if t else None) if name == "triton" else real(name, *a))
+        assert resolve_decode_kernel("auto", "cuda:0") == ("split-key" if triton_there else "sdpa")
+        assert resolve_decode_kernel("auto", "cpu") == "sdpa"
+        assert resolve_decode_kernel("sdpa", "cuda") == "sdpa"  # a named kernel stays

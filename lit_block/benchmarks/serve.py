@@ -245,6 +245,7 @@ def run_bench(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lit_block.attention.transformers_hook import resolve_decode_kernel
     from lit_block.serving.engine import prefer_expandable_segments
 
     prefer_expandable_segments()
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.model} on {name}, torch {torch.__version__}: {args.clients} clients, {args.requests} requests of "
           f"{args.num_passages} passages x {args.passage_tokens} tokens from a pool of {result['pool']} (Zipf {args.zipf}; "
           f"hit rate {100 * result['expected_hit_rate']:.0f}% if sequential), {args.max_new_tokens} new tokens each; "
-          f"{args.repeat} repeats\n")
+          f"{args.repeat} repeats; decode kernel {resolve_decode_kernel(args.decode_kernel, args.device)}\n")
     print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate "
           "| evictions | engine fetch / prefill / decode ms per request | model tokens per request "
           "| decode rows per step / slab rebuilds |\n|---|---|---|---|---|---|---|---|---|---|---|---|")

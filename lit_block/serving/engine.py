@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lit_block.attention.transformers_hook import resolve_decode_kernel
 from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
@@ -74,14 +75,15 @@ class ServingEngine:
 
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False, batch_queries: bool | None = None, decode_kernel: str = "sdpa"):
+                 sync_phases: bool = False, batch_queries: bool | None = None, decode_kernel: str = "auto"):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one
         forward, in the decode slab's rows (``DecodeBatch.prefill``; with ``batch_decode``), instead of one forward
         each; None: on a GPU (where a forward of several short queries costs about what one costs, docs/serve.md),
-        off on CPU (where a forward costs in proportion to its rows and batching measured no gain). ``decode_kernel``: the batched decoding step's attention
-        (``padded_rows_attention``: ``sdpa`` or ``split-key``, Triton's, for GPUs)."""
+        off on CPU (where a forward costs in proportion to its rows and batching measured no gain).
+        ``decode_kernel``: the batched decoding step's attention (``padded_rows_attention``: ``sdpa``, ``split-key``,
+        Triton's, for GPUs, or ``auto``: ``resolve_decode_kernel``)."""
         self.model, self.store = model, store
         on_gpu = next(model.parameters()).is_cuda
         self.sync_phases = sync_phases and on_gpu
@@ -90,7 +92,8 @@ class ServingEngine:
         self.max_batch_requests, self.max_active_requests = max_batch_requests, max_active_requests
         self.batch_window_s = batch_window_s
         self.metrics = metrics or ServerMetrics()
-        self.decoder = DecodeBatch(model, decode_kernel) if batch_decode else None  # None: one forward per answer per turn
+        kernel = resolve_decode_kernel(decode_kernel, str(next(model.parameters()).device))
+        self.decoder = DecodeBatch(model, kernel) if batch_decode else None  # None: one forward per answer per turn
         self.batch_queries = on_gpu if batch_queries is None else batch_queries
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []

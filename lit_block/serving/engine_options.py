@@ -11,6 +11,7 @@ def add_engine_options(p) -> None:
     p.add_argument("--batch-queries", type=Optional[bool], default=None,
                    help="prefill the queries of the requests admitted together in one forward, in the rows of the "
                         "decoding slab, instead of one each (default: on a GPU, off on CPU, where it measured no gain)")
-    p.add_argument("--decode-kernel", choices=["sdpa", "split-key"], default="sdpa",
+    p.add_argument("--decode-kernel", choices=["auto", "sdpa", "split-key"], default="auto",
                    help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
-                        "read in parallel pieces, the columns it does not see skipped)")
+                        "read in parallel pieces, the columns it does not see skipped, the step replayed from a CUDA "
+                        "graph); auto: split-key on a CUDA device with Triton, SDPA elsewhere")

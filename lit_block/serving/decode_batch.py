@@ -173,6 +173,7 @@ class DecodeBatch:
         device = self.keys.device
         ids = torch.full((rows, width_q), PAD_TOKEN, dtype=torch.long)
         ends = torch.zeros(rows, dtype=torch.long)  # a row's column after its content: where its padding goes
+        pad = torch.full((rows,), width_q)  # padding slots a row has before its query (all of them: not a new row)
         for r in range(rows):
             if (g := self.rows[first + r]) is not None:
                 ends[r] = g.position
@@ -181,12 +182,9 @@ class DecodeBatch:
             n, q = g.context, len(g.query_ids)
             self._write_row(g.cache, r, n)
             ids[r - first, width_q - q:] = torch.tensor(g.query_ids)
-            ends[r - first] = n + q
+            ends[r - first], pad[r - first] = n + q, width_q - q
             width = max(width, n + q)
         slot = torch.arange(width_q)
-        pad = torch.full((rows,), width_q)  # padding slots a row has before its query (all of them: not a new row)
-        for g, r in zip(generations, chosen):
-            pad[r - first] = width_q - len(g.query_ids)
         real = slot[None] >= pad[:, None]  # [rows, Q]: slot t of row r is one of its query tokens
         # query token i (slot pad + i) at column ends - q + i; padding slot t at ends + t, past the row's content
         columns = torch.where(real, ends[:, None] - width_q + slot[None], ends[:, None] + slot[None])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 
 import pytest
@@ -168,3 +169,24 @@ def test_the_prompt_cache_appends_in_place_and_refuses_overflow():
     assert k.shape == (1, 2, 5, 4) and k.data_ptr() == keys.data_ptr() and cache.get_seq_length() == 5
     with pytest.raises(ValueError, match="holds 5 positions"):
         cache.update(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4), 0)
+
+
+def test_the_cache_goes_by_the_keyword_the_model_takes():
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40); older releases know only
+    the old one. The forwards lit-block calls get whichever their signature has."""
+    from lit_block.serving.prompt_cache import cache_keyword
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=False):
+            return past_key_values
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, use_cache=False):
+            return cache
+
+    cache = object()
+    for module in (Old(), New(), tiny_lm().model, tiny_lm().model.base_model):
+        keywords = cache_keyword(module, cache)
+        assert list(keywords.values()) == [cache]
+        assert next(iter(keywords)) in inspect.signature(module.forward).parameters
+    assert Old()(**cache_keyword(Old(), cache)) is cache and New()(**cache_keyword(New(), cache)) is cache

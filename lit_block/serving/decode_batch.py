@@ -29,7 +29,7 @@ import torch
 
 from lit_block.attention.transformers_hook import DECODE_KERNELS
 from lit_block.serving.generation import Generation
-from lit_block.serving.prompt_cache import PositionMajorCache, slab_cache
+from lit_block.serving.prompt_cache import PositionMajorCache, cache_keyword, slab_cache
 from lit_block.serving.query_prefill import record_graph
 
 PAD_TOKEN = 0  # the input of a freed row: any id, its output is never read
@@ -100,8 +100,8 @@ class DecodeBatch:
         cut = slice(first_row, first_row + rows)
         cache = slab_cache(self.keys[:, cut], self.values[:, cut], columns, width)
         # key_mask: lit_block's attention reads the slab once per layer (HF's 2-D mask path expands the GQA heads)
-        return self.model.model(input_ids=ids, position_ids=columns, past_key_values=cache, use_cache=True,
-                                logits_to_keep=1, key_mask=seen, decode_kernel=self.decode_kernel).logits
+        return self.model.model(input_ids=ids, position_ids=columns, **cache_keyword(self.model.model, cache),
+                                use_cache=True, logits_to_keep=1, key_mask=seen, decode_kernel=self.decode_kernel).logits
 
     def _graphs_on(self) -> bool:
         if self.graphs is None:

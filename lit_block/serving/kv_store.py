@@ -30,7 +30,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
 from lit_block.layout import block_spans, isolated_blocks, place_sinks
-from lit_block.serving.prompt_cache import PositionMajorCache
+from lit_block.serving.prompt_cache import PositionMajorCache, cache_keyword
 from lit_block.serving.rope import KeyRerotator, find_rotary_embedding
 
 
@@ -199,8 +199,8 @@ class BlockKVStore:
         embeds = place_sinks(model.model.get_input_embeddings()(layout.input_ids), layout, model.sink_embeddings)
         cache = DynamicCache()
         # causal attention, no padding mask: padding only follows the real tokens, which never see it
-        model.model.base_model(inputs_embeds=embeds, position_ids=layout.position_ids, past_key_values=cache,
-                               use_cache=True)
+        base = model.model.base_model
+        base(inputs_embeds=embeds, position_ids=layout.position_ids, **cache_keyword(base, cache), use_cache=True)
         all_keys = torch.stack([layer.keys for layer in cache.layers], dim=2)  # [n_blocks, heads, layers, L, dim]
         all_values = torch.stack([layer.values for layer in cache.layers], dim=2)
         lengths = layout.attention_mask.sum(1).tolist()  # sinks + tokens of each block

@@ -8,6 +8,9 @@ attention a view of the filled part.
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -89,3 +92,14 @@ class PositionMajorCache(Cache):
         super().__init__(layers=[PreallocatedLayer(keys[:, i].permute(1, 0, 2)[None], values[:, i].permute(1, 0, 2)[None],
                                                    length) for i in range(keys.shape[1])])
         self.keys_buffer, self.values_buffer = keys, values
+
+
+def cache_keyword(module: torch.nn.Module, cache: Cache) -> dict[str, Cache]:
+    """The keyword argument that hands ``cache`` to a transformers model's forward: ``cache`` where the forward takes
+    it (transformers 5.24 on), ``past_key_values`` before (deprecated in 5.24, to be removed in 5.40)."""
+    return {"cache" if _takes_cache(type(module)) else "past_key_values": cache}
+
+
+@functools.cache
+def _takes_cache(cls: type) -> bool:
+    return "cache" in inspect.signature(cls.forward).parameters  # follows the deprecation wrapper to the real forward

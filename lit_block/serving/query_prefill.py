@@ -28,12 +28,14 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache
 
+from lit_block.serving.prompt_cache import cache_keyword
+
 
 def forward_step(model, ids: torch.Tensor, start: int, cache: Cache, keep: int | torch.Tensor = 1,
                  cached_prefix: bool = True) -> torch.Tensor:
     """``ids [1, T]`` at positions ``start ..`` over ``cache`` (which grows); logits ``[1, kept, vocab]``."""
     positions = torch.arange(start, start + ids.shape[1], device=ids.device)[None]
-    return model.model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True,
+    return model.model(input_ids=ids, position_ids=positions, **cache_keyword(model.model, cache), use_cache=True,
                        logits_to_keep=keep, cached_prefix=cached_prefix).logits
 
 

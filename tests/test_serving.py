@@ -172,7 +172,7 @@ def test_the_prompt_cache_appends_in_place_and_refuses_overflow():
 
 
 def test_the_cache_goes_by_the_keyword_the_model_takes():
-    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name goes in 5.40); older releases know only
+    """transformers renamed ``past_key_values`` to ``cache`` by 5.24 (the old name goes in 5.40); 5.17 knows only
     the old one. The forwards lit-block calls get whichever their signature has."""
     from lit_block.serving.prompt_cache import cache_keyword
 

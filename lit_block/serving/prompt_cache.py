@@ -96,7 +96,7 @@ class PositionMajorCache(Cache):
 
 def cache_keyword(module: torch.nn.Module, cache: Cache) -> dict[str, Cache]:
     """The keyword argument that hands ``cache`` to a transformers model's forward: ``cache`` where the forward takes
-    it (transformers 5.24 on), ``past_key_values`` before (deprecated in 5.24, to be removed in 5.40)."""
+    it (by transformers 5.24; 5.17 knows only the old name), ``past_key_values`` otherwise (deprecated, removed in 5.40)."""
     return {"cache" if _takes_cache(type(module)) else "past_key_values": cache}
 
 

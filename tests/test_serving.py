@@ -161,12 +161,13 @@ def test_no_context_blocks_is_a_plain_prompt():
 
 
 def test_the_prompt_cache_appends_in_place_and_refuses_overflow():
-    from lit_block.serving.prompt_cache import preallocated_cache
+    from lit_block.serving.prompt_cache import PositionMajorCache
 
-    keys, values = torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)
-    cache = preallocated_cache([(keys, values)], length=2)
+    keys, values = torch.zeros(5, 1, 2, 4), torch.zeros(5, 1, 2, 4)  # [capacity, layers, kv_heads, head_dim]
+    cache = PositionMajorCache(keys, values, length=2)
     k, _ = cache.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), 0)
     assert k.shape == (1, 2, 5, 4) and k.data_ptr() == keys.data_ptr() and cache.get_seq_length() == 5
+    assert keys[2:].eq(1).all() and keys[:2].eq(0).all()  # written in place, after the filled positions
     with pytest.raises(ValueError, match="holds 5 positions"):
         cache.update(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4), 0)
 

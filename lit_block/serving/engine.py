@@ -85,14 +85,15 @@ class ServingEngine:
         ``decode_kernel``: the batched decoding step's attention (``padded_rows_attention``: ``sdpa``, ``split-key``,
         Triton's, for GPUs, or ``auto``: ``resolve_decode_kernel``)."""
         self.model, self.store = model, store
-        on_gpu = next(model.parameters()).is_cuda
+        device = next(model.parameters()).device
+        on_gpu = device.type == "cuda"
         self.sync_phases = sync_phases and on_gpu
         # once: the served weights never change, and hashing them costs 40 ms per lookup on the 135M model
         self.fingerprint = model_fingerprint(model) if store is not None else None
         self.max_batch_requests, self.max_active_requests = max_batch_requests, max_active_requests
         self.batch_window_s = batch_window_s
         self.metrics = metrics or ServerMetrics()
-        kernel = resolve_decode_kernel(decode_kernel, str(next(model.parameters()).device))
+        kernel = resolve_decode_kernel(decode_kernel, str(device))
         self.decoder = DecodeBatch(model, kernel) if batch_decode else None  # None: one forward per answer per turn
         self.batch_queries = on_gpu if batch_queries is None else batch_queries
         self._pending: queue.Queue[Job | None] = queue.Queue()

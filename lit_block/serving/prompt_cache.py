@@ -78,11 +78,6 @@ def slab_cache(keys: torch.Tensor, values: torch.Tensor, columns: torch.Tensor, 
     return Cache(layers=[SlabLayer(k, v, columns, width) for k, v in zip(keys, values)])
 
 
-def preallocated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
-    """A cache over per-layer ``(keys, values)`` buffers whose first ``length`` positions are filled."""
-    return Cache(layers=[PreallocatedLayer(k, v, length) for k, v in layers])
-
-
 class PositionMajorCache(Cache):
     """A preallocated cache over two ``[capacity, layers, kv_heads, head_dim]`` buffers (keys, values), whose layers
     are views of them: an assembled prompt (blocks placed at their offsets, ``BlockKVStore.assemble``) is one tensor,

@@ -165,7 +165,7 @@ class DecodeBatch:
         # a live row inside the forward's rows writes Q padding tokens at its own next columns (overwritten before
         # anything reads them: each step writes its column first); a new row writes its padding after its query
         needed = max([g.context + width_q + g.config.max_new_tokens for g in generations]
-                     + [g.position + max(width_q, g.config.max_new_tokens - len(g.token_ids)) for g in live])
+                     + [max(_last_column(g), g.position + width_q) for g in live])
         self._make_room(live + generations, generations, needed)
         chosen = self._free_rows(len(generations))
         first, last = chosen[0], chosen[-1]
@@ -220,7 +220,7 @@ class DecodeBatch:
         live = len(generations)
         rows, capacity = _round_up(live + live // 4 + 1, ROW_QUANTUM), _round_up(needed + needed // 8, COLUMN_QUANTUM)
         if old_keys is None:
-            first = _cache_layers(next(g for g in generations if g.cache is not None))
+            first = next(g for g in generations if g.cache is not None).cache.layers  # a joining answer's own cache
             like, layers = first[0].keys, len(first)
         else:
             like, layers = old_keys[0], old_keys.shape[0]
@@ -259,8 +259,3 @@ def _last_column(g: Generation) -> int:
     """Columns an answer's row needs: its cache and every token it may still write."""
     return g.position + g.config.max_new_tokens - len(g.token_ids)
 
-
-def _cache_layers(g: Generation):
-    if g.cache is None:
-        raise RuntimeError("an answer joins the decode batch without its cache")
-    return g.cache.layers

@@ -57,6 +57,8 @@ def main() -> None:
     cli.add_argument("--requests", type=int, default=160)
     cli.add_argument("--tokenizer", default=".gpu/cfg", help="the Llama-3.1 tokenizer's folder (CUDA runs)")
     cli.add_argument("--cpu", action="store_true", help="SmolLM2-135M on CPU instead of the 8B shape on CUDA")
+    cli.add_argument("--sync-phases", action="store_true", help="wait for the device at the end of each engine phase")
+    cli.add_argument("--max-batch-requests", type=int, default=16, help="requests admitted a turn")
     own = cli.parse_args()
     where = ["--model", "smollm2-135m", "--device", "cpu"] if own.cpu else \
         ["--model", "llama-3.1-8b", "--tokenizer", own.tokenizer, "--device", "cuda"]
@@ -69,8 +71,8 @@ def main() -> None:
     # each passage as the server makes it: the document template, one block (the cutter's limit is past its length)
     passages = [builder.encode(builder.document_blocks([Document(p)])[0][0]) for p in workload.passages]
     store = BlockKVStore(max_bytes=int(pool_bytes(model, builder, workload)))
-    engine = TimedEngine(model, store, max_batch_requests=args.clients, batch_window_s=args.batch_window_ms / 1e3,
-                         profiled=own.mode == "profile")
+    engine = TimedEngine(model, store, max_batch_requests=own.max_batch_requests, batch_window_s=args.batch_window_ms / 1e3,
+                         profiled=own.mode == "profile", sync_phases=own.sync_phases)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, stop_at_eos=False)
     ttft_ms: list[float] = []
 
@@ -112,6 +114,24 @@ def main() -> None:
         averages = engine.profiler.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=55))
         print(averages.table(sort_by="self_cuda_time_total", row_limit=10, max_name_column_width=55))
+        print(device_busy(engine.profiler))
+
+
+def device_busy(profiler) -> str:
+    """The share of the recorded window in which some kernel or copy ran on the device (their intervals' union)."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in profiler.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    window = [e.time_range for e in profiler.events()]
+    if not spans or not window:
+        return "device busy: no device events recorded"
+    start, end = min(r.start for r in window), max(r.end for r in window)
+    busy, reach = 0.0, spans[0][0]
+    for a, b in spans:
+        a = max(a, reach)
+        if b > a:
+            busy, reach = busy + b - a, b
+    return (f"device busy {busy / 1e3:.1f} of {(end - start) / 1e3:.1f} ms recorded ({busy / (end - start):.0%}), "
+            f"{len(spans)} device events")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,7 @@ class Generation:
         self.cached_tokens = 0  # prompt tokens whose blocks were found in the store
         self.ttft_s = 0.0
         self.logits: torch.Tensor | None = None
+        self.greedy: int | None = None  # the argmax of ``logits``, when a batch computed it
 
     @torch.no_grad()
     def prefill(self, store: BlockKVStore | None = None, fetched: Sequence[tuple[BlockKV, bool]] | None = None,
@@ -198,6 +199,7 @@ class Generation:
         self.first_token_logits = logits.cpu()  # waits for the device: the first token's logits exist now
         self.ttft_s = time.perf_counter() - self.started
         self.logits = logits
+        self.greedy = int(self.first_token_logits.argmax())  # from the host's copy: no second wait for the device
         seed = self.config.seed
         self.generator = torch.Generator(device=logits.device).manual_seed(seed) if seed is not None else None
         self.position = self.context + len(self.query_ids)
@@ -219,7 +221,8 @@ class Generation:
         if self.finished:
             return None
         config, model = self.config, self.model
-        token = next_token(self.logits, config, self.generator)
+        greedy = self.greedy if not config.do_sample else None
+        token = greedy if greedy is not None else next_token(self.logits, config, self.generator)
         if config.stop_at_eos and token in self.eos:
             self.stopped_by = "eos"
             return self._finish()
@@ -238,9 +241,10 @@ class Generation:
         """Run the chosen token over this answer's own cache: the logits of the next choice."""
         self.accept(_step(self.model, [token], self.position, self.cache))
 
-    def accept(self, logits: torch.Tensor) -> None:
-        """``[vocab]`` logits after the chosen token, however it was run (alone, or in a batch holding the cache)."""
-        self.logits = logits
+    def accept(self, logits: torch.Tensor, greedy: int | None = None) -> None:
+        """``[vocab]`` logits after the chosen token, however it was run (alone, or in a batch holding the cache);
+        ``greedy``: their argmax, when the batch took every row's at once (one wait for the device, not one per answer)."""
+        self.logits, self.greedy = logits, greedy
         self.position += 1
 
     def _finish(self) -> None:

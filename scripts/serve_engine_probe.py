@@ -19,7 +19,7 @@ import threading
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from lit_block.benchmarks.serve import build_parser, build_workload, load_model, pool_bytes
 from lit_block.serving.engine import Job, ServingEngine
@@ -37,6 +37,14 @@ class TimedEngine(ServingEngine):
         self.round_ms: list[float] = []
         self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) if profiled else None
         super().__init__(*args, **kwargs)  # starts the thread: the fields above first
+
+    def _fetch(self, jobs):
+        with record_function(f"engine.fetch[{len(jobs)}]"):  # a label per admission size in the profile's table
+            return super()._fetch(jobs)
+
+    def _prefill_queries(self, jobs, fetched) -> None:
+        with record_function(f"engine.queries[{len(jobs)}]"):
+            super()._prefill_queries(jobs, fetched)
 
     def _decode_round(self) -> None:
         rounds = len(self.round_ms)
@@ -106,13 +114,17 @@ def main() -> None:
     engine.close()
     n = len(workload.requests)
     per_request = {k: round((v - phases.get(k, 0.0)) * 1e3 / n, 1) for k, v in engine.metrics.phase_seconds.items()}
-    decode = {k: v - totals.get(k, 0) for k, v in engine.metrics.totals.items() if k.startswith("decode_")}
+    decode = {k: v - totals.get(k, 0) for k, v in engine.metrics.totals.items()
+              if k.startswith(("decode_", "query_batch", "prefill_batches"))}
     print(f"{own.mode}: {n} requests, {n / wall:.2f} requests/s, TTFT p50 {statistics.median(ttft_ms):.1f} ms; engine ms "
           f"per request {per_request}; {decode}; decode round p50 {statistics.median(engine.round_ms):.1f} ms, "
           f"mean {statistics.mean(engine.round_ms):.1f} ms")
     if engine.profiler is not None:
         averages = engine.profiler.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=55))
+        labels = [e for e in averages if e.key.startswith("engine.")]
+        print("\n".join(f"{e.key}: {e.count} calls, CPU total {e.cpu_time_total / 1e3:.1f} ms, device "
+                        f"{e.device_time_total / 1e3:.1f} ms" for e in labels))
         print(averages.table(sort_by="self_cuda_time_total", row_limit=10, max_name_column_width=55))
         print(device_busy(engine.profiler))
 

@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class ServingEngine:
         self._pending: queue.Queue[Job | None] = queue.Queue()
         self._active: list[Job] = []
         self._closed = False
+        self._warned_fallback = False
         self._thread = threading.Thread(target=self._run, name="lit-block-engine", daemon=True)
         self._thread.start()
 
@@ -207,8 +209,13 @@ class ServingEngine:
         rebuilds = self.decoder.rebuilds
         try:
             logits = self.decoder.prefill([job.generation for job in batched])
-        except Exception:  # noqa: BLE001 - the shared forward failed: each query alone, so only a culprit fails
+            self.metrics.add(query_batches=1)
+        except Exception as err:  # noqa: BLE001 - the shared forward failed: each query alone, so only a culprit fails
             logits = [None] * len(batched)
+            self.metrics.add(query_batch_fallbacks=1)
+            if not self._warned_fallback:  # once: a forward that always fails would otherwise only be slow
+                self._warned_fallback = True
+                warnings.warn(f"the batched query forward failed, each query runs alone: {err!r}", stacklevel=2)
         self.metrics.add(decode_slab_rebuilds=self.decoder.rebuilds - rebuilds)
         for job, first in zip(batched, logits):
             try:

@@ -77,6 +77,8 @@ class ServerMetrics:
                            ("request_block_hits", "blocks of requests found in the store"),
                            ("request_block_misses", "blocks of requests prefilled for them (shared by a batch)"),
                            ("prefill_batches", "batches of requests whose block misses were prefilled together"),
+                           ("query_batches", "forwards that ran several requests' queries together in the decode slab"),
+                           ("query_batch_fallbacks", "such forwards that failed, their queries then run one by one"),
                            ("decode_steps", "decode forwards (one per active answer with batched decoding off)"),
                            ("decode_rows", "answers those forwards advanced (divided by decode_steps: rows per step)"),
                            ("decode_slab_rebuilds", "decode slabs rebuilt to take new answers (each copies every live "

@@ -76,6 +76,7 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
     for mode in ("cache", "full"):  # batched decoding: between one answer a step and every client's
         per_step = rows[mode]["decode rows per step / slab rebuilds"].split(" / ")[0]
         assert 1 <= float(per_step) <= 3  # (the slab is built by the warm-up request and kept: 0 rebuilds here)
+        assert 1 <= float(rows[mode]["requests per admission"]) <= 3  # at most the 3 clients' requests a turn
     assert "goal" in out
 
 

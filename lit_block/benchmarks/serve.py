@@ -132,7 +132,7 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
         hook.remove()
     run.phase_s = {k: v - before["phases"].get(k, 0.0) for k, v in after["phases"].items()}
     run.model_tokens = after["tokens"] - before["tokens"]
-    run.decode = {k: v - before["totals"].get(k, 0) for k, v in after["totals"].items() if k.startswith("decode_")}
+    run.decode = {k: v - before["totals"].get(k, 0) for k, v in after["totals"].items() if k.startswith(("decode_", "admissions"))}
     run.evictions = store.stats()["evictions"] if store is not None else 0
     return run
 
@@ -257,12 +257,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.repeat} repeats; decode kernel {resolve_decode_kernel(args.decode_kernel, args.device)}\n")
     print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate "
           "| evictions | engine fetch / prefill / decode ms per request | model tokens per request "
-          "| decode rows per step / slab rebuilds |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| decode rows per step / slab rebuilds | requests per admission |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     def row(label: str, mode: str, r: dict) -> str:
         phases = " / ".join(f"{r.get(f'{k}_ms', 0.0):.1f}" for k in ("fetch", "prefill", "decode"))
         return (f"| {label} | {mode} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_p50']:.1f} | {r['rps']:.2f} | "
                 f"{r['tps']:.1f} | {100 * r['hit_rate']:.0f}% | {r['evictions']:.0f} | {phases} | {r['model_tokens']:.0f} | "
-                f"{r['rows_per_step']:.1f} / {r['rebuilds']:.0f} |")
+                f"{r['rows_per_step']:.1f} / {r['rebuilds']:.0f} | {r['per_admission']:.1f} |")
 
     for i, rows in enumerate(result["repeats"]):
         print("\n".join(row(str(i + 1), mode, rows[mode]) for mode in ("cache", "full")))

@@ -42,7 +42,8 @@ class Run:
                 **{f"{k}_ms": 1e3 * v / len(q) for k, v in self.phase_s.items()}, "evictions": self.evictions,
                 "model_tokens": self.model_tokens / len(q),
                 "rows_per_step": self.decode.get("decode_rows", 0) / max(self.decode.get("decode_steps", 0), 1),
-                "rebuilds": self.decode.get("decode_slab_rebuilds", 0)}
+                "rebuilds": self.decode.get("decode_slab_rebuilds", 0),
+                "per_admission": len(q) / max(self.decode.get("admissions", 0), 1)}
 
 
 def _percentile(values: list[float], pct: float) -> float:

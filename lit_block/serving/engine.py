@@ -182,6 +182,7 @@ class ServingEngine:
             self.metrics.spent(name, time.perf_counter() - start)
 
     def _prefill(self, jobs: list[Job]) -> None:
+        self.metrics.add(admissions=1)
         with self._phase("fetch"):
             fetched = self._fetch(jobs) if self.caching else {}
         with self._phase("prefill"):

@@ -76,6 +76,7 @@ class ServerMetrics:
                            ("completion_tokens", "generated tokens"),
                            ("request_block_hits", "blocks of requests found in the store"),
                            ("request_block_misses", "blocks of requests prefilled for them (shared by a batch)"),
+                           ("admissions", "turns of the engine that admitted requests (and prefilled them together)"),
                            ("prefill_batches", "batches of requests whose block misses were prefilled together"),
                            ("query_batches", "forwards that ran several requests' queries together in the decode slab"),
                            ("query_batch_fallbacks", "such forwards that failed, their queries then run one by one"),

@@ -196,7 +196,7 @@ def build_parser():
                         "first sights miss)")
     p.add_argument("--sync-phases", type=bool, default=False,
                    help="the engine waits for the GPU after each phase, so that the phase columns hold their own work")
-    p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's burst window: after an idle spell it admits until no request came for this long")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
     add_engine_options(p)
     p.add_argument("--max-batch-requests", type=int, default=None,

@@ -7,9 +7,8 @@
 One thread owns the model and the store, so nothing else ever touches them and no lock is needed
 around a forward pass. Each turn of its loop:
 
-1. admit: take the queued requests, up to ``max_batch_requests``; after an idle spell, wait until no new request
-   has come for ``batch_window_s`` (at most ``BURST_WINDOWS`` windows), so that a burst of concurrent requests is
-   admitted together: a server's requests reach the queue one by one, each parsed and tokenized first;
+1. admit: take the queued requests (waiting ``batch_window_s`` after an idle spell, so that a burst
+   of concurrent requests is admitted together), up to ``max_batch_requests``;
 2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
    them miss is prefilled once, and all misses go through the model in a few padded batches -- then
    each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one forward, in
@@ -43,8 +42,6 @@ from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
-
-BURST_WINDOWS = 8  # the longest wait for a burst to end, in batch windows (40 ms at the default 5 ms)
 
 
 def prefer_expandable_segments() -> None:
@@ -159,19 +156,8 @@ class ServingEngine:
             if job is None:
                 return None
             jobs.append(job)
-            deadline = time.perf_counter() + BURST_WINDOWS * self.batch_window_s
-            while len(jobs) < room:  # the burst has ended once no request came for a whole window
-                wait = min(self.batch_window_s, deadline - time.perf_counter())
-                if wait <= 0:
-                    break
-                try:
-                    job = self._pending.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if job is None:  # shutting down: these are admitted, the next admission stops the loop
-                    self._pending.put(None)
-                    break
-                jobs.append(job)
+            if self.batch_window_s > 0:
+                time.sleep(self.batch_window_s)
         while len(jobs) < room:
             try:
                 job = self._pending.get_nowait()
@@ -180,7 +166,7 @@ class ServingEngine:
             if job is None:
                 if not jobs:
                     return None
-                self._pending.put(None)  # as above: the jobs taken already are not dropped unanswered
+                self._pending.put(None)  # seen at the next admission: the jobs taken already are answered first
                 break
             jobs.append(job)
         now = time.perf_counter()

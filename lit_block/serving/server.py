@@ -192,8 +192,7 @@ def build_parser():
                    help="decode every active answer in one forward per step (false: one forward per answer)")
     add_engine_options(p)
     p.add_argument("--batch-window-ms", type=float, default=5.0,
-                   help="after an idle spell, admit requests until none has come for this long (at most 8 windows), "
-                   "so that a burst is prefilled together")
+                   help="after an idle spell, how long to wait for the rest of a burst of requests before prefilling")
     p.add_argument("--default-max-tokens", type=int, default=256,
                    help="answer length when a request gives no max_tokens (capped by the context left)")
     p.add_argument("--method", default=None,

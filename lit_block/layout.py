@@ -22,6 +22,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from lit_block.host_copies import to_device
+
 GLOBAL_BLOCK = -1  # block id of global-block tokens (and of padding)
 
 
@@ -76,7 +78,7 @@ class BlockLayout:
 
     def to(self, device: torch.device | str) -> BlockLayout:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()}
+        moved = {k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()}
         return BlockLayout(**moved)
 
 

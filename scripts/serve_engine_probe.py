@@ -4,19 +4,25 @@ Same model, passages, store budget and 16 clients as `bench serve --model llama-
 --passage-tokens 512 --hit-rate 0.8 --max-new-tokens 16 --seed 1`, but no server, no `openai` client and no second
 process: what the engine does alone, to set beside `bench serve`'s engine phases. Prints requests/s, TTFT p50, the
 engine's phases per request, the decode rows and rebuilds, and each decode round's wall time. `profile` also records
-30 decode rounds (and the prefills between them) with torch.profiler, from inside the engine's thread.
+30 decode rounds (and the prefills between them) with torch.profiler, from inside the engine's thread. `syncs` runs
+with torch's CUDA sync debug mode on and counts the places (innermost lit_block line, and the engine's) where the host
+waited for the device: each such wait empties the device's queue while the host goes on alone.
 
-    python scripts/serve_engine_probe.py plain|profile [--requests N] [--tokenizer DIR]   # CUDA
+    python scripts/serve_engine_probe.py plain|profile|syncs [--requests N] [--tokenizer DIR]   # CUDA
     python scripts/serve_engine_probe.py plain --cpu --requests 32                         # SmolLM2-135M on CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import queue
 import statistics
 import threading
 import time
+import traceback
+import warnings
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -61,7 +67,7 @@ class TimedEngine(ServingEngine):
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cli.add_argument("mode", choices=["plain", "profile"])
+    cli.add_argument("mode", choices=["plain", "profile", "syncs"])
     cli.add_argument("--requests", type=int, default=160)
     cli.add_argument("--tokenizer", default=".gpu/cfg", help="the Llama-3.1 tokenizer's folder (CUDA runs)")
     cli.add_argument("--cpu", action="store_true", help="SmolLM2-135M on CPU instead of the 8B shape on CUDA")
@@ -105,20 +111,26 @@ def main() -> None:
     phases, totals = dict(engine.metrics.phase_seconds), dict(engine.metrics.totals)
     shares = [workload.requests[c :: args.clients] for c in range(args.clients)]
     clients = [threading.Thread(target=lambda s=s: [ask(i, q) for i, q in s]) for s in shares]
-    start = time.perf_counter()
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join()
-    wall = time.perf_counter() - start
+    with sync_sites() if own.mode == "syncs" else contextlib.nullcontext() as sites:
+        start = time.perf_counter()
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        wall = time.perf_counter() - start
     engine.close()
     n = len(workload.requests)
     per_request = {k: round((v - phases.get(k, 0.0)) * 1e3 / n, 1) for k, v in engine.metrics.phase_seconds.items()}
     decode = {k: v - totals.get(k, 0) for k, v in engine.metrics.totals.items()
-              if k.startswith(("decode_", "query_batch", "prefill_batches"))}
+              if k.startswith(("decode_", "query_batch", "prefill_batches", "admissions"))}
     print(f"{own.mode}: {n} requests, {n / wall:.2f} requests/s, TTFT p50 {statistics.median(ttft_ms):.1f} ms; engine ms "
           f"per request {per_request}; {decode}; decode round p50 {statistics.median(engine.round_ms):.1f} ms, "
           f"mean {statistics.mean(engine.round_ms):.1f} ms")
+    if sites is not None:
+        admissions = engine.metrics.totals["admissions"] - totals.get("admissions", 0)
+        print(f"host waits for the device, by place ({sum(sites.values())} in {admissions} admissions and "
+              f"{len(engine.round_ms)} decode rounds):")
+        print("\n".join(f"{count:6d}  {site}" for site, count in sites.most_common(25)))
     if engine.profiler is not None:
         averages = engine.profiler.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=55))
@@ -127,6 +139,29 @@ def main() -> None:
                         f"{e.device_time_total / 1e3:.1f} ms" for e in labels))
         print(averages.table(sort_by="self_cuda_time_total", row_limit=10, max_name_column_width=55))
         print(device_busy(engine.profiler))
+
+
+@contextlib.contextmanager
+def sync_sites():
+    """Count, by where they come from, the operations that make the host wait for the device (torch's sync debug
+    mode warns at each, from the thread that waits)."""
+    sites: collections.Counter = collections.Counter()
+
+    def seen(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        ours = [f for f in traceback.extract_stack()[:-1] if "lit_block" in f.filename or "serve_engine_probe" in f.filename]
+        where = [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(ours[-4:])]  # innermost first
+        sites[" <- ".join(where) or f"{filename}:{lineno}"] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = seen
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield sites
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 def device_busy(profiler) -> str:

@@ -115,3 +115,26 @@ def test_on_cuda_edits_and_dtype_changes_miss_and_an_unchanged_model_hits():
     lm.to(torch.bfloat16)
     assert generate(lm, blocks, query, ONE, store=store).block_stats == {"hits": 0, "misses": 2}
     assert generate(lm, blocks, query, ONE, store=store).block_stats == {"hits": 2, "misses": 0}
+
+
+
+@pytest.mark.parametrize("fingerprinted", [True, False])
+@pytest.mark.parametrize("edit", ["in place", ".data", "conversion"])
+def test_the_key_rerotator_is_kept_while_the_fingerprint_holds_and_rebuilt_when_the_frequencies_change(edit, fingerprinted):
+    """Under an unchanged fingerprint the kept rerotator serves without reading the frequencies (which would wait for a
+    GPU at every prompt); after any change to them -- in place, through ``.data`` (no version counter moves), by a
+    conversion -- it is rebuilt with the new ones, with the new fingerprint or without one."""
+    lm = tiny_lm()
+    first = BlockKVStore.rerotator(lm, model_fingerprint(lm))
+    assert BlockKVStore.rerotator(lm, model_fingerprint(lm)) is first
+    assert BlockKVStore.rerotator(lm) is first  # no fingerprint: the values are compared, and equal
+    inv_freq = lm.model.model.rotary_emb.inv_freq
+    if edit == "in place":
+        inv_freq.mul_(1.001)
+    elif edit == ".data":
+        inv_freq.data.mul_(1.001)
+    else:
+        lm.to(torch.bfloat16)
+    rebuilt = BlockKVStore.rerotator(lm, model_fingerprint(lm) if fingerprinted else None)
+    assert rebuilt is not first
+    assert torch.equal(rebuilt.inv_freq, lm.model.model.rotary_emb.inv_freq.float())

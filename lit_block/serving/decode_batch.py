@@ -28,6 +28,7 @@ import warnings
 import torch
 
 from lit_block.attention.transformers_hook import DECODE_KERNELS
+from lit_block.host_copies import copy_to_device, to_device
 from lit_block.serving.generation import Generation
 from lit_block.serving.prompt_cache import PositionMajorCache, cache_keyword, slab_cache
 from lit_block.serving.query_prefill import record_graph
@@ -85,9 +86,9 @@ class DecodeBatch:
             logits = self._replayed(ids, columns)
         else:
             width = int(columns.max()) + 1  # eagerly the attention reads only the columns some row sees
-            columns = columns.to(self.keys.device)
+            columns = to_device(columns, self.keys.device)
             seen = torch.arange(width, device=columns.device)[None] <= columns[:, None]  # [rows, width]: 0 .. n_r
-            logits = self._forward(ids.to(self.keys.device), columns[:, None], seen, self.keys.shape[1], width)
+            logits = self._forward(to_device(ids, self.keys.device), columns[:, None], seen, self.keys.shape[1], width)
         logits = logits[:, -1].to(torch.float32, copy=True)  # a copy: a replay rewrites the graph's output
         greedy = logits.argmax(-1).tolist()  # every row's greedy choice in one kernel and one wait
         for g in generations:
@@ -115,8 +116,8 @@ class DecodeBatch:
         if not static:
             static.update(ids=torch.zeros_like(ids, device=self.keys.device),
                           columns=torch.zeros_like(columns, device=self.keys.device))
-        static["ids"].copy_(ids, non_blocking=True)
-        static["columns"].copy_(columns, non_blocking=True)
+        copy_to_device(static["ids"], ids)
+        copy_to_device(static["columns"], columns)
         width = self.keys.shape[3]
 
         def run() -> torch.Tensor:
@@ -192,7 +193,8 @@ class DecodeBatch:
         seen = torch.arange(width)[None, None] <= columns[:, :, None]  # the row's context and query up to itself
         seen &= real[:, :, None]
         seen[:, :, 0] = True  # a padding slot sees column 0 only (any finite key): its output is never read
-        logits = self._forward(ids.to(device), columns.to(device), seen.to(device), rows, width, first)
+        logits = self._forward(to_device(ids, device), to_device(columns, device), to_device(seen, device), rows, width,
+                               first)
         logits = logits[:, -1].to(torch.float32, copy=True)
         for g, r in zip(generations, chosen):
             self.rows[r] = g

@@ -25,6 +25,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache
 
 from lit_block.errors import UsageError, check_number
+from lit_block.host_copies import to_device
 from lit_block.serving.kv_store import BlockKV, BlockKVStore
 from lit_block.serving.prompt_cache import PositionMajorCache
 from lit_block.serving.query_prefill import QueryPrefill, forward_step, set_cache_length
@@ -99,7 +100,7 @@ def next_token(logits: torch.Tensor, config: GenerationConfig, generator: torch.
 
 def _step(model, ids: list[int], start: int, cache: Cache, cached_prefix: bool = True) -> torch.Tensor:
     """Run ``ids`` at positions ``start ..`` over ``cache`` (which grows); the last position's logits ``[vocab]``."""
-    input_ids = torch.tensor([ids], device=model.sink_embeddings.device)
+    input_ids = to_device(torch.tensor([ids]), model.sink_embeddings.device)
     return forward_step(model, input_ids, start, cache, cached_prefix=cached_prefix)[0, -1].float()
 
 
@@ -185,7 +186,8 @@ class Generation:
         buffers = None
         if runner is not None and kvs:
             buffers = runner.buffers(kvs[0].keys, sum(kv.length for kv in kvs) + self.extra_positions)
-        self.cache, self.context = store.assemble(self.model, kvs, self.extra_positions, buffers=buffers)
+        self.cache, self.context = store.assemble(self.model, kvs, self.extra_positions, buffers=buffers,
+                                                  fingerprint=fingerprint)
         return buffers
 
     def prefill_query(self) -> None:

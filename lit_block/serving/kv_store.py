@@ -203,7 +203,7 @@ class BlockKVStore:
         base(inputs_embeds=embeds, position_ids=layout.position_ids, **cache_keyword(base, cache), use_cache=True)
         all_keys = torch.stack([layer.keys for layer in cache.layers], dim=2)  # [n_blocks, heads, layers, L, dim]
         all_values = torch.stack([layer.values for layer in cache.layers], dim=2)
-        lengths = layout.attention_mask.sum(1).tolist()  # sinks + tokens of each block
+        lengths = [model.num_sink_tokens + len(ids) for ids in blocks]  # on the host: no wait for the forward
         return [BlockKV(key, all_keys[i, :, :, :n].permute(2, 1, 0, 3).contiguous(),
                         all_values[i, :, :, :n].permute(2, 1, 0, 3).contiguous(), n) for i, (key, n) in
                 enumerate(zip(keys, lengths))]
@@ -223,21 +223,29 @@ class BlockKVStore:
     # ---------------------------------------------------------------- assembly
 
     @staticmethod
-    def rerotator(model) -> KeyRerotator:
+    def rerotator(model, fingerprint: str | None = None) -> KeyRerotator:
         """The model's key re-rotator, kept on the model (an id-keyed table could outlive it and be reused) and
-        rebuilt when the model's rotary frequencies change (``model.to(torch.bfloat16)`` rounds them)."""
-        rerotator = getattr(model, "_lit_block_rerotator", None)
+        rebuilt when the model's rotary frequencies change (``model.to(torch.bfloat16)`` rounds them; an edit through
+        ``.data`` moves no version counter). ``fingerprint``: the model's (``model_fingerprint``, which covers its
+        buffers), from a caller that has it: the kept one serves while it is unchanged. Without it the frequencies'
+        values are compared, which waits for a GPU."""
+        kept = getattr(model, "_lit_block_rerotator", None)  # (fingerprint it was checked under, rerotator)
+        if kept is not None and fingerprint is not None and kept[0] == fingerprint:
+            return kept[1]
         inv_freq = find_rotary_embedding(model.model).inv_freq.detach().float()
-        if rerotator is None or not torch.equal(rerotator.inv_freq.to(inv_freq.device), inv_freq):
-            model._lit_block_rerotator = rerotator = KeyRerotator(model.model, model.config)
-        return rerotator
+        if kept is None or not torch.equal(kept[1].inv_freq.to(inv_freq.device), inv_freq):
+            kept = (None, KeyRerotator(model.model, model.config))
+        model._lit_block_rerotator = (fingerprint, kept[1])
+        return kept[1]
 
     @torch.no_grad()
     def assemble(self, model, blocks: Sequence[BlockKV], extra_positions: int = 0,
-                 buffers: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Cache, int]:
+                 buffers: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 fingerprint: str | None = None) -> tuple[Cache, int]:
         """One cache holding the blocks in order, each block's keys moved to its offset, with room for
         ``extra_positions`` more (the query and the answer); and the cached length. ``buffers`` (keys and
-        values ``[capacity, layers, kv_heads, head_dim]``) are written into instead of new ones."""
+        values ``[capacity, layers, kv_heads, head_dim]``) are written into instead of new ones. ``fingerprint``:
+        the model's, when the caller has it (see ``rerotator``)."""
         if not blocks:
             return DynamicCache(), 0
         lengths = [kv.length for kv in blocks]
@@ -252,7 +260,7 @@ class BlockKVStore:
         torch.cat([kv.values for kv in blocks], out=values[:total])  # values carry no position: one copy
         k = model.num_sink_tokens
         spans, _ = block_spans([n - k for n in lengths], k)  # each block's offset in the packed prompt
-        self.rerotator(model).place_blocks(keys[:total], [kv.keys for kv in blocks], [start for start, _ in spans])
+        self.rerotator(model, fingerprint).place_blocks(keys[:total], [kv.keys for kv in blocks], [start for start, _ in spans])
         return PositionMajorCache(keys, values, total), total
 
     # ---------------------------------------------------------------- bookkeeping

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache
 
+from lit_block.host_copies import copy_to_device, to_device
 from lit_block.serving.prompt_cache import cache_keyword
 
 
@@ -109,7 +110,7 @@ class QueryPrefill:
         bucket = self.padded(len(query))
 
         def eager() -> torch.Tensor:
-            return forward_step(self.model, torch.tensor([query], device=device), start, cache)[0, -1].float()
+            return forward_step(self.model, to_device(torch.tensor([query]), device), start, cache)[0, -1].float()
 
         static = self.keys is not None and len(cache.layers) == self.keys.shape[1] and all(
             getattr(layer, "buffer_keys", None) is not None and layer.buffer_keys.data_ptr() == self.keys[:, i].data_ptr()
@@ -129,7 +130,7 @@ class QueryPrefill:
                 return eager()
         self.graphs.move_to_end((start, bucket))
         ids = torch.tensor(query + [query[-1]] * (bucket - len(query)))  # padding: any real token id
-        graph.ids.copy_(ids[None], non_blocking=True)
+        copy_to_device(graph.ids, ids[None])
         graph.keep.fill_(len(query) - 1)
         logits = graph.replay()
         set_cache_length(cache, start + len(query))  # the padding's keys are past the end: dropped

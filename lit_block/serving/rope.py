@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lit_block.host_copies import to_device
 from lit_block.serving.rope_kernel import can_place_blocks, place_blocks
 
 EXACT_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
@@ -56,12 +57,13 @@ class KeyRerotator:
                 f"length, so a block's cached keys cannot be moved exactly (supported: {', '.join(EXACT_ROPE_TYPES)})"
             )
         rotary = find_rotary_embedding(model)
-        self.inv_freq = rotary.inv_freq.detach().float()  # [head_dim / 2], scaling (linear, llama3, yarn) included
+        # [head_dim / 2], scaling (linear, llama3, yarn) included; a copy, so that a change to the model's shows
+        self.inv_freq = rotary.inv_freq.detach().to(torch.float32, copy=True)
 
     def cos_sin(self, offsets: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``cos, sin [n, head_dim / 2]`` (float32) of rotations by ``n`` position offsets, one angle per channel
         pair; angles in float64."""
-        angle = offsets.to(device, torch.float64)[:, None] * self.inv_freq.to(device, torch.float64)[None]
+        angle = to_device(offsets, device).double()[:, None] * self.inv_freq.to(device, torch.float64)[None]
         return angle.cos().float(), angle.sin().float()
 
     def rotate(self, keys: torch.Tensor, offsets: int | torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 Same model, passages, store budget and 16 clients as `bench serve --model llama-3.1-8b --clients 16 --num-passages 8
 --passage-tokens 512 --hit-rate 0.8 --max-new-tokens 16 --seed 1`, but no server, no `openai` client and no second
 process: what the engine does alone, to set beside `bench serve`'s engine phases. Prints requests/s, TTFT p50, the
-engine's phases per request, the decode rows and rebuilds, and each decode round's wall time. `profile` also records
-30 decode rounds (and the prefills between them) with torch.profiler, from inside the engine's thread. `syncs` runs
+engine's phases per request, the decode rows and rebuilds, and each turn's wall time. `profile` also records
+30 turns of the loop with torch.profiler, from inside the engine's thread. `syncs` runs
 with torch's CUDA sync debug mode on and counts the places (innermost lit_block line, and the engine's) where the host
 waited for the device: each such wait empties the device's queue while the host goes on alone.
 
@@ -33,14 +33,15 @@ from lit_block.serving.generation import GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore
 from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
 
-PROFILED_ROUNDS = (60, 90)  # decode rounds [first, last) recorded by `profile`: past the warm-up
+PROFILED_ROUNDS = (60, 90)  # turns [first, last) recorded by `profile`: past the warm-up
 
 
 class TimedEngine(ServingEngine):
-    """The engine with each decode round's wall time kept, and optionally a profile of some rounds."""
+    """The engine with each turn's wall time kept, and optionally a profile of some turns."""
 
     def __init__(self, *args, profiled: bool, **kwargs):
-        self.round_ms: list[float] = []
+        self.round_ms: list[float] = []  # wall time of each turn of the engine's loop
+        self._last: float | None = None
         self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) if profiled else None
         super().__init__(*args, **kwargs)  # starts the thread: the fields above first
 
@@ -52,18 +53,19 @@ class TimedEngine(ServingEngine):
         with record_function(f"engine.queries[{len(jobs)}]"):
             super()._prefill_queries(jobs, fetched)
 
-    def _decode_round(self) -> None:
-        rounds = len(self.round_ms)
-        if self.profiler is not None and rounds == PROFILED_ROUNDS[0]:
+    def _launch_decode(self):
+        turns = len(self.round_ms)
+        now = time.perf_counter()
+        if self._last is not None:
+            self.round_ms.append((now - self._last) * 1e3)  # one turn: a step, an admission, their waits
+        self._last = now
+        if self.profiler is not None and turns == PROFILED_ROUNDS[0]:
             self.profiler.start()  # in the engine's thread: its operators are the ones recorded
-        start = time.perf_counter()
-        super()._decode_round()
-        self.round_ms.append((time.perf_counter() - start) * 1e3)
-        if self.profiler is not None and rounds + 1 == PROFILED_ROUNDS[1]:
+        if self.profiler is not None and turns == PROFILED_ROUNDS[1]:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.profiler.stop()
-
+        return super()._launch_decode()
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -108,6 +110,7 @@ def main() -> None:
     ask([0], "Warm-up question?")
     ttft_ms.clear()
     engine.round_ms.clear()
+    engine._last = None
     phases, totals = dict(engine.metrics.phase_seconds), dict(engine.metrics.totals)
     shares = [workload.requests[c :: args.clients] for c in range(args.clients)]
     clients = [threading.Thread(target=lambda s=s: [ask(i, q) for i, q in s]) for s in shares]
@@ -124,12 +127,12 @@ def main() -> None:
     decode = {k: v - totals.get(k, 0) for k, v in engine.metrics.totals.items()
               if k.startswith(("decode_", "query_batch", "prefill_batches", "admissions"))}
     print(f"{own.mode}: {n} requests, {n / wall:.2f} requests/s, TTFT p50 {statistics.median(ttft_ms):.1f} ms; engine ms "
-          f"per request {per_request}; {decode}; decode round p50 {statistics.median(engine.round_ms):.1f} ms, "
+          f"per request {per_request}; {decode}; turn p50 {statistics.median(engine.round_ms):.1f} ms, "
           f"mean {statistics.mean(engine.round_ms):.1f} ms")
     if sites is not None:
         admissions = engine.metrics.totals["admissions"] - totals.get("admissions", 0)
         print(f"host waits for the device, by place ({sum(sites.values())} in {admissions} admissions and "
-              f"{len(engine.round_ms)} decode rounds):")
+              f"{len(engine.round_ms)} turns):")
         print("\n".join(f"{count:6d}  {site}" for site, count in sites.most_common(25)))
     if engine.profiler is not None:
         averages = engine.profiler.key_averages()

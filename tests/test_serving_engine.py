@@ -47,7 +47,7 @@ def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_
             raise RuntimeError("this answer's forward failed")
 
         if batch_decode:  # the shared forward fails: every answer in it fails, and the engine goes on
-            engine.decoder.step = fail
+            engine.decoder.launch = fail
         else:  # the first answer's own forward fails at its first step
             generations[0].run = fail
         results = answer_together(engine, generations)
@@ -58,7 +58,7 @@ def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_
                 assert results[i][0] == "done"
                 assert results[i][1].token_ids == generate(lm, blocks, query, GREEDY).token_ids
         if batch_decode:
-            del engine.decoder.step  # the class's own again
+            del engine.decoder.launch  # the class's own again
         again = answer_together(engine, [engine.generation(*prompts[1], GREEDY)])
         assert again[0][1].token_ids == generate(lm, *prompts[1], GREEDY).token_ids
     finally:

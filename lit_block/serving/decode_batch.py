@@ -24,6 +24,7 @@ to the longest row.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -37,6 +38,16 @@ PAD_TOKEN = 0  # the input of a freed row: any id, its output is never read
 ROW_QUANTUM = 8  # a slab's rows: a multiple of this, a quarter more than its live answers
 COLUMN_QUANTUM = 1024  # its columns: a multiple of this, an eighth more than its longest answer needs
 CAPTURE_AFTER = 2  # eager steps of one slab before its forward is captured
+
+
+@dataclass
+class LaunchedStep:
+    """A decoding step queued on the device (``DecodeBatch.launch``), to be finished."""
+
+    rows: list[tuple[Generation, int]]  # each answer and its slab row
+    logits: torch.Tensor  # [rows, vocab] float32, on the device
+    greedy: torch.Tensor  # [rows] each row's argmax, on the host (written when ``done`` has passed)
+    done: torch.cuda.Event | None  # recorded after the copy to the host; None off CUDA (computed already)
 
 
 class DecodeBatch:
@@ -75,6 +86,12 @@ class DecodeBatch:
     @torch.no_grad()
     def step(self, generations: list[Generation], tokens: list[int]) -> None:
         """Run each answer's chosen token in one forward; each answer gets its next logits (``Generation.accept``)."""
+        self.finish(self.launch(generations, tokens))
+
+    @torch.no_grad()
+    def launch(self, generations: list[Generation], tokens: list[int]) -> LaunchedStep:
+        """The first half of :meth:`step`: its forward queued on the device, not waited for, so that the host can queue
+        other work (an admission's misses) meanwhile. :meth:`finish` it before anything else changes the slab."""
         self._place(generations)
         row_of = {id(g): r for r, g in enumerate(self.rows) if g is not None}
         ids, columns = [PAD_TOKEN] * len(self.rows), [0] * len(self.rows)  # columns: each row's write column and position
@@ -90,9 +107,22 @@ class DecodeBatch:
             seen = torch.arange(width, device=columns.device)[None] <= columns[:, None]  # [rows, width]: 0 .. n_r
             logits = self._forward(to_device(ids, self.keys.device), columns[:, None], seen, self.keys.shape[1], width)
         logits = logits[:, -1].to(torch.float32, copy=True)  # a copy: a replay rewrites the graph's output
-        greedy = logits.argmax(-1).tolist()  # every row's greedy choice in one kernel and one wait
-        for g in generations:
-            g.accept(logits[row_of[id(g)]], greedy[row_of[id(g)]])
+        greedy = logits.argmax(-1)  # every row's greedy choice in one kernel, read in one wait
+        if greedy.is_cuda:  # to pinned host memory, then a mark on the stream: finish waits for this step only
+            greedy, done = greedy.to("cpu", non_blocking=True), torch.cuda.Event()
+            done.record()
+        else:
+            done = None
+        return LaunchedStep([(g, row_of[id(g)]) for g in generations], logits, greedy, done)
+
+    def finish(self, launched: LaunchedStep) -> None:
+        """Wait for a launched step's forward (only: work queued after it may still run) and give each answer its
+        logits."""
+        if launched.done is not None:
+            launched.done.synchronize()
+        greedy = launched.greedy.tolist()
+        for g, row in launched.rows:
+            g.accept(launched.logits[row], greedy[row])
 
     def _forward(self, ids: torch.Tensor, columns: torch.Tensor, seen: torch.Tensor, rows: int, width: int,
                  first_row: int = 0) -> torch.Tensor:

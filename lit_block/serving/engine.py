@@ -7,17 +7,23 @@
 One thread owns the model and the store, so nothing else ever touches them and no lock is needed
 around a forward pass. Each turn of its loop:
 
-1. admit: take the queued requests (waiting ``batch_window_s`` after an idle spell, so that a burst
-   of concurrent requests is admitted together), up to ``max_batch_requests``;
-2. prefill: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
-   them miss is prefilled once, and all misses go through the model in a few padded batches -- then
-   each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one forward, in
-   the rows of the decode slab they then decode in, ``DecodeBatch.prefill``): each request's first token's logits
-   (TTFT);
-3. decode: every active answer chooses its next token and all of them run in one forward
+1. decode: every active answer chooses its next token and all of them run in one forward
    (``lit_block.serving.decode_batch``: their caches as rows of one slab; ``batch_decode=False`` runs
    one forward per answer instead), so a long answer delays a new request's first token by one
-   step, not by its whole length.
+   step, not by its whole length. The step is queued on the device, not waited for;
+2. admit: take the queued requests (waiting ``batch_window_s`` after an idle spell, so that a burst
+   of concurrent requests is admitted together), up to ``max_batch_requests``;
+3. fetch: one ``BlockKVStore.fetch`` over all admitted requests' blocks -- a block that several of
+   them miss is prefilled once, and all misses go through the model in a few padded batches --
+   queued while the device still runs the step (the host's launches of an eager forward take longer
+   than a decoding step's device time); then the step's tokens are read;
+4. prefill: each request's cache is assembled and its query prefilled (``batch_queries``: all of them in one
+   forward, in the rows of the decode slab they then decode in, ``DecodeBatch.prefill``): each request's first
+   token's logits (TTFT).
+
+The host waits for the device twice a turn, for the step's tokens and for the first tokens; every other copy
+to the device is asynchronous (``lit_block.host_copies``), so the host queues the next forward while the
+device runs the last one.
 
 Every answer is a :class:`lit_block.serving.generation.Generation`, the same object ``generate`` steps
 through, with its own cache (an assembled copy, then its row of the decode slab: a request never writes
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lit_block.attention.transformers_hook import resolve_decode_kernel
-from lit_block.serving.decode_batch import DecodeBatch
+from lit_block.serving.decode_batch import DecodeBatch, LaunchedStep
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
@@ -130,13 +136,19 @@ class ServingEngine:
 
     def _run(self) -> None:
         while True:
+            with self._phase("decode"):
+                launched = self._launch_decode()
             jobs = self._admit()
             if jobs is None:
                 break
-            if jobs:
-                self._prefill(jobs)
+            # the admission's misses are queued while the device runs the step; the queries wait for the step's
+            # tokens, as their forward may reallocate the slab the step writes
+            fetched = self._fetch_all(jobs)
             with self._phase("decode"):
-                self._decode_round()
+                self._finish_decode(launched)
+            if jobs:
+                with self._phase("prefill"):
+                    self._prefill_queries(jobs, fetched)
         for job in self._active:
             job.emit("error", RuntimeError("the server is shutting down"))
         self._active.clear()
@@ -184,12 +196,12 @@ class ServingEngine:
                 torch.cuda.synchronize()
             self.metrics.spent(name, time.perf_counter() - start)
 
-    def _prefill(self, jobs: list[Job]) -> None:
+    def _fetch_all(self, jobs: list[Job]) -> dict[int, list | Exception]:
+        if not jobs:
+            return {}
         self.metrics.add(admissions=1)
         with self._phase("fetch"):
-            fetched = self._fetch(jobs) if self.caching else {}
-        with self._phase("prefill"):
-            self._prefill_queries(jobs, fetched)
+            return self._fetch(jobs) if self.caching else {}
 
     def _prefill_queries(self, jobs: list[Job], fetched: dict[int, list | Exception]) -> None:
         batch = self.batch_queries and self.caching and self.decoder is not None and len(jobs) > 1
@@ -265,8 +277,9 @@ class ServingEngine:
             start += n
         return out
 
-    def _decode_round(self) -> None:
-        """Every active answer chooses its next token; those that go on run it, in one batch or one by one."""
+    def _launch_decode(self) -> LaunchedStep | None:
+        """Every active answer chooses its next token; those that go on run it: queued as one batched step (finished
+        by ``_finish_decode``), or one forward each (done here)."""
         going, tokens = [], []
         for job in self._active:
             if job.cancelled.is_set():
@@ -274,7 +287,7 @@ class ServingEngine:
             generation = job.generation
             try:
                 token = generation.choose()
-            except Exception as err:  # noqa: BLE001 - as in _prefill: only this request fails
+            except Exception as err:  # noqa: BLE001 - as in _prefill_queries: only this request fails
                 job.emit("error", err)
                 continue
             if job.stream:
@@ -300,18 +313,30 @@ class ServingEngine:
                     continue
                 self.metrics.add(decode_steps=1, decode_rows=1)
                 self._active.append(job)
-            return
+            return None
         self._active = going
         if not going:
             self.decoder.free_rows()  # idle: the slab stays allocated (and its CUDA graph captured) for the next wave
-            return
+            return None
         rebuilds = self.decoder.rebuilds
         try:
-            self.decoder.step([job.generation for job in going], tokens)
+            launched = self.decoder.launch([job.generation for job in going], tokens)
         except Exception as err:  # noqa: BLE001 - the shared forward failed (out of memory, say): its answers fail
-            for job in going:
-                job.emit("error", err)
-            self._active = []
-            self.decoder.clear()
-            return
+            self._fail_decoding(err)
+            return None
         self.metrics.add(decode_steps=1, decode_rows=len(going), decode_slab_rebuilds=self.decoder.rebuilds - rebuilds)
+        return launched
+
+    def _finish_decode(self, launched: LaunchedStep | None) -> None:
+        if launched is None:
+            return
+        try:
+            self.decoder.finish(launched)
+        except Exception as err:  # noqa: BLE001
+            self._fail_decoding(err)
+
+    def _fail_decoding(self, err: Exception) -> None:
+        for job in self._active:
+            job.emit("error", err)
+        self._active = []
+        self.decoder.clear()

@@ -14,9 +14,11 @@ from lit_block.serving.kv_store import model_fingerprint
 from test_serving import random_blocks, tiny_lm
 
 
+@pytest.mark.parametrize("view", ["transposed", "expanded"])
 @pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.float32])
-def test_copies_keep_values_shape_and_dtype(dtype):
-    src = (torch.arange(12).reshape(3, 4) % 3).to(dtype).T  # a non-contiguous view
+def test_copies_keep_values_shape_and_dtype(dtype, view):
+    base = (torch.arange(12).reshape(3, 4) % 3).to(dtype)
+    src = base.T if view == "transposed" else base[:1].T.expand(4, 3)  # expanded: stride 0, as a layout's positions
     device = "cuda" if torch.cuda.is_available() else "cpu"
     moved = to_device(src, device)
     assert moved.device.type == device and moved.dtype == dtype and torch.equal(moved.cpu(), src)

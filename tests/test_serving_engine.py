@@ -35,11 +35,11 @@ def answer_together(engine: ServingEngine, generations: list) -> dict[int, tuple
     return last
 
 
-@pytest.mark.parametrize("batch_decode", [False, True])
+@pytest.mark.parametrize("batch_decode", [False, "launch", "finish"])  # the batched step failing as queued, or read
 def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_decode):
     lm = tiny_lm("llama", sinks=2)
     prompts = [(random_blocks([6, 4], seed=i), random_blocks([3], seed=10 + i)[0]) for i in range(3)]
-    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=batch_decode)
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, batch_decode=bool(batch_decode))
     try:
         generations = [engine.generation(blocks, query, GREEDY) for blocks, query in prompts]
 
@@ -47,7 +47,7 @@ def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_
             raise RuntimeError("this answer's forward failed")
 
         if batch_decode:  # the shared forward fails: every answer in it fails, and the engine goes on
-            engine.decoder.launch = fail
+            setattr(engine.decoder, batch_decode, fail)
         else:  # the first answer's own forward fails at its first step
             generations[0].run = fail
         results = answer_together(engine, generations)
@@ -58,7 +58,7 @@ def test_an_answer_failing_mid_decode_leaves_the_others_as_they_are_alone(batch_
                 assert results[i][0] == "done"
                 assert results[i][1].token_ids == generate(lm, blocks, query, GREEDY).token_ids
         if batch_decode:
-            del engine.decoder.launch  # the class's own again
+            delattr(engine.decoder, batch_decode)  # the class's own again
         again = answer_together(engine, [engine.generation(*prompts[1], GREEDY)])
         assert again[0][1].token_ids == generate(lm, *prompts[1], GREEDY).token_ids
     finally:

@@ -17,13 +17,17 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     device = torch.device(device)
     if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
-    # contiguous first: pinning keeps a tensor's strides, and an expanded one's (stride 0) cannot be copied into
-    return tensor.contiguous().pin_memory().to(device, non_blocking=True)
+    return _pinned(tensor).to(device, non_blocking=True)
 
 
 def copy_to_device(dst: torch.Tensor, src: torch.Tensor) -> None:
     """``dst.copy_(src)`` for a host ``src`` and a device ``dst``, as :func:`to_device` does it."""
     if dst.device.type == "cuda" and src.device.type == "cpu":
-        dst.copy_(src.contiguous().pin_memory(), non_blocking=True)
+        dst.copy_(_pinned(src), non_blocking=True)
     else:
         dst.copy_(src)
+
+
+def _pinned(tensor: torch.Tensor) -> torch.Tensor:
+    # contiguous first: pinning keeps a tensor's strides, and an expanded one's (stride 0) cannot be copied into
+    return tensor.contiguous().pin_memory()

@@ -52,8 +52,8 @@ def place_blocks(dst: torch.Tensor, blocks: list[torch.Tensor], starts: list[int
     rows_per_position = dst[0].numel() // dst.shape[-1]
     device = dst.device
     table = torch.tensor([[b.data_ptr(), s * rows_per_position, b.shape[0] * rows_per_position]
-                          for b, s in zip(blocks, starts)], dtype=torch.int64).T.contiguous()
-    table = to_device(table, device)
+                          for b, s in zip(blocks, starts)], dtype=torch.int64).T
+    table = to_device(table, device)  # contiguous there
     longest = max(b.shape[0] for b in blocks) * rows_per_position
     grid = (len(blocks), triton.cdiv(longest, ROWS_PER_PROGRAM))
     _place_block_rows[grid](dst, table[0], table[1], table[2], cos.contiguous(), sin.contiguous(), rows_per_position,

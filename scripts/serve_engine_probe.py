@@ -29,6 +29,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from lit_block.benchmarks.serve import build_parser, build_workload, load_model, pool_bytes
 from lit_block.serving.engine import Job, ServingEngine
+from lit_block.serving.engine_options import MAX_BATCH_REQUESTS
 from lit_block.serving.generation import GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore
 from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
@@ -74,7 +75,7 @@ def main() -> None:
     cli.add_argument("--tokenizer", default=".gpu/cfg", help="the Llama-3.1 tokenizer's folder (CUDA runs)")
     cli.add_argument("--cpu", action="store_true", help="SmolLM2-135M on CPU instead of the 8B shape on CUDA")
     cli.add_argument("--sync-phases", action="store_true", help="wait for the device at the end of each engine phase")
-    cli.add_argument("--max-batch-requests", type=int, default=16, help="requests admitted a turn")
+    cli.add_argument("--max-batch-requests", type=int, default=MAX_BATCH_REQUESTS, help="requests admitted a turn")
     own = cli.parse_args()
     where = ["--model", "smollm2-135m", "--device", "cpu"] if own.cpu else \
         ["--model", "llama-3.1-8b", "--tokenizer", own.tokenizer, "--device", "cuda"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import socket
@@ -156,3 +157,15 @@ def test_the_decode_kernel_auto_means_split_key_only_on_cuda_with_triton(monkeyp
         assert resolve_decode_kernel("auto", "cuda:0") == ("split-key" if triton_there else "sdpa")
         assert resolve_decode_kernel("auto", "cpu") == "sdpa"
         assert resolve_decode_kernel("sdpa", "cuda") == "sdpa"  # a named kernel stays
+
+
+def test_bench_serve_admits_as_many_requests_a_turn_as_the_server_by_default():
+    """The benchmark measures the server users start: one default for both (``engine_options``)."""
+    from lit_block.benchmarks.serve import build_parser as bench_parser
+    from lit_block.serving.engine import ServingEngine
+
+    bench = bench_parser().parse_args([]).max_batch_requests
+    serve = build_parser().parse_args(["some-model"]).max_batch_requests
+    engine = inspect.signature(ServingEngine).parameters["max_batch_requests"].default
+    assert bench == serve == engine
+    assert bench_parser().parse_args(["--max-batch-requests", "3"]).max_batch_requests == 3

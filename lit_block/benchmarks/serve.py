@@ -109,7 +109,7 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     if cache:  # the full-prefill server has no store
         budget = args.store_gib * 2**30 if args.store_gib else pool_bytes(model, builder, workload)
         store = BlockKVStore(max_bytes=int(budget))
-    engine = ServingEngine(model, store, max_batch_requests=args.max_batch_requests or args.clients,
+    engine = ServingEngine(model, store, max_batch_requests=args.max_batch_requests,
                            batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases,
                            batch_queries=args.batch_queries, decode_kernel=args.decode_kernel)
@@ -199,8 +199,6 @@ def build_parser():
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="the engine's wait for a burst of requests")
     p.add_argument("--batch-decode", type=bool, default=True, help="both servers decode their answers in one batch")
     add_engine_options(p)
-    p.add_argument("--max-batch-requests", type=int, default=None,
-                   help="requests the engine admits (their misses prefilled together) per turn (default: --clients)")
     p.add_argument("--seed", type=int, default=0, help="seed of the passage draws")
     p.add_argument("--threads", type=int, default=None,
                    help="torch's CPU threads (default: torch's own; 1 on a CPU shared with other jobs, whose threads "
@@ -218,8 +216,7 @@ def run_bench(args) -> dict:
     """Every repeat's rows for both servers, and the workload's facts."""
     for name in ("clients", "requests", "num_passages", "passage_tokens", "max_new_tokens", "repeat"):
         check_number(f"--{name.replace('_', '-')}", getattr(args, name), low=1, integer=True)
-    if args.max_batch_requests is not None:
-        check_number("--max-batch-requests", args.max_batch_requests, low=1, integer=True)
+    check_number("--max-batch-requests", args.max_batch_requests, low=1, integer=True)
     check_number("--hit-rate", args.hit_rate, low=0, high=1, high_open=True)
     if args.store_gib is not None:
         check_number("--store-gib", args.store_gib, low=0, low_open=True)

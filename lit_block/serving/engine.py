@@ -45,6 +45,7 @@ import torch
 
 from lit_block.attention.transformers_hook import resolve_decode_kernel
 from lit_block.serving.decode_batch import DecodeBatch, LaunchedStep
+from lit_block.serving.engine_options import MAX_BATCH_REQUESTS
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
@@ -80,7 +81,7 @@ class ServingEngine:
     """The worker (see the module doc). ``store=None``: caching off, every prompt prefilled whole with plain causal
     attention (the full-prefill baseline)."""
 
-    def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = 16, max_active_requests: int = 64,
+    def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = MAX_BATCH_REQUESTS, max_active_requests: int = 64,
                  batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
                  sync_phases: bool = False, batch_queries: bool | None = None, decode_kernel: str = "auto"):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times

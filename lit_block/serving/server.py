@@ -185,8 +185,6 @@ def build_parser():
     p.add_argument("--cache", type=bool, default=True,
                    help="false: no block store, every prompt prefilled whole with full attention (the baseline)")
     p.add_argument("--store-gib", type=float, default=4.0, help="byte budget of the shared block KV store (GiB)")
-    p.add_argument("--max-batch-requests", type=int, default=16,
-                   help="requests admitted (their block misses prefilled together) per turn of the engine")
     p.add_argument("--max-active-requests", type=int, default=64, help="answers decoding at once; more wait in the queue")
     p.add_argument("--batch-decode", type=bool, default=True,
                    help="decode every active answer in one forward per step (false: one forward per answer)")

@@ -81,9 +81,10 @@ class ServingEngine:
     """The worker (see the module doc). ``store=None``: caching off, every prompt prefilled whole with plain causal
     attention (the full-prefill baseline)."""
 
-    def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = MAX_BATCH_REQUESTS, max_active_requests: int = 64,
-                 batch_window_s: float = 0.005, metrics: ServerMetrics | None = None, batch_decode: bool = True,
-                 sync_phases: bool = False, batch_queries: bool | None = None, decode_kernel: str = "auto"):
+    def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = MAX_BATCH_REQUESTS,
+                 max_active_requests: int = 64, batch_window_s: float = 0.005, metrics: ServerMetrics | None = None,
+                 batch_decode: bool = True, sync_phases: bool = False, batch_queries: bool | None = None,
+                 decode_kernel: str = "auto"):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one

@@ -5,16 +5,21 @@ serve`), each in one `DecodeBatch` slab: the step's wall time with a sync, the t
 (no sync), and the kernels' summed device time (torch.profiler, 10 steps), with the top kernels. A step whose
 enqueue time is near its wall time and above its kernel time is bound by the host launching kernels.
 
-    python scripts/decode_step_probe.py [sdpa] [split-key]
+    python scripts/decode_step_probe.py [sdpa] [split-key] [--compile none|norms|layers] [--rows 1 8 15]
+    python scripts/decode_step_probe.py sdpa --shape smollm2-135m --device cpu --rows 2   # a smoke run
 
 Each kernel named (default: both) runs the same answers; ``split-key`` replays the step from a CUDA graph
-(``DecodeBatch``'s default with that kernel on CUDA).
+(``DecodeBatch``'s default with that kernel on CUDA). ``--compile`` asks whether fusing the step's small kernels pays:
+``norms`` compiles each RMS norm and MLP (torch.compile, static shapes: the norm's five element-wise kernels and the
+MLP's activation and product become one each), ``layers`` each decoder layer whole; applied after the answers'
+prefills, so only the step's shapes are compiled (during its eager steps, before the graph is captured). One setting a
+process: compare the settings across processes.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -27,8 +32,29 @@ from lit_block.serving.generation import Generation
 from lit_block.serving.kv_store import model_fingerprint
 
 
+def compile_parts(lm, what: str) -> int:
+    """Compile the decoder's parts in place (``nn.Module.compile``, static shapes); the number of modules compiled."""
+    if what == "none":
+        return 0
+    if what == "layers":
+        parts = list(lm.model.model.layers)
+    else:  # every RMS norm (two a layer and the final one) and every MLP
+        parts = [m for m in lm.model.modules() if type(m).__name__.endswith(("RMSNorm", "MLP"))]
+    for module in parts:
+        module.compile(dynamic=False)
+    return len(parts)
+
+
 def main() -> None:
-    lm = random_model("llama-3.1-8b", "cuda", torch.bfloat16, 0)
+    cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    cli.add_argument("kernels", nargs="*", choices=["sdpa", "split-key"], default=["sdpa", "split-key"])
+    cli.add_argument("--compile", choices=["none", "norms", "layers"], default="none")
+    cli.add_argument("--rows", type=int, nargs="+", default=[1, 8, 15], help="answers decoding together")
+    cli.add_argument("--shape", default="llama-3.1-8b", help="a shape of lit_block.benchmarks.ttft.SHAPES")
+    cli.add_argument("--device", default="cuda")
+    args = cli.parse_args()
+    on_gpu = args.device.startswith("cuda")
+    lm = random_model(args.shape, args.device, torch.bfloat16 if on_gpu else torch.float32, 0)
     g = torch.Generator().manual_seed(0)
 
     def tokens(n: int) -> list[int]:
@@ -47,29 +73,39 @@ def main() -> None:
             out.append(answer)
         return out
 
-    for kernel, rows in [(k, r) for r in (1, 8, 15) for k in sys.argv[1:] or ("sdpa", "split-key")]:
-        batch, live = DecodeBatch(lm, kernel), answers(rows)
+    work = [(k, r) for r in args.rows for k in args.kernels]
+    # each run its own answers (a slab takes their caches), all prefilled before anything is compiled
+    live_by_run = {run: answers(run[1]) for run in work}
+    compiled = compile_parts(lm, args.compile)
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    for kernel, rows in work:
+        batch, live = DecodeBatch(lm, kernel), live_by_run.pop((kernel, rows))
         walls, enqueues = [], []
+        started = time.perf_counter()
         for _ in range(40):
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             chosen = [a.choose() for a in live]  # waits for the previous step's logits
             enqueue = time.perf_counter()
             batch.step(live, chosen)
             enqueues.append((time.perf_counter() - enqueue) * 1e3)
-            torch.cuda.synchronize()
+            sync()
             walls.append((time.perf_counter() - start) * 1e3)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        first_40 = time.perf_counter() - started  # with the compilation, when this is the first slab
+        with profile(activities=[ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]) as prof:
             for _ in range(10):
                 batch.step(live, [a.choose() for a in live])
-            torch.cuda.synchronize()
+            sync()
         kernels = sum(e.self_device_time_total for e in prof.key_averages()) / 10 / 1e3
-        print(f"{kernel}, {rows} answers: slab {len(batch.rows)} rows x {batch.keys.shape[3]} columns; step wall p50 "
+        print(f"compile {args.compile} ({compiled} modules; first 40 steps {first_40:.1f} s), "
+              f"{kernel}, {rows} answers: slab {len(batch.rows)} rows x {batch.keys.shape[3]} columns; step wall p50 "
               f"{statistics.median(walls[5:]):.1f} ms, host enqueue p50 {statistics.median(enqueues[5:]):.1f} ms, "
               f"kernels {kernels:.1f} ms a step")
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=6, max_name_column_width=50))
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=6,
+                                        max_name_column_width=50))
         del batch, live
-        torch.cuda.empty_cache()
+        if on_gpu:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ builds its blocks through ``lit_block.layout``.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import urllib.error
 import urllib.request
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -299,6 +301,19 @@ def test_models_endpoint_and_default_host(live):
     assert [m.id for m in client.models.list()] == ["tiny"]
     assert client.models.retrieve("tiny").id == "tiny"
     assert build_parser().parse_args(["x"]).host == "127.0.0.1"
+
+
+def test_a_stopped_server_lets_its_engine_and_store_go(student_dir):
+    """Nothing outlives a server (FastAPI caches its endpoints process-wide): a second server in the process, as
+    ``bench serve --repeat 2``, must not find the first one's store and decode slab still holding device memory."""
+    served, server, client = start(student_dir)
+    client.completions.create(model="tiny", prompt=QUERY, max_tokens=2, extra_body={"lit_block": {"documents": DOCS}})
+    engine, store = weakref.ref(served.engine), weakref.ref(served.engine.store)
+    assert served.engine.store.stats()["entries"] > 0
+    server.stop()
+    del served, server, client
+    gc.collect()
+    assert engine() is None and store() is None
 
 
 def test_serve_is_a_subcommand_with_clear_errors(capsys, tmp_path):

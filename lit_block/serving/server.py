@@ -32,7 +32,12 @@ ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/metrics", "
 
 
 def create_app(served):
-    """The FastAPI application serving ``served`` (a ``ServedModel``); closing the app closes its engine."""
+    """The FastAPI application serving ``served`` (a ``ServedModel``); closing the app closes its engine.
+
+    The handlers find the model in ``app.state``, emptied when the app closes: FastAPI keeps its endpoints in a
+    process-wide cache, and an endpoint closing over ``served`` would keep the engine, its store and its decode slab
+    (GBs of device memory) alive after the server stopped (a second server in the process, as ``bench serve --repeat
+    2``, then ran out of memory on an H100)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -42,15 +47,18 @@ def create_app(served):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        served.engine.close()
+        app.state.served.engine.close()
+        app.state.served = None  # what the engine holds goes with it
 
     app = FastAPI(title="lit-block", lifespan=lifespan, docs_url=None, redoc_url=None)
-    metrics = served.engine.metrics
+    app.state.served = served
+    del served  # from here on, app.state's only
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
         response = await call_next(request)
-        metrics.request(request.url.path if request.url.path in ROUTES else "other", response.status_code)
+        route = request.url.path if request.url.path in ROUTES else "other"
+        app.state.served.engine.metrics.request(route, response.status_code)
         return response
 
     @app.exception_handler(ApiError)
@@ -74,6 +82,7 @@ def create_app(served):
 
     async def answer(request):
         started = time.perf_counter()  # TTFT counts from the request's arrival
+        served = app.state.served
         # templates, the segmenter and the tokenizer are CPU work: off the event loop, beside the engine's
         generation, info = await run_in_threadpool(served.prepare, request, started)
         result = await served.run(request, generation, info)
@@ -90,28 +99,30 @@ def create_app(served):
     async def completions(request: CompletionRequest):
         return await answer(request)
 
-    def model_card(name: str) -> dict:
-        return {"id": name, "object": "model", "created": served.created, "owned_by": "lit-block"}
+    def model_card(served) -> dict:
+        return {"id": served.name, "object": "model", "created": served.created, "owned_by": "lit-block"}
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [model_card(served.name)]}
+        return {"object": "list", "data": [model_card(app.state.served)]}
 
     @app.get("/v1/models/{name:path}")
     async def model(name: str):
+        served = app.state.served
         if name not in served.names:
             raise ApiError(404, f"The model {name!r} does not exist: this server serves {served.name!r}", "model",
                            "model_not_found")
-        return model_card(served.name)
+        return model_card(served)
 
     @app.get("/metrics")
     async def prometheus():
-        store = served.engine.store
-        text = metrics.render(store.stats() if store is not None else None, served.engine.gauges())
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+        engine = app.state.served.engine
+        stats = engine.store.stats() if engine.store is not None else None
+        return PlainTextResponse(engine.metrics.render(stats, engine.gauges()), media_type="text/plain; version=0.0.4")
 
     @app.get("/health")
     async def health():
+        served = app.state.served
         return {"status": "ok", "model": served.name, "cache": served.engine.caching}
 
     return app
@@ -248,7 +259,7 @@ def load_served(args):
     store = BlockKVStore(max_bytes=int(args.store_gib * 2**30)) if args.cache else None
     engine = ServingEngine(model, store, args.max_batch_requests, args.max_active_requests, args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, batch_queries=args.batch_queries,
-                           decode_kernel=args.decode_kernel)
+                           decode_kernel=args.decode_kernel, fuse_pointwise=args.fuse_pointwise)
     name = args.served_model_name or (Path(path).name if Path(path).is_dir() else str(args.model))
     return ServedModel(engine, builder, name, aliases=(str(args.model),), default_max_tokens=args.default_max_tokens)
 

@@ -5,15 +5,14 @@ serve`), each in one `DecodeBatch` slab: the step's wall time with a sync, the t
 (no sync), and the kernels' summed device time (torch.profiler, 10 steps), with the top kernels. A step whose
 enqueue time is near its wall time and above its kernel time is bound by the host launching kernels.
 
-    python scripts/decode_step_probe.py [sdpa] [split-key] [--compile none|norms|layers] [--rows 1 8 15]
+    python scripts/decode_step_probe.py [sdpa] [split-key] [--compile none|pointwise] [--rows 1 8 15]
     python scripts/decode_step_probe.py sdpa --shape smollm2-135m --device cpu --rows 2   # a smoke run
 
 Each kernel named (default: both) runs the same answers; ``split-key`` replays the step from a CUDA graph
-(``DecodeBatch``'s default with that kernel on CUDA). ``--compile`` asks whether fusing the step's small kernels pays:
-``norms`` compiles each RMS norm and MLP (torch.compile, static shapes: the norm's five element-wise kernels and the
-MLP's activation and product become one each), ``layers`` each decoder layer whole; applied after the answers'
-prefills, so only the step's shapes are compiled (during its eager steps, before the graph is captured). One setting a
-process: compare the settings across processes.
+(``DecodeBatch``'s default with that kernel on CUDA). ``--compile pointwise`` asks whether fusing the step's small
+kernels pays: every RMS norm and MLP compiled (``lit_block.serving.pointwise_compile``, as ``--fuse-pointwise``),
+after the answers' prefills, so that the first steps' time holds the step's compilation. One setting a process:
+compare the settings across processes.
 """
 
 from __future__ import annotations
@@ -30,25 +29,13 @@ from lit_block.serving import BlockKVStore, GenerationConfig
 from lit_block.serving.decode_batch import DecodeBatch
 from lit_block.serving.generation import Generation
 from lit_block.serving.kv_store import model_fingerprint
-
-
-def compile_parts(lm, what: str) -> int:
-    """Compile the decoder's parts in place (``nn.Module.compile``, static shapes); the number of modules compiled."""
-    if what == "none":
-        return 0
-    if what == "layers":
-        parts = list(lm.model.model.layers)
-    else:  # every RMS norm (two a layer and the final one) and every MLP
-        parts = [m for m in lm.model.modules() if type(m).__name__.endswith(("RMSNorm", "MLP"))]
-    for module in parts:
-        module.compile(dynamic=False)
-    return len(parts)
+from lit_block.serving.pointwise_compile import compile_pointwise
 
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cli.add_argument("kernels", nargs="*", choices=["sdpa", "split-key"], default=["sdpa", "split-key"])
-    cli.add_argument("--compile", choices=["none", "norms", "layers"], default="none")
+    cli.add_argument("--compile", choices=["none", "pointwise"], default="none")
     cli.add_argument("--rows", type=int, nargs="+", default=[1, 8, 15], help="answers decoding together")
     cli.add_argument("--shape", default="llama-3.1-8b", help="a shape of lit_block.benchmarks.ttft.SHAPES")
     cli.add_argument("--device", default="cuda")
@@ -76,7 +63,7 @@ def main() -> None:
     work = [(k, r) for r in args.rows for k in args.kernels]
     # each run its own answers (a slab takes their caches), all prefilled before anything is compiled
     live_by_run = {run: answers(run[1]) for run in work}
-    compiled = compile_parts(lm, args.compile)
+    compiled = compile_pointwise(lm.model) if args.compile == "pointwise" else 0
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     for kernel, rows in work:
         batch, live = DecodeBatch(lm, kernel), live_by_run.pop((kernel, rows))

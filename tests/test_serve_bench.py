@@ -169,3 +169,13 @@ def test_bench_serve_admits_as_many_requests_a_turn_as_the_server_by_default():
     engine = inspect.signature(ServingEngine).parameters["max_batch_requests"].default
     assert bench == serve == engine
     assert bench_parser().parse_args(["--max-batch-requests", "3"]).max_batch_requests == 3
+
+
+def test_pointwise_fusion_is_off_unless_asked_in_server_bench_and_engine():
+    from lit_block.benchmarks.serve import build_parser as bench_parser
+    from lit_block.serving.engine import ServingEngine
+
+    assert bench_parser().parse_args([]).fuse_pointwise is False
+    assert build_parser().parse_args(["some-model"]).fuse_pointwise is False
+    assert inspect.signature(ServingEngine).parameters["fuse_pointwise"].default is False
+    assert bench_parser().parse_args(["--fuse-pointwise", "true"]).fuse_pointwise is True

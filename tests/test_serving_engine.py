@@ -125,3 +125,22 @@ def test_requests_taken_from_the_queue_before_a_shutdown_are_answered():
         time.sleep(0.1)  # the first wakes the engine, which waits its window; the second comes inside it
     engine.close(timeout=60)  # the shutdown too: the window takes the second request, then sees it
     assert all(e and e[-1] in ("done", "error") for e in events.values()), events
+
+
+def test_an_engine_with_compiled_norms_and_mlps_answers_as_the_eager_model():
+    """``fuse_pointwise``: the norms and MLPs compiled in place (dynamic shapes: prefills, misses and decode steps of
+    every size through the same compilations); a burst of answers is still each one generate() gives eagerly."""
+    lm = tiny_lm("llama", sinks=2)
+    eager = tiny_lm("llama", sinks=2)  # the same seed: the same weights, never compiled
+    blocks, queries = random_blocks([40, 25], seed=7), random_blocks([6, 9, 4], seed=8)
+    engine = ServingEngine(lm, BlockKVStore(), batch_window_s=0.3, fuse_pointwise=True)
+    try:
+        results = answer_together(engine, [engine.generation(blocks, query, GREEDY) for query in queries])
+    finally:
+        engine.close()
+    compiled = [m for m in lm.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    layers = lm.config.num_hidden_layers
+    assert len(compiled) == 3 * layers + 1  # two norms and an MLP a layer, and the final norm
+    alone = [generate(eager, blocks, query, GREEDY, store=BlockKVStore()).token_ids for query in queries]
+    assert len({tuple(a) for a in alone}) > 1  # the queries' answers differ: a mixed-up one shows
+    assert [results[i][1].token_ids for i in range(len(queries))] == alone

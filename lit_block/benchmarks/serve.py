@@ -112,7 +112,8 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
     engine = ServingEngine(model, store, max_batch_requests=args.max_batch_requests,
                            batch_window_s=args.batch_window_ms / 1e3,
                            batch_decode=args.batch_decode, sync_phases=args.sync_phases,
-                           batch_queries=args.batch_queries, decode_kernel=args.decode_kernel)
+                           batch_queries=args.batch_queries, decode_kernel=args.decode_kernel,
+                           fuse_pointwise=args.fuse_pointwise)
     served = ServedModel(engine, builder, "bench", default_max_tokens=args.max_new_tokens)
     # the work the model really does: token rows entering its first decoder layer, whatever path sent them (prompt
     # prefill, the store's misses, queries, decode steps), so a figure that claims more than that work allows shows
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.model} on {name}, torch {torch.__version__}: {args.clients} clients, {args.requests} requests of "
           f"{args.num_passages} passages x {args.passage_tokens} tokens from a pool of {result['pool']} (Zipf {args.zipf}; "
           f"hit rate {100 * result['expected_hit_rate']:.0f}% if sequential), {args.max_new_tokens} new tokens each; "
-          f"{args.repeat} repeats; decode kernel {resolve_decode_kernel(args.decode_kernel, args.device)}\n")
+          f"{args.repeat} repeats; decode kernel {resolve_decode_kernel(args.decode_kernel, args.device)}"
+          f"{'; norms and MLPs compiled' if args.fuse_pointwise else ''}\n")
     print("| repeat | server | TTFT p50 ms | TTFT p99 ms | server TTFT p50 ms | requests/s | tokens/s | block hit rate "
           "| evictions | engine fetch / prefill / decode ms per request | model tokens per request "
           "| decode rows per step / slab rebuilds | requests per admission |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")

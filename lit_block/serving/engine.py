@@ -49,6 +49,7 @@ from lit_block.serving.engine_options import MAX_BATCH_REQUESTS
 from lit_block.serving.generation import Generation, GenerationConfig
 from lit_block.serving.kv_store import BlockKVStore, model_fingerprint
 from lit_block.serving.metrics import ServerMetrics
+from lit_block.serving.pointwise_compile import compile_pointwise
 
 
 def prefer_expandable_segments() -> None:
@@ -84,7 +85,7 @@ class ServingEngine:
     def __init__(self, model, store: BlockKVStore | None, max_batch_requests: int = MAX_BATCH_REQUESTS,
                  max_active_requests: int = 64, batch_window_s: float = 0.005, metrics: ServerMetrics | None = None,
                  batch_decode: bool = True, sync_phases: bool = False, batch_queries: bool | None = None,
-                 decode_kernel: str = "auto"):
+                 decode_kernel: str = "auto", fuse_pointwise: bool = False):
         """``sync_phases``: wait for the accelerator at the end of each phase of the loop, so that the phase times
         (``/metrics``' ``engine_seconds_total``) hold their own GPU work instead of the next phase's (a profiling aid:
         it costs the overlap of host and device). ``batch_queries``: the queries of an admission batch run in one
@@ -92,8 +93,11 @@ class ServingEngine:
         each; None: on a GPU (where a forward of several short queries costs about what one costs, docs/serve.md),
         off on CPU (where a forward costs in proportion to its rows and batching measured no gain).
         ``decode_kernel``: the batched decoding step's attention (``padded_rows_attention``: ``sdpa``, ``split-key``,
-        Triton's, for GPUs, or ``auto``: ``resolve_decode_kernel``)."""
+        Triton's, for GPUs, or ``auto``: ``resolve_decode_kernel``). ``fuse_pointwise``: compile the model's norms and
+        MLPs in place (``lit_block.serving.pointwise_compile``) before serving."""
         self.model, self.store = model, store
+        if fuse_pointwise:
+            compile_pointwise(model)
         device = next(model.parameters()).device
         on_gpu = device.type == "cuda"
         self.sync_phases = sync_phases and on_gpu

@@ -12,7 +12,7 @@ MAX_BATCH_REQUESTS = 8
 
 
 def add_engine_options(p) -> None:
-    """``--max-batch-requests``, ``--batch-queries``, ``--decode-kernel`` on parser ``p``."""
+    """``--max-batch-requests``, ``--batch-queries``, ``--decode-kernel``, ``--fuse-pointwise`` on parser ``p``."""
     p.add_argument("--max-batch-requests", type=int, default=MAX_BATCH_REQUESTS,
                    help="requests the engine admits per turn (their block misses prefilled together, their queries "
                         "run together): more raise throughput on bursts, fewer give their first tokens sooner")
@@ -23,3 +23,7 @@ def add_engine_options(p) -> None:
                    help="attention of the batched decoding step: SDPA, or split-key (Triton, GPUs: each row's keys "
                         "read in parallel pieces, the columns it does not see skipped, the step replayed from a CUDA "
                         "graph); auto: split-key on a CUDA device with Triton, SDPA elsewhere")
+    p.add_argument("--fuse-pointwise", type=bool, default=False,
+                   help="torch.compile the model's RMS norms and MLPs (dynamic shapes), fusing their element-wise "
+                        "kernels: a shorter decoding step, at the cost of a few seconds of compilation in the first "
+                        "forwards (lit_block.serving.pointwise_compile)")

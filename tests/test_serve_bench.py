@@ -76,13 +76,25 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
     assert tokens["full"] > 2 * 16 + 3 and tokens["cache"] < tokens["full"]
     for mode in ("cache", "full"):  # batched decoding: between one answer a step and every client's
         per_step = rows[mode]["decode rows per step / slab rebuilds"].split(" / ")[0]
-        assert 1 <= float(per_step) <= 3  # (the slab is built by the warm-up request and kept: 0 rebuilds here)
+        assert 1 <= float(per_step) <= 3  # (the slab is built by the warm-up burst and kept: 0 rebuilds here)
         assert 1 <= float(rows[mode]["requests per admission"]) <= 3  # at most the 3 clients' requests a turn
     assert "goal" in out
 
 
+def test_the_warm_up_burst_has_the_requests_shape_and_none_of_their_passages():
+    from lit_block.benchmarks.serve_clients import Workload
+
+    passages = [f"[passage {i}] " + "word " * (5 + 3 * i) for i in range(4)]
+    workload = Workload(passages, [([0, 2, 3], "Q1?"), ([1, 0, 2], "Q2?")], 0.5, clients=5)
+    burst = workload.warmup()
+    assert len(burst) == 5 and all(len(documents) == 3 for documents, _ in burst)  # one a client, as many passages
+    sent = [p for documents, _ in burst for p in documents]
+    assert len(set(sent)) == len(sent) and not set(sent) & set(passages)  # its own blocks: the pool's stay cold
+
+
 def test_the_default_store_is_sized_to_the_pool_exactly(tiny_model_dir):
-    """pool_bytes counts what the server's store holds once every passage of the pool has been prefilled."""
+    """pool_bytes counts what the server's store holds once the warm-up burst and every passage of the pool have
+    been prefilled."""
     from lit_block.benchmarks.serve import pool_bytes
     from lit_block.benchmarks.serve_clients import Workload
     from lit_block.serving.kv_store import BlockKVStore
@@ -91,10 +103,12 @@ def test_the_default_store_is_sized_to_the_pool_exactly(tiny_model_dir):
     lm = BlockAttentionLM.from_pretrained(tiny_model_dir, num_sink_tokens=2).eval()
     builder = PromptBuilder(lm.tokenizer, DocumentCutter("fixed", max_block_tokens=256))
     passages = [f"[passage {i}] " + "word " * (5 + 3 * i) for i in range(4)]
+    workload = Workload(passages, [([0, 1], "Q?"), ([2, 3], "Q?")], 0.5, clients=3)
     store = BlockKVStore(max_bytes=1 << 30)
-    blocks, _ = builder.document_blocks([Document(p) for p in ["[warm-up] " + passages[0], *passages]])
-    store.fetch(lm, [builder.encode(b) for b in blocks])
-    assert store.stats()["bytes"] == pool_bytes(lm, builder, Workload(passages, [], 0.0))
+    for documents in [d for d, _ in workload.warmup()] + [[p] for p in passages]:
+        blocks, _ = builder.document_blocks([Document(p) for p in documents])
+        store.fetch(lm, [builder.encode(b) for b in blocks])
+    assert store.stats()["bytes"] == pool_bytes(lm, builder, workload)
 
 
 def test_summary_takes_medians_of_per_repeat_ratios():

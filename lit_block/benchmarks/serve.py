@@ -13,7 +13,9 @@ replay the requests concurrently, each sending its next request when its answer 
 
 Each repeat starts both servers afresh (an empty store) on the same loaded model, on 127.0.0.1 in
 this process, and replays the same requests against each: ``cache`` (the block store) then ``full``
-(``--cache false``: every prompt prefilled whole with causal attention). The clients run in a child
+(``--cache false``: every prompt prefilled whole with causal attention), each after a warm-up burst of one request
+a client (``Workload.warmup``: the requests' shape, passages of its own; not counted), so that one-time costs (the
+decode slab's size and graph, compilations) stay out of the replay. The clients run in a child
 process (``lit_block.benchmarks.serve_clients``), apart from the server they measure. TTFT is measured
 by the client, from sending the request to the first streamed chunk (the server sends it when the first
 token's logits exist). The table gives each repeat and the medians over repeats; the ratio rows are
@@ -91,7 +93,7 @@ def build_workload(tokenizer, args) -> Workload:
     passages = passage_texts(tokenizer, pool, args.passage_tokens)
     questions = [f"Question {i}: which passage above speaks of the {w}?" for i, w in
                  zip(range(args.requests), ["king", "sea", "field", "city", "night", "house", "word", "land"] * args.requests)]
-    return Workload(passages, list(zip(picks, questions)), rate)
+    return Workload(passages, list(zip(picks, questions)), rate, args.clients)
 
 
 def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
@@ -139,7 +141,7 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
 
 
 def pool_bytes(model, builder, workload: Workload) -> int:
-    """The bytes a store needs to hold every block of the pool's passages (and the warm-up's) at once, as the server
+    """The bytes a store needs to hold every block of the pool's passages (and the warm-up burst's) at once, as the server
     writes them (``builder``): keys and values of each block's tokens and the model's sinks at every layer, as
     ``BlockKV.nbytes`` counts them."""
     from lit_block.serving.prompts import Document
@@ -147,7 +149,7 @@ def pool_bytes(model, builder, workload: Workload) -> int:
     config = model.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * next(model.parameters()).element_size()
-    passages = ["[warm-up] " + workload.passages[0], *workload.passages]
+    passages = [p for documents, _ in workload.warmup() for p in documents] + workload.passages
     blocks, _ = builder.document_blocks([Document(p) for p in passages])
     return per_position * sum(builder.count(b) + model.num_sink_tokens for b in blocks)
 

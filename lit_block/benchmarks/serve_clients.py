@@ -18,6 +18,16 @@ class Workload:
     passages: list[str]  # the pool
     requests: list[tuple[list[int], str]]  # per request: passage indices, question
     expected_hit_rate: float
+    clients: int = 1  # concurrent clients: the warm-up sends one request each
+
+    def warmup(self) -> list[tuple[list[str], str]]:
+        """The burst sent before the measured replay, one request a client at once: each of the requests' shape (as
+        many passages, of the pool's lengths) and concurrency, so that one-time costs (first calls, the decode slab's
+        size and CUDA graph, compilations) fall before the replay; every passage its own, marked, so that the pool's
+        blocks stay cold."""
+        count = len(self.requests[0][0]) if self.requests else 1
+        return [([f"[warm-up {c}.{i}] " + self.passages[i % len(self.passages)] for i in range(count)],
+                 "Warm-up question?") for c in range(self.clients)]
 
 
 @dataclass
@@ -58,7 +68,7 @@ def _percentile(values: list[float], pct: float) -> float:
 async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str,
                  stage=lambda name: None) -> Run:
     """The workload replayed by ``clients`` concurrent clients: the client's figures. ``stage("start")`` is called
-    after the warm-up request and ``stage("end")`` after the last answer (where the server's counters are read)."""
+    after the warm-up burst (``Workload.warmup``) and ``stage("end")`` after the last answer (where the server's counters are read)."""
     from openai import AsyncOpenAI  # checked by run_bench
 
     run = Run(mode)
@@ -85,8 +95,7 @@ async def replay(url: str, model: str, workload: Workload, clients: int, max_tok
         for indices, question in share:
             await one([workload.passages[i] for i in indices], question)
 
-    # first calls, allocator: not counted; a passage of its own, so that the pool's stay cold
-    await one(["[warm-up] " + workload.passages[0]], "Warm-up question?")
+    await asyncio.gather(*(one(documents, question) for documents, question in workload.warmup()))
     run = Run(mode)  # the warm-up's figures dropped
     stage("start")
     shares = [workload.requests[c::clients] for c in range(clients)]

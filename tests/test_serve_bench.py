@@ -78,7 +78,7 @@ def test_a_tiny_bench_prints_both_servers_and_their_ratios(tiny_model_dir, capsy
         per_step = rows[mode]["decode rows per step / slab rebuilds"].split(" / ")[0]
         assert 1 <= float(per_step) <= 3  # (the slab is built by the warm-up burst and kept: 0 rebuilds here)
         assert 1 <= float(rows[mode]["requests per admission"]) <= 3  # at most the 3 clients' requests a turn
-    assert "goal" in out
+    assert "goal" in out and "not judged: this run is not the goal's workload (3 clients" in out
 
 
 def test_the_warm_up_burst_has_the_requests_shape_and_none_of_their_passages():
@@ -109,6 +109,22 @@ def test_the_default_store_is_sized_to_the_pool_exactly(tiny_model_dir):
         blocks, _ = builder.document_blocks([Document(p) for p in documents])
         store.fetch(lm, [builder.encode(b) for b in blocks])
     assert store.stats()["bytes"] == pool_bytes(lm, builder, workload)
+
+
+@pytest.mark.parametrize("clients, hit_rate, rps, verdict", [
+    (16, 0.78, 3.1, "not met"),  # TTFT above 10%
+    (16, 0.80, 3.1, "met"),
+    (16, 0.90, 3.9, "not judged"),  # more hits than the goal's workload
+    (4, 0.78, 3.1, "not judged"),  # another concurrency
+])
+def test_the_goal_is_judged_only_on_the_goals_workload(clients, hit_rate, rps, verdict):
+    from lit_block.benchmarks.serve import build_parser as bench_parser
+    from lit_block.benchmarks.serve import goal_verdict
+
+    args = bench_parser().parse_args(["--clients", str(clients), "--num-passages", "8", "--passage-tokens", "512"])
+    p50 = 0.09 if verdict == "met" else 0.2
+    summary = {"cache": {"hit_rate": hit_rate}, "ratio": {"p50": p50, "rps": rps}}
+    assert goal_verdict(args, summary).startswith(verdict)
 
 
 def test_summary_takes_medians_of_per_repeat_ratios():

@@ -272,9 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     ratio = summary["ratio"]
     print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
           f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | | | | | |")
-    met = ratio["p50"] <= 0.10 and ratio["rps"] >= 3
-    print(f"\n{GOAL}: {'met' if met else 'not met'} by this run ({args.device}).")
+    print(f"\n{GOAL}: {goal_verdict(args, summary)} ({args.device}).")
     return 0
+
+
+def goal_verdict(args, summary: dict) -> str:
+    """Whether this run meets the goal, said only of a run of the goal's workload: its clients and prompt shape, and a
+    measured hit rate of at most 80% (a pool sized for more hits makes both ratios easier)."""
+    shape = (args.clients, args.num_passages, args.passage_tokens) == (16, 8, 512)
+    hit_rate = summary["cache"]["hit_rate"]
+    if not shape or hit_rate > 0.805:
+        return (f"not judged: this run is not the goal's workload ({args.clients} clients, {args.num_passages} x "
+                f"{args.passage_tokens} tokens, {100 * hit_rate:.0f}% measured hits)")
+    met = summary["ratio"]["p50"] <= 0.10 and summary["ratio"]["rps"] >= 3
+    return f"{'met' if met else 'not met'} by this run at {100 * hit_rate:.0f}% measured hits"
 
 
 def summarize(repeats: list[dict]) -> dict:

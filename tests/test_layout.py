@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from layouts import allowed_keys, random_layout
-from lit_block.layout import GLOBAL_BLOCK, layout_from_tokens, pack_sample
+from lit_block.layout import GLOBAL_BLOCK, block_spans, isolated_blocks, layout_from_tokens, pack_sample
 
 
 def test_pack_sample_places_sinks_before_every_block():
@@ -138,3 +138,18 @@ def test_sink_slots_give_slot_j_of_every_block_sink_j():
     assert place_sinks(embeds, layout, sinks)[0, :, 0].tolist() == [1, 2, 0, 0, 1, 2, 0, 0, 0]
     with pytest.raises(ValueError, match="2 sinks per block, the model 1"):
         place_sinks(embeds, layout, sinks[:1])  # a layout built for another model
+
+
+def test_isolated_blocks_and_spans_are_the_packed_layout():
+    blocks, query, k = [[5, 6, 7], [8], [9, 10]], [11, 12], 2
+    packed = layout_from_tokens(torch.tensor([[t for b in blocks for t in b] + query]),
+                                torch.tensor([[i for i, b in enumerate(blocks) for _ in b] + [-1] * len(query)]), num_sinks=k)
+    spans, global_start = block_spans([len(b) for b in blocks], k)
+    for (start, length), block in zip(spans, blocks):
+        assert packed.sink_mask[0, start : start + k].all() and not packed.sink_mask[0, start + k : start + length].any()
+        assert packed.input_ids[0, start + k : start + length].tolist() == block
+    assert int(packed.token_index[0, -len(query)]) == global_start
+    alone = isolated_blocks(blocks, k)
+    assert alone.attention_mask.sum(1).tolist() == [k + len(b) for b in blocks]  # padded at the end only
+    for i, (start, length) in enumerate(spans):
+        assert torch.equal(alone.input_ids[i, :length], packed.input_ids[0, start : start + length])

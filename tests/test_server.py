@@ -1,8 +1,8 @@
 """``lit-block serve``: the real server on 127.0.0.1, called with the official openai client (tiny random model).
 
 Answers equal ``generate``'s for the same seed, streaming equals non-streaming, concurrent requests sharing
-blocks answer as sequential ones do, every bad input gets an OpenAI-style 4xx naming the field, and the store
-builds its blocks through ``lit_block.layout``.
+blocks answer as sequential ones do, and every bad input gets an OpenAI-style 4xx naming the field. (That the store
+builds its blocks through ``lit_block.layout``: ``test_layout.py``.)
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 
 from conftest import decode_together
 from lit_block import BlockAttentionLM
-from lit_block.layout import block_spans, isolated_blocks, layout_from_tokens
 from lit_block.serving import BlockKVStore, GenerationConfig, generate
 from lit_block.serving.prompts import Document, DocumentCutter, PromptBuilder
 from lit_block.serving.server import BackgroundServer, build_parser, create_app, load_served
@@ -392,34 +391,6 @@ def test_answers_join_free_rows_without_moving_the_others(reference, monkeypatch
     e.prefill(store)
     decode_together(batch, [e])
     assert batch.rebuilds == 2 and e.token_ids == generate(lm, *prompts[1], config).token_ids
-
-
-# ---------------------------------------------------------------- one layout for training, the store and the server
-
-
-def test_isolated_blocks_and_spans_are_the_packed_layout():
-    blocks, query, k = [[5, 6, 7], [8], [9, 10]], [11, 12], 2
-    packed = layout_from_tokens(torch.tensor([[t for b in blocks for t in b] + query]),
-                                torch.tensor([[i for i, b in enumerate(blocks) for _ in b] + [-1] * len(query)]), num_sinks=k)
-    spans, global_start = block_spans([len(b) for b in blocks], k)
-    for (start, length), block in zip(spans, blocks):
-        assert packed.sink_mask[0, start : start + k].all() and not packed.sink_mask[0, start + k : start + length].any()
-        assert packed.input_ids[0, start + k : start + length].tolist() == block
-    assert int(packed.token_index[0, -len(query)]) == global_start
-    alone = isolated_blocks(blocks, k)
-    assert alone.attention_mask.sum(1).tolist() == [k + len(b) for b in blocks]  # padded at the end only
-    for i, (start, length) in enumerate(spans):
-        assert torch.equal(alone.input_ids[i, :length], packed.input_ids[0, start : start + length])
-
-
-def test_a_padded_prefill_batch_equals_blocks_prefilled_alone(reference):
-    lm, _ = reference
-    blocks = [list(range(20, 40)), list(range(50, 53)), list(range(60, 75))]
-    batch = BlockKVStore().prefill(lm, blocks, ["a", "b", "c"])
-    for kv, block in zip(batch, blocks):
-        (alone,) = BlockKVStore().prefill(lm, [block], ["x"])
-        assert kv.length == alone.length == len(block) + lm.num_sink_tokens
-        assert (kv.keys - alone.keys).abs().max() < 1e-5 and (kv.values - alone.values).abs().max() < 1e-5
 
 
 def test_start_up_errors_name_the_option(student_dir, capsys):

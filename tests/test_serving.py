@@ -191,3 +191,13 @@ def test_the_cache_goes_by_the_keyword_the_model_takes():
         assert list(keywords.values()) == [cache]
         assert next(iter(keywords)) in inspect.signature(module.forward).parameters
     assert Old()(**cache_keyword(Old(), cache)) is cache and New()(**cache_keyword(New(), cache)) is cache
+
+
+def test_a_padded_prefill_batch_equals_blocks_prefilled_alone():
+    lm = tiny_lm("llama", sinks=2)
+    blocks = [list(range(20, 40)), list(range(50, 53)), list(range(60, 75))]
+    batch = BlockKVStore().prefill(lm, blocks, ["a", "b", "c"])
+    for kv, block in zip(batch, blocks):
+        (alone,) = BlockKVStore().prefill(lm, [block], ["x"])
+        assert kv.length == alone.length == len(block) + lm.num_sink_tokens
+        assert (kv.keys - alone.keys).abs().max() < 1e-5 and (kv.values - alone.values).abs().max() < 1e-5

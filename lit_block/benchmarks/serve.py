@@ -141,8 +141,8 @@ def serve_and_replay(model, args, workload: Workload, cache: bool) -> Run:
 
 
 def pool_bytes(model, builder, workload: Workload) -> int:
-    """The bytes a store needs to hold every block of the pool's passages (and the warm-up burst's) at once, as the server
-    writes them (``builder``): keys and values of each block's tokens and the model's sinks at every layer, as
+    """The bytes a store needs to hold every block of the pool's passages (and the warm-up burst's) at once, as the
+    server writes them (``builder``): keys and values of each block's tokens and the model's sinks at every layer, as
     ``BlockKV.nbytes`` counts them."""
     from lit_block.serving.prompts import Document
 

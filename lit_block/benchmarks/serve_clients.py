@@ -68,7 +68,8 @@ def _percentile(values: list[float], pct: float) -> float:
 async def replay(url: str, model: str, workload: Workload, clients: int, max_tokens: int, mode: str,
                  stage=lambda name: None) -> Run:
     """The workload replayed by ``clients`` concurrent clients: the client's figures. ``stage("start")`` is called
-    after the warm-up burst (``Workload.warmup``) and ``stage("end")`` after the last answer (where the server's counters are read)."""
+    after the warm-up burst (``Workload.warmup``) and ``stage("end")`` after the last answer (where the server's
+    counters are read)."""
     from openai import AsyncOpenAI  # checked by run_bench
 
     run = Run(mode)

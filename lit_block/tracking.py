@@ -166,7 +166,9 @@ class LitBlockMLFlowLogger(MLFlowLogger):
         experiment_name: str = DEFAULT_EXPERIMENT,
         run_name: str | None = None,
         tracking_uri: str | None = None,
-        tags: dict[str, Any] | None = None,
+        # not Any: jsonargparse reads an Any-typed string as YAML, so a run id of digits and one "e" became a float
+        # (inf) and a sweep point lost its parent; a number from a YAML config is still accepted, and made a string
+        tags: dict[str, str | int | float | bool] | None = None,
         artifact_location: str | None = None,
         log_model: bool = False,
         run_id: str | None = None,

@@ -4,6 +4,7 @@ checkpoints, YAML and tracking stores. A Lightning demo model keeps each fit to 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -81,6 +83,25 @@ def test_tag_values_reach_mlflow_as_strings(tmp_path, monkeypatch):
     assert config.init_args.tags["granularity"] == "128" and config.init_args.tags["sweep.granularity"] == "64"
     logger = LitBlockMLFlowLogger(tags={"granularity": 64, "flag": True})  # as a YAML interpolation gives them
     assert all(isinstance(v, str) for v in logger.tags.values()) and logger.tags["lit_block.pid"] == str(os.getpid())
+
+
+@pytest.mark.parametrize("run_id", ["784617950832478981e5794998125395", "12345678901234567890123456789012", "true"])
+def test_tags_that_look_like_numbers_reach_the_logger_unchanged(tmp_path, monkeypatch, run_id):
+    """A sweep point's parent run id comes through jsonargparse's instantiation as LightningCLI does it: a hex id
+    of digits and one "e" once became the float inf, and the point's run lost its parent."""
+    from jsonargparse import ArgumentParser
+
+    from lit_block.tracking import LitBlockMLFlowLogger, name_and_tag_run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LIT_BLOCK_MLFLOW_TAGS", json.dumps({"mlflow.parentRunId": run_id}))
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(LitBlockMLFlowLogger, "logger")
+    config = parser.parse_args(["--logger=lit_block.tracking.LitBlockMLFlowLogger"])
+    name_and_tag_run(config.logger, "fit", "m.Model", "d.Data")
+    logger = parser.instantiate_classes(config).logger
+    assert logger.tags["mlflow.parentRunId"] == run_id
 
 
 def test_commands_started_together_in_an_empty_folder_all_record_their_runs(tmp_path):

@@ -4,11 +4,12 @@ Same model, passages, store budget and 16 clients as `bench serve --model llama-
 --passage-tokens 512 --hit-rate 0.8 --max-new-tokens 16 --seed 1`, but no server, no `openai` client and no second
 process: what the engine does alone, to set beside `bench serve`'s engine phases. Prints requests/s, TTFT p50, the
 engine's phases per request, the decode rows and rebuilds, and each turn's wall time. `profile` also records
-30 turns of the loop with torch.profiler, from inside the engine's thread. `syncs` runs
+30 turns of the loop with torch.profiler, from inside the engine's thread; `kernels` records them too and splits the
+device's kernel time by engine phase (misses' fetch, queries, decode) and, in each, by kernel. `syncs` runs
 with torch's CUDA sync debug mode on and counts the places (innermost lit_block line, and the engine's) where the host
 waited for the device: each such wait empties the device's queue while the host goes on alone.
 
-    python scripts/serve_engine_probe.py plain|profile|syncs [--requests N] [--tokenizer DIR]   # CUDA
+    python scripts/serve_engine_probe.py plain|profile|kernels|syncs [--requests N] [--tokenizer DIR]   # CUDA
     python scripts/serve_engine_probe.py plain --cpu --requests 32                         # SmolLM2-135M on CPU
 """
 
@@ -66,11 +67,16 @@ class TimedEngine(ServingEngine):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.profiler.stop()
-        return super()._launch_decode()
+        with record_function("engine.decode"):
+            return super()._launch_decode()
+
+    def _finish_decode(self, launched) -> None:
+        with record_function("engine.decode"):
+            super()._finish_decode(launched)
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    cli.add_argument("mode", choices=["plain", "profile", "syncs"])
+    cli.add_argument("mode", choices=["plain", "profile", "kernels", "syncs"])
     cli.add_argument("--requests", type=int, default=160)
     cli.add_argument("--tokenizer", default=".gpu/cfg", help="the Llama-3.1 tokenizer's folder (CUDA runs)")
     cli.add_argument("--cpu", action="store_true", help="SmolLM2-135M on CPU instead of the 8B shape on CUDA")
@@ -89,7 +95,7 @@ def main() -> None:
     passages = [builder.encode(builder.document_blocks([Document(p)])[0][0]) for p in workload.passages]
     store = BlockKVStore(max_bytes=int(pool_bytes(model, builder, workload)))
     engine = TimedEngine(model, store, max_batch_requests=own.max_batch_requests, batch_window_s=args.batch_window_ms / 1e3,
-                         profiled=own.mode == "profile", sync_phases=own.sync_phases)
+                         profiled=own.mode in ("profile", "kernels"), sync_phases=own.sync_phases)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, stop_at_eos=False)
     ttft_ms: list[float] = []
 
@@ -135,7 +141,10 @@ def main() -> None:
         print(f"host waits for the device, by place ({sum(sites.values())} in {admissions} admissions and "
               f"{len(engine.round_ms)} turns):")
         print("\n".join(f"{count:6d}  {site}" for site, count in sites.most_common(25)))
-    if engine.profiler is not None:
+    if engine.profiler is not None and own.mode == "kernels":
+        print(kernels_by_phase(engine.profiler))
+        print(device_busy(engine.profiler))
+    elif engine.profiler is not None:
         averages = engine.profiler.key_averages()
         print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=55))
         labels = [e for e in averages if e.key.startswith("engine.")]
@@ -166,6 +175,35 @@ def sync_sites():
             yield sites
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def kernels_by_phase(profiler, top: int = 8) -> str:
+    """Device kernel time of the recorded turns by engine phase (the ``engine.*`` range the launching operator ran in)
+    and, in each phase, by kernel; per admitted request of the window (``engine.fetch[n]`` counts them)."""
+    phase_ms: dict[str, float] = collections.Counter()
+    by_kernel: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    requests = 0
+    for e in profiler.events():
+        if e.key.startswith("engine.fetch[") and e.device_type == torch.autograd.DeviceType.CPU:  # not its GPU twin
+            requests += int(e.key[len("engine.fetch["):-1])
+        if not e.kernels:
+            continue
+        parent = e.cpu_parent
+        while parent is not None and not parent.key.startswith("engine."):
+            parent = parent.cpu_parent
+        phase = "outside" if parent is None else parent.key.split("[")[0]
+        for k in e.kernels:
+            phase_ms[phase] += k.duration / 1e3
+            by_kernel[phase][f"{e.key} > {k.name[:70]}"] += k.duration / 1e3
+    kernels = sum(e.time_range.elapsed_us() for e in profiler.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("engine."))  # no ranges
+    phase_ms["unattributed (CUDA graph replays, copies)"] = max(kernels / 1e3 - sum(phase_ms.values()), 0.0)
+    per = max(requests, 1)
+    lines = [f"kernel time by phase, {requests} requests admitted in the window (ms, and ms per request):"]
+    for phase, ms in sorted(phase_ms.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {phase}: {ms:.1f} ms, {ms / per:.2f} per request")
+        lines += [f"      {v:8.1f} ms  {name}" for name, v in by_kernel[phase].most_common(top)]
+    return "\n".join(lines)
 
 
 def device_busy(profiler) -> str:

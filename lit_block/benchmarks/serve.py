@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = summary["ratio"]
     print(f"| median | cache / full | {100 * ratio['p50']:.1f}% | {100 * ratio['p99']:.1f}% | "
           f"{100 * ratio['server_p50']:.1f}% | {ratio['rps']:.2f}x | {ratio['tps']:.2f}x | | | | | |")
-    print(f"\n{GOAL}: {goal_verdict(args, summary)} ({args.device}).")
+    print(f"\n{GOAL}: {goal_verdict(args, summary)}, on {name}.")
     return 0
 
 

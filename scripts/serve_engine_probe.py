@@ -207,9 +207,10 @@ def kernels_by_phase(profiler, top: int = 8) -> str:
 
 
 def device_busy(profiler) -> str:
-    """The share of the recorded window in which some kernel or copy ran on the device (their intervals' union)."""
+    """The share of the recorded window in which some kernel or copy ran on the device (their intervals' union). The
+    engine's ranges are left out: their device-side twins span a phase's first to last kernel, gaps included."""
     spans = sorted((e.time_range.start, e.time_range.end) for e in profiler.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
+                   if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("engine."))
     window = [e.time_range for e in profiler.events()]
     if not spans or not window:
         return "device busy: no device events recorded"

@@ -74,6 +74,7 @@ class TimedEngine(ServingEngine):
         with record_function("engine.decode"):
             super()._finish_decode(launched)
 
+
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     cli.add_argument("mode", choices=["plain", "profile", "kernels", "syncs"])

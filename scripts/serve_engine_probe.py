@@ -196,8 +196,7 @@ def kernels_by_phase(profiler, top: int = 8) -> str:
         for k in e.kernels:
             phase_ms[phase] += k.duration / 1e3
             by_kernel[phase][f"{e.key} > {k.name[:70]}"] += k.duration / 1e3
-    kernels = sum(e.time_range.elapsed_us() for e in profiler.events()
-                  if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("engine."))  # no ranges
+    kernels = sum(e.time_range.elapsed_us() for e in device_work(profiler))
     phase_ms["unattributed (CUDA graph replays, copies)"] = max(kernels / 1e3 - sum(phase_ms.values()), 0.0)
     per = max(requests, 1)
     lines = [f"kernel time by phase, {requests} requests admitted in the window (ms, and ms per request):"]
@@ -207,11 +206,16 @@ def kernels_by_phase(profiler, top: int = 8) -> str:
     return "\n".join(lines)
 
 
+def device_work(profiler) -> list:
+    """The recorded kernels and copies on the device; not the engine's ranges, whose device-side twins span a phase's
+    first to last kernel, gaps included."""
+    return [e for e in profiler.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("engine.")]
+
+
 def device_busy(profiler) -> str:
-    """The share of the recorded window in which some kernel or copy ran on the device (their intervals' union). The
-    engine's ranges are left out: their device-side twins span a phase's first to last kernel, gaps included."""
-    spans = sorted((e.time_range.start, e.time_range.end) for e in profiler.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("engine."))
+    """The share of the recorded window in which some kernel or copy ran on the device (their intervals' union)."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in device_work(profiler))
     window = [e.time_range for e in profiler.events()]
     if not spans or not window:
         return "device busy: no device events recorded"

@@ -6,7 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from torch.autograd import DeviceType
-from test_distill_recipe import load_script
+
+from conftest import load_script
 
 probe = load_script("serve_engine_probe")
 

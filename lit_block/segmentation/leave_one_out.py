@@ -154,7 +154,7 @@ def run(args) -> tuple[str, dict]:
     if not baselines:
         raise UsageError("--methods: the leave-one-out table compares the segmenter with at least one baseline")
     results: dict = {}
-    parent = _active_run_id()
+    parent = _active_run_id() if args.experiment else None  # without logging there is no run to link folds to
     for i, category in enumerate(categories):
         print(f"\n=== [{i + 1}/{len(categories)}] leave out {category}", flush=True)
         ckpt = train_fold(config, dataset, category, (out / "folds" / category).resolve(), args.extra, parent,

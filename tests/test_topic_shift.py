@@ -112,3 +112,34 @@ def test_coarse_scores_of_a_padded_batch_equal_each_document_alone(checkpoint_be
         together = net.level_probabilities(batch, 0, torch.tensor([3, len(long)]))
         torch.testing.assert_close(together[0, :3], net.level_probabilities(short[None], 0)[0])
         torch.testing.assert_close(together[1], net.level_probabilities(long[None], 0)[0])
+
+
+@pytest.mark.parametrize("coarse_scoring", ["topic-shift", "head"])
+def test_every_level_in_one_head_call_equals_one_call_per_level(checkpoint_before_the_rule, coarse_scoring):
+    # training and validation run the head once on a batch of L x B rows (SegmenterNet.all_level_logits); the logits,
+    # the loss and the validation scores must be those of one call per level, padding included
+    from lit_block.segmentation.module import SegmenterModule
+
+    path, _ = checkpoint_before_the_rule
+    net = SegmenterNet.from_checkpoint(str(path), coarse_scoring=coarse_scoring).eval()
+    short, long = net.unit_features(UNITS[:3]), net.unit_features(UNITS + UNITS[::-1])
+    feats = torch.zeros(2, len(long), short.shape[1])
+    feats[0, :3], feats[1] = short, long
+    lengths = torch.tensor([3, len(long)])
+    with torch.inference_mode():
+        logits = net.all_level_logits(feats, lengths)
+        scores = net.scores_from_logits(logits, feats, lengths)
+        for level in range(len(LEVELS)):
+            torch.testing.assert_close(logits[level], net.head(feats, level, lengths))
+            torch.testing.assert_close(scores[level][0, :3], net.level_probabilities(feats, level, lengths)[0, :3])
+            torch.testing.assert_close(scores[level][1], net.level_probabilities(feats, level, lengths)[1])
+    module = SegmenterModule(encoder_layers=1, hidden=16, gru_layers=1, dropout=0.0, pos_weight=3.0)
+    labels = torch.zeros(2, len(long), len(LEVELS), dtype=torch.long)
+    labels[1, 2, :] = labels[0, 1, 2] = labels[1, 5, 1:] = 1
+    mask = torch.zeros(2, len(long), dtype=torch.bool)
+    mask[0, 1:3], mask[1, 1:] = True, True
+    batch = {"labels": labels, "label_mask": mask}
+    per_level = [torch.nn.functional.binary_cross_entropy_with_logits(
+        net.head(feats, level, lengths)[mask], labels[..., level][mask].float(), pos_weight=torch.tensor(3.0))
+        for level in range(len(LEVELS))]
+    torch.testing.assert_close(module._loss(batch, logits), sum(per_level) / len(LEVELS))

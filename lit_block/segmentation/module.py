@@ -95,26 +95,30 @@ class SegmenterModule(L.LightningModule):
 
     # ---------------------------------------------------------------- steps
 
-    def _loss(self, batch: dict, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
+        """Mean over levels of the weighted BCE of ``logits [L, B, U]`` (``SegmenterNet.all_level_logits``) against
+        the batch's labels ``[B, U, L]``, on labelled units only."""
         mask = batch["label_mask"]
         pos_weight = torch.tensor(self.hparams.pos_weight, device=self.device)
         total = 0.0
         for level in range(len(LEVEL_NAMES)):
-            logits = self.net.head(feats, level, lengths)
             target = batch["labels"][..., level].float()
-            total = total + F.binary_cross_entropy_with_logits(logits[mask], target[mask], pos_weight=pos_weight)
+            total = total + F.binary_cross_entropy_with_logits(logits[level][mask], target[mask], pos_weight=pos_weight)
         return total / len(LEVEL_NAMES)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch, *self._batch_features(batch))
+        feats, lengths = self._batch_features(batch)
+        loss = self._loss(batch, self.net.all_level_logits(feats, lengths))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["doc_id"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         feats, lengths = self._batch_features(batch)
-        self.log("val/loss", self._loss(batch, feats, lengths), prog_bar=True, batch_size=len(batch["doc_id"]))
+        logits = self.net.all_level_logits(feats, lengths)
+        self.log("val/loss", self._loss(batch, logits), prog_bar=True, batch_size=len(batch["doc_id"]))
+        scores = self.net.scores_from_logits(logits, feats, lengths)
         for level in range(len(LEVEL_NAMES)):  # unit-level Pk / F1 at threshold 0.5, scored as inference scores
-            probs = self.net.level_probabilities(feats, level, lengths)
+            probs = scores[level]
             for row in range(len(batch["doc_id"])):
                 keep = batch["label_mask"][row]
                 n = int(batch["unit_mask"][row].sum())

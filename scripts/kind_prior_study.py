@@ -1,0 +1,204 @@
+"""Score the registered kind priors on leave-one-out folds and the held-out families
+(docs/results/segmenter_kind_prior_2026-12-07.md).
+
+Each fold's checkpoint is scored on its left-out category's documents (``eval-seg --leave-one-out``'s 10 per
+category) with each setting, beside the baselines, in one pass per document: the settings cut the same unit
+probabilities with other prior weights, so the encoder runs once per document. Writes, per setting, a
+``leave_one_out.json`` and ``.md`` in ``--output/<setting>/`` (the format ``fine_line_prior_study.py --compare``
+pools), then prints each setting's pooled Pk against V0 with paired intervals and the registered decision.
+
+    python scripts/kind_prior_study.py --folds FOLDS --full full.ckpt --output eval-seg/kind-prior-2026-12-07
+    python scripts/kind_prior_study.py --folds MORE --output B --merge eval-seg/kind-prior-2026-12-07   # folds added
+
+``FOLDS`` holds ``<category>.ckpt`` files, or is an ``eval-seg --leave-one-out`` output (``folds/<category>/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SETTINGS = {"V0": {"fine_inline_weight": 0.75, "mid_sentence_weight": 1.0},  # as registered (V0: the defaults then)
+            "V1": {"fine_inline_weight": 0.75, "mid_sentence_weight": 0.0},
+            "V2": {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}}
+
+
+class WithWeights:
+    """One segmenter (its per-document features shared) that cuts with other prior weights."""
+
+    def __init__(self, segmenter, weights: dict):
+        self.segmenter, self.weights = segmenter, weights
+
+    def prepare(self, text: str):
+        return self.segmenter.prepare(text)
+
+    def cut(self, doc, *args, **kwargs):
+        saved = {k: getattr(self.segmenter, k) for k in self.weights}
+        try:
+            for k, v in self.weights.items():
+                setattr(self.segmenter, k, v)
+            return self.segmenter.cut(doc, *args, **kwargs)
+        finally:
+            for k, v in saved.items():
+                setattr(self.segmenter, k, v)
+
+
+def fold_checkpoints(folds: Path) -> dict[str, Path]:
+    from lit_block.segmentation.leave_one_out import fold_checkpoint
+
+    found = {p.stem: p for p in folds.glob("*.ckpt")}
+    for folder in sorted((folds / "folds").glob("*")) if (folds / "folds").is_dir() else []:
+        if (ckpt := fold_checkpoint(folder)) is not None:
+            found[folder.name] = ckpt
+    return found
+
+
+def score(rows: list[dict], checkpoint: Path, baselines: list[str]) -> dict[str, dict]:
+    """Per setting: ``evaluate``'s results with that setting's cuts under the name ``segmenter``."""
+    from lit_block.segmentation.evaluation import evaluate
+    from lit_block.segmentation.segmenter import Segmenter
+
+    shipped = Segmenter("segmenter", str(checkpoint))
+    methods = {name: WithWeights(shipped, w) for name, w in SETTINGS.items()}
+    methods.update({b: Segmenter(b) for b in baselines})
+    results = evaluate(rows, methods)
+    return {name: {("segmenter" if m == name else m, lv, c): r for (m, lv, c), r in results.items()
+                   if m == name or m not in SETTINGS} for name in SETTINGS}
+
+
+def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], dict]:
+    """Pooled Pk of each setting against V0 per level, paired intervals over documents."""
+    from lit_block.segmentation.evaluation import pk_difference
+    from lit_block.segmentation.segmenter import LEVELS
+
+    def pooled(r: dict, level: str) -> dict:
+        docs = [d for (m, lv, c), v in sorted(r.items()) if m == "segmenter" and lv == level and c != "all"
+                for d in v["documents"]]
+        windows = sum(d[2] for d in docs) or 1
+        return {"pk": sum(d[0] for d in docs) / windows, "windowdiff": sum(d[1] for d in docs) / windows,
+                "documents": docs}
+
+    lines = [f"{label}: pooled Pk, setting minus V0, 95% paired bootstrap interval over documents", "",
+             "| setting | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    found = {}
+    for name in SETTINGS:
+        cells = []
+        for level in LEVELS:
+            a, b = pooled(results["V0"], level), pooled(results[name], level)
+            found[name, level] = pk_difference(b, a)
+            d, low, high = found[name, level]
+            cells.append(f"{b['pk']:.4f} ({d:+.4f} [{low:+.4f}, {high:+.4f}])")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, found
+
+
+def load(folder: Path, name: str) -> dict:
+    return {tuple(k.split("|")): v for k, v in json.loads((folder / name).read_text()).items()}
+
+
+def report(folders: list[Path], output: Path) -> None:
+    """Merge scored folds (``--output`` folders of earlier runs), write and print the goal tables per setting, the
+    pooled comparisons (folds; held-out families where a folder has them) and the registered decision."""
+    from lit_block.segmentation.leave_one_out import goal_table
+    from lit_block.segmentation.segmenter import LEVELS, METHODS
+
+    baselines = [m for m in METHODS if m != "segmenter"]
+    merged = {name: {} for name in SETTINGS}
+    heldout = None
+    for folder in folders:
+        for name in SETTINGS:
+            merged[name].update(load(folder / name, "leave_one_out.json"))
+        if (folder / "heldout.json").is_file():
+            heldout = {n: {tuple(k.split("|")): v for k, v in r.items()}
+                       for n, r in json.loads((folder / "heldout.json").read_text()).items()}
+    categories = sorted({c for _, _, c in merged["V0"]})
+    for name, results in merged.items():
+        out = output / name
+        out.mkdir(parents=True, exist_ok=True)
+        table, _ = goal_table(results, categories, baselines)
+        (out / "leave_one_out.md").write_text(table + "\n")
+        (out / "leave_one_out.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+        print(f"\n## {name} {SETTINGS[name]}\n\n{table}", flush=True)
+    decision = {}
+    lines, decision["folds"] = pooled_comparison(merged, f"{len(categories)} folds' left-out documents")
+    print("\n" + "\n".join(lines))
+    if heldout is not None:
+        (output / "heldout.json").write_text(json.dumps(
+            {n: {"|".join(k): v for k, v in r.items()} for n, r in heldout.items()}, indent=1))
+        lines, decision["heldout"] = pooled_comparison(heldout, "held-out families")
+        print("\n" + "\n".join(lines))
+        for name, r in heldout.items():
+            print(f"\nheld-out families, {name}:\n\n{summary_by_family(r, baselines)}")
+    candidate = min(("V1", "V2"), key=lambda n: decision["folds"][n, "fine"][0])
+    rule = [decision["folds"][candidate, "fine"][2] < 0,
+            not any(decision["folds"][candidate, lv][1] > 0 for lv in LEVELS),
+            "heldout" in decision and not any(decision["heldout"][candidate, lv][1] > 0 for lv in LEVELS)]
+    print(f"\ncandidate {candidate}: fine interval below zero {rule[0]}; no level above zero on the folds {rule[1]}; "
+          f"none above zero on the held-out families {rule[2]} -> {'adopt' if all(rule) else 'keep V0'}")
+
+
+def summary_by_family(results: dict, baselines: list[str]) -> str:
+    """Per held-out family and level: the segmenter's Pk / WindowDiff, the best baseline's, and whether it beats all."""
+    from lit_block.segmentation.segmenter import LEVELS
+
+    families = sorted({c for _, _, c in results if c != "all"})
+    lines = ["| family | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    for f in families:
+        cells = []
+        for lv in LEVELS:
+            ours = results[("segmenter", lv, f)]
+            pk, wd = (min(results[(b, lv, f)][k] for b in baselines) for k in ("pk", "windowdiff"))
+            beats = "n/a" if ours["reference_boundaries"] == 0 else (
+                "yes" if ours["pk"] < pk and ours["windowdiff"] < wd else "no")
+            cells.append(f"{ours['pk']:.3f} / {ours['windowdiff']:.3f} ({pk:.3f} / {wd:.3f}) {beats}")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folds", type=Path, help="fold checkpoints to score")
+    p.add_argument("--full", type=Path, help="the segmenter trained on every category (held-out families)")
+    p.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
+    p.add_argument("--dataset", default="data/semanticseg")
+    p.add_argument("--heldout", default="data/heldout-families")
+    p.add_argument("--per-category", type=int, default=10)
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args()
+    if args.folds is None and not args.merge:
+        p.error("give --folds to score, --merge to report scored folders, or both")
+    if args.folds is not None:
+        score_folds(args)
+    report([*args.merge, args.output] if args.folds is not None else args.merge, args.output)
+
+
+def score_folds(args) -> None:
+    """Score every fold (and the full segmenter on the held-out families) with each setting into ``args.output``."""
+    from datasets import load_from_disk
+
+    from lit_block.segmentation.evaluation import pick_documents
+    from lit_block.segmentation.segmenter import METHODS
+
+    baselines = [m for m in METHODS if m != "segmenter"]
+    data = load_from_disk(args.dataset)
+    rows = [r for split in data for r in data[split]]
+    merged: dict[str, dict] = {name: {} for name in SETTINGS}
+    for category, ckpt in sorted(fold_checkpoints(args.folds).items()):
+        print(f"=== {category} ({ckpt})", flush=True)
+        picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
+        for name, r in score(picked, ckpt, baselines).items():
+            merged[name].update({k: v for k, v in r.items() if k[2] != "all"})
+    for name, results in merged.items():
+        (args.output / name).mkdir(parents=True, exist_ok=True)
+        (args.output / name / "leave_one_out.json").write_text(
+            json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+    if args.full:
+        heldout = [r for split in load_from_disk(args.heldout).values() for r in split]
+        held = score(heldout, args.full, baselines)
+        (args.output / "heldout.json").write_text(json.dumps(
+            {name: {"|".join(k): v for k, v in r.items()} for name, r in held.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

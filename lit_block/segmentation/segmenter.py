@@ -29,14 +29,14 @@ COARSE_SCORING = ("topic-shift", "head")  # the trained segmenter's coarse score
 SEPARATOR_UNITS = ("close", "free")
 SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***: no letter or digit): close = the line "
                         "ends the block before it, free = its scores decide")
-# the trained segmenter's fine level: units inside a line get 0.75 x their probability (planner.favour_line_starts;
-# selected and confirmed in docs/results/segmenter_fine_line_prior_2026-12-06.md)
-FINE_INLINE_WEIGHT = 0.75
+# a prior over kinds of units, chosen by the rule registered in docs/results/segmenter_kind_prior_2026-12-07.md: at the
+# fine level, units inside a line get 0.25 x their probability (planner.favour_line_starts), and at every level units
+# starting a line that carries on a sentence get 0 x theirs (planner.avoid_mid_sentence): line starts first, then
+# sentence starts inside a line, then wrapped lines (text whose fine blocks are its physical lines: set both to 1)
+FINE_INLINE_WEIGHT = 0.25
 FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the probabilities of units inside a line (not "
                            "at a line start) by this, in [0, 1]")
-# every level of the trained segmenter: units starting a line that carries on a sentence get this x their probability
-# (planner.avoid_mid_sentence; docs/results/segmenter_mid_sentence_prior_2026-12-06.md)
-MID_SENTENCE_WEIGHT = 1.0
+MID_SENTENCE_WEIGHT = 0.0
 MID_SENTENCE_WEIGHT_HELP = ("the trained segmenter, every level: multiply the probabilities of units that start a line "
                             "carrying on the previous line's sentence (hard-wrapped prose) by this, in [0, 1]")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)

@@ -22,5 +22,6 @@ def test_each_setting_cuts_as_a_segmenter_built_with_its_weights(random_checkpoi
         for level in ("coarse", "middle", "fine"):
             cuts[name, level] = view.cut(doc, level, target_tokens=30)
             assert cuts[name, level] == built.cut(own, level, target_tokens=30)
-    assert (shared.fine_inline_weight, shared.mid_sentence_weight) == (FINE_INLINE_WEIGHT, MID_SENTENCE_WEIGHT)  # restored
+    restored = (shared.fine_inline_weight, shared.mid_sentence_weight)
+    assert restored == (FINE_INLINE_WEIGHT, MID_SENTENCE_WEIGHT)  # each setting's weights were put back
     assert cuts["V0", "fine"] != cuts["V2", "fine"]  # the settings differ on this text: the check above has teeth

@@ -27,12 +27,10 @@ GRID = (1.0, 0.75, 0.5, 0.25, 0.1, 0.0)
 
 
 def pooled(results: dict, level: str) -> dict:
-    """The segmenter's entries of one level, every left-out category's documents in one list (sorted by category)."""
-    keys = sorted(k for k in results if k.startswith(f"segmenter|{level}|"))
-    documents = [d for k in keys for d in results[k]["documents"]]
-    windows = sum(d[2] for d in documents) or 1
-    return {"pk": sum(d[0] for d in documents) / windows, "windowdiff": sum(d[1] for d in documents) / windows,
-            "documents": documents}
+    """The segmenter's entries of one level (an ``eval-seg`` JSON's string keys), every category's documents pooled."""
+    from lit_block.segmentation.evaluation import pooled as pooled_entries
+
+    return pooled_entries({tuple(k.split("|")): v for k, v in results.items()}, level)
 
 
 def compare(base: Path, new: Path) -> None:

@@ -69,15 +69,8 @@ def score(rows: list[dict], checkpoint: Path, baselines: list[str]) -> dict[str,
 
 def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], dict]:
     """Pooled Pk of each setting against V0 per level, paired intervals over documents."""
-    from lit_block.segmentation.evaluation import pk_difference
+    from lit_block.segmentation.evaluation import pk_difference, pooled
     from lit_block.segmentation.segmenter import LEVELS
-
-    def pooled(r: dict, level: str) -> dict:
-        docs = [d for (m, lv, c), v in sorted(r.items()) if m == "segmenter" and lv == level and c != "all"
-                for d in v["documents"]]
-        windows = sum(d[2] for d in docs) or 1
-        return {"pk": sum(d[0] for d in docs) / windows, "windowdiff": sum(d[1] for d in docs) / windows,
-                "documents": docs}
 
     lines = [f"{label}: pooled Pk, setting minus V0, 95% paired bootstrap interval over documents", "",
              "| setting | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]

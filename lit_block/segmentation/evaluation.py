@@ -78,6 +78,16 @@ def pk_difference(ours: dict, theirs: dict) -> tuple[float, float, float]:
     return point, low, high
 
 
+def pooled(results: dict, level: str, method: str = "segmenter") -> dict:
+    """``method``'s entries of one level, every category's documents in one list (sorted by category, "all" left
+    out), as one entry: pooled Pk and WindowDiff, and the ``documents`` that ``pk_difference`` pairs."""
+    documents = [d for (m, lv, c), v in sorted(results.items()) if m == method and lv == level and c != "all"
+                 for d in v["documents"]]
+    windows = sum(d[2] for d in documents) or 1
+    return {"pk": sum(d[0] for d in documents) / windows, "windowdiff": sum(d[1] for d in documents) / windows,
+            "documents": documents}
+
+
 def win_table(results: dict, ours: str = "segmenter") -> str:
     """Per level and baseline: does ours win on Pk and WindowDiff overall (with the Pk difference's paired interval
     over documents), and in what share of categories.

@@ -69,21 +69,10 @@ def score(rows: list[dict], checkpoint: Path, baselines: list[str]) -> dict[str,
 
 def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], dict]:
     """Pooled Pk of each setting against V0 per level, paired intervals over documents."""
-    from lit_block.segmentation.evaluation import pk_difference, pooled
-    from lit_block.segmentation.segmenter import LEVELS
+    from lit_block.segmentation.evaluation import pooled_pk_table
 
-    lines = [f"{label}: pooled Pk, setting minus V0, 95% paired bootstrap interval over documents", "",
-             "| setting | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
-    found = {}
-    for name in SETTINGS:
-        cells = []
-        for level in LEVELS:
-            a, b = pooled(results["V0"], level), pooled(results[name], level)
-            found[name, level] = pk_difference(b, a)
-            d, low, high = found[name, level]
-            cells.append(f"{b['pk']:.4f} ({d:+.4f} [{low:+.4f}, {high:+.4f}])")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines, found
+    as_methods = {(name, lv, c): v for name, r in results.items() for (m, lv, c), v in r.items() if m == "segmenter"}
+    return pooled_pk_table(as_methods, list(SETTINGS), label)
 
 
 def load(folder: Path, name: str) -> dict:
@@ -93,6 +82,7 @@ def load(folder: Path, name: str) -> dict:
 def report(folders: list[Path], output: Path) -> None:
     """Merge scored folds (``--output`` folders of earlier runs), write and print the goal tables per setting, the
     pooled comparisons (folds; held-out families where a folder has them) and the registered decision."""
+    from lit_block.segmentation.evaluation import family_table
     from lit_block.segmentation.leave_one_out import goal_table
     from lit_block.segmentation.segmenter import LEVELS, METHODS
 
@@ -122,31 +112,13 @@ def report(folders: list[Path], output: Path) -> None:
         lines, decision["heldout"] = pooled_comparison(heldout, "held-out families")
         print("\n" + "\n".join(lines))
         for name, r in heldout.items():
-            print(f"\nheld-out families, {name}:\n\n{summary_by_family(r, baselines)}")
+            print(f"\nheld-out families, {name}:\n\n{family_table(r, baselines)}")
     candidate = min(("V1", "V2"), key=lambda n: decision["folds"][n, "fine"][0])
     rule = [decision["folds"][candidate, "fine"][2] < 0,
             not any(decision["folds"][candidate, lv][1] > 0 for lv in LEVELS),
             "heldout" in decision and not any(decision["heldout"][candidate, lv][1] > 0 for lv in LEVELS)]
     print(f"\ncandidate {candidate}: fine interval below zero {rule[0]}; no level above zero on the folds {rule[1]}; "
           f"none above zero on the held-out families {rule[2]} -> {'adopt' if all(rule) else 'keep V0'}")
-
-
-def summary_by_family(results: dict, baselines: list[str]) -> str:
-    """Per held-out family and level: the segmenter's Pk / WindowDiff, the best baseline's, and whether it beats all."""
-    from lit_block.segmentation.segmenter import LEVELS
-
-    families = sorted({c for _, _, c in results if c != "all"})
-    lines = ["| family | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
-    for f in families:
-        cells = []
-        for lv in LEVELS:
-            ours = results[("segmenter", lv, f)]
-            pk, wd = (min(results[(b, lv, f)][k] for b in baselines) for k in ("pk", "windowdiff"))
-            beats = "n/a" if ours["reference_boundaries"] == 0 else (
-                "yes" if ours["pk"] < pk and ours["windowdiff"] < wd else "no")
-            cells.append(f"{ours['pk']:.3f} / {ours['windowdiff']:.3f} ({pk:.3f} / {wd:.3f}) {beats}")
-        lines.append(f"| {f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -88,6 +88,39 @@ def pooled(results: dict, level: str, method: str = "segmenter") -> dict:
             "documents": documents}
 
 
+def pooled_pk_table(results: dict, methods: list[str], label: str) -> tuple[list[str], dict]:
+    """Markdown lines: each method's pooled Pk per level and its difference from ``methods[0]``'s, with a 95% paired
+    bootstrap interval over documents; and those differences keyed ``(method, level)``."""
+    base = methods[0]
+    lines = [f"{label}: pooled Pk, minus {base}'s, 95% paired bootstrap interval over documents", "",
+             "| method | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    found = {}
+    for name in methods:
+        cells = []
+        for level in LEVELS:
+            a, b = pooled(results, level, base), pooled(results, level, name)
+            found[name, level] = d, low, high = pk_difference(b, a)
+            cells.append(f"{b['pk']:.4f} ({d:+.4f} [{low:+.4f}, {high:+.4f}])")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, found
+
+
+def family_table(results: dict, baselines: list[str], ours: str = "segmenter") -> str:
+    """Per category (family) and level: ``ours``' Pk / WindowDiff, the best baseline's, and whether ours beats all."""
+    families = sorted({c for _, _, c in results if c != "all"})
+    lines = ["| family | " + " | ".join(LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    for f in families:
+        cells = []
+        for lv in LEVELS:
+            mine = results[(ours, lv, f)]
+            pk, wd = (min(results[(b, lv, f)][k] for b in baselines) for k in ("pk", "windowdiff"))
+            beats = "n/a" if mine["reference_boundaries"] == 0 else (
+                "yes" if mine["pk"] < pk and mine["windowdiff"] < wd else "no")
+            cells.append(f"{mine['pk']:.3f} / {mine['windowdiff']:.3f} ({pk:.3f} / {wd:.3f}) {beats}")
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def win_table(results: dict, ours: str = "segmenter") -> str:
     """Per level and baseline: does ours win on Pk and WindowDiff overall (with the Pk difference's paired interval
     over documents), and in what share of categories.

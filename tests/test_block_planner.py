@@ -262,3 +262,27 @@ def test_avoiding_mid_sentence_scales_exactly_the_units_that_carry_a_sentence_on
         assert carried == (i > 0 and starts_mid_sentence(texts[i - 1], texts[i]))
         assert q == (None if p is None else p * weight if carried else p)
     assert avoid_mid_sentence(texts, probs, 1.0) == probs
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.sampled_from(["the whale\n", "swam on.\n", "and on\n", "Then, \n", "%\n", "at sea, ", "x"]),
+                      min_size=1, max_size=12))
+def test_the_wrapped_line_share_counts_line_starts_that_carry_a_sentence_on(texts):
+    from lit_block.segmentation.planner import LINE_BREAKS, is_separator, starts_mid_sentence, wrapped_line_share
+
+    line_starts = [i for i in range(1, len(texts)) if texts[i - 1][-1] in LINE_BREAKS and not is_separator(texts[i])]
+    carried = [i for i in line_starts if starts_mid_sentence(texts[i - 1], texts[i])]
+    share = wrapped_line_share(texts)
+    assert share == (len(carried) / len(line_starts) if line_starts else 0.0)
+    assert 0.0 <= share <= 1.0
+
+
+def test_the_wrapped_line_share_tells_wrapped_prose_from_one_sentence_a_line():
+    from lit_block.segmentation.planner import wrapped_line_share
+
+    wrapped = ["The ship did not sail\n", "for several days, and the crew\n", "slept ashore. ", "Then it sailed.\n",
+               "A new paragraph.\n"]
+    verses = ["1 In the beginning.\n", "2 And the earth was void. ", "It was dark.\n", "3 And there was light.\n"]
+    assert wrapped_line_share(wrapped) == 2 / 3
+    assert wrapped_line_share(verses) == 0.0
+    assert wrapped_line_share(["no line break at all. ", "None."]) == 0.0

@@ -182,3 +182,27 @@ def test_the_mid_sentence_prior_keeps_blocks_off_wrapped_sentence_lines(random_c
     assert started_mid_sentence[0.0] == 0 and started_mid_sentence[1.0] > 0
     with pytest.raises(UsageError, match="mid_sentence_weight"):
         Segmenter("segmenter", str(random_checkpoint), mid_sentence_weight=1.5)
+
+
+def test_the_unwrapped_fine_weight_applies_only_to_documents_whose_lines_are_not_wrapped(random_checkpoint,
+                                                                                        tiny_tokenizer_dir):
+    """``fine_inline_weight_unwrapped`` cuts a document of whole-sentence lines as ``fine_inline_weight`` of that value
+    would, cuts hard-wrapped prose as if it were unset, and never touches the other levels."""
+    wrapped = "".join(f"Sentence {i} tells how the ship\nsailed on, and how the crew\nslept ashore. Then {i}. "
+                      for i in range(40))
+    lines = "".join(f"{i} And the ship sailed on. The crew slept. Then it was day {i}.\n" for i in range(40))
+
+    def cuts(text, **weights):
+        seg = Segmenter("segmenter", str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir),
+                        encoder_dtype="float32", **weights)
+        doc = seg.prepare(text)
+        return {level: seg.cut(doc, level, target_tokens=12) for level in ("coarse", "middle", "fine")}
+
+    for text, unwrapped in ((wrapped, False), (lines, True)):
+        adaptive = cuts(text, fine_inline_weight=0.25, fine_inline_weight_unwrapped=0.0)
+        assert adaptive == cuts(text, fine_inline_weight=0.0 if unwrapped else 0.25)
+        base = cuts(text, fine_inline_weight=0.25)
+        assert {lv: adaptive[lv] for lv in ("coarse", "middle")} == {lv: base[lv] for lv in ("coarse", "middle")}
+        assert (adaptive["fine"] != base["fine"]) == unwrapped  # the random head cuts inside some lines at 0.25
+    with pytest.raises(UsageError, match="fine_inline_weight_unwrapped"):
+        Segmenter("segmenter", str(random_checkpoint), fine_inline_weight_unwrapped=-0.1)

@@ -19,10 +19,8 @@ import sys
 
 from lit_block.candidates import SPLITTERS
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, FINE_INLINE_WEIGHT,
-                                              FINE_INLINE_WEIGHT_HELP, LEVEL_TOKENS, METHODS, MID_SENTENCE_WEIGHT,
-                                              MID_SENTENCE_WEIGHT_HELP,
-                                              SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter, parse_granularity)
+from lit_block.segmentation.segmenter import (COARSE_SCORING, LEVEL_TOKENS, METHODS, Segmenter, add_inference_options,
+                                              inference_options, parse_granularity)
 
 
 class InputError(UsageError):
@@ -68,10 +66,7 @@ def build_parser():
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="where the segmenter cuts coarse blocks: topic-shift (default; by middle probability x "
                         "topic shift) or head")
-    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
-    p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
-    p.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
-    p.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
+    add_inference_options(p)
     p.add_argument("--min-block-tokens", type=int, default=0, help="smallest block (tokens); shorter ones merge")
     p.add_argument("--max-block-tokens", type=int, default=None,
                    help="hard maximum block size (default: 4 x the granularity's block size, e.g. 1024 for middle; "
@@ -95,9 +90,7 @@ def main(argv: list[str]) -> int:
     try:
         text = read_input(args.file)
         segmenter = Segmenter(args.method, args.checkpoint, args.tokenizer, args.splitter,
-                              coarse_scoring=args.coarse_scoring, encoder_dtype=args.encoder_dtype,
-                              separator_units=args.separator_units, fine_inline_weight=args.fine_inline_weight,
-                              mid_sentence_weight=args.mid_sentence_weight)
+                              coarse_scoring=args.coarse_scoring, **inference_options(args))
         blocks = segmenter.segment(text, granularity, args.threshold, args.min_block_tokens,
                                    default_max_block_tokens(granularity, args.min_block_tokens, args.max_block_tokens),
                                    args.max_depth)

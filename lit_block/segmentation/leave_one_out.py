@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from lit_block.errors import UsageError
-from lit_block.segmentation.segmenter import LEVELS, Segmenter
+from lit_block.segmentation.segmenter import LEVELS, Segmenter, inference_options
 
 GOAL_SHARE, GOAL_COARSE_PK = 0.9, 0.30  # the goals: share of categories won, coarse Pk in every one
 
@@ -161,10 +161,7 @@ def run(args) -> tuple[str, dict]:
                           args.force)
         picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
         segmenters = {m: Segmenter(m, str(ckpt) if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
-                                   encoder_dtype=args.encoder_dtype, separator_units=args.separator_units,
-                                   fine_inline_weight=args.fine_inline_weight,
-                                   mid_sentence_weight=args.mid_sentence_weight)
-                      for m in ["segmenter", *baselines]}
+                                   **inference_options(args)) for m in ["segmenter", *baselines]}
         fold = evaluate(picked, segmenters, args.tolerance)
         results.update({k: v for k, v in fold.items() if k[2] != "all"})  # "all" of a fold is its one category
     table, goals = goal_table(results, categories, baselines)

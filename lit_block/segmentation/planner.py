@@ -182,6 +182,18 @@ def starts_mid_sentence(previous: str, text: str) -> bool:
     return bool(_ENDS_MID_SENTENCE.search(previous)) and bool(_OPENS_LOWERCASE.match(text))
 
 
+def wrapped_line_share(unit_texts: list[str]) -> float:
+    """The share of line-starting units (the first unit and separator lines aside) that carry on the previous
+    line's sentence (``starts_mid_sentence``): about 0.2-0.8 in hard-wrapped prose, near 0 where every line holds
+    whole sentences (verses, dialogue turns, one paragraph per line). 0 for a text without line starts."""
+    lines = wrapped = 0
+    for previous, text in zip(unit_texts, unit_texts[1:]):
+        if previous and previous[-1] in LINE_BREAKS and not is_separator(text):
+            lines += 1
+            wrapped += starts_mid_sentence(previous, text)
+    return wrapped / lines if lines else 0.0
+
+
 def avoid_mid_sentence(unit_texts: list[str], probabilities: list[float | None], weight: float) -> list[float | None]:
     """Unit boundary probabilities with those of units that start mid-sentence (``starts_mid_sentence``) multiplied
     by ``weight``: a prior that a block holds whole sentences (None stays None)."""

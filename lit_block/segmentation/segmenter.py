@@ -19,7 +19,7 @@ from lit_block.errors import UsageError, check_number
 from lit_block.segmentation import baselines
 from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
 from lit_block.segmentation.planner import (BlockLimits, avoid_mid_sentence, close_at_separators, favour_line_starts,
-                                            plan_blocks)
+                                            plan_blocks, wrapped_line_share)
 
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
@@ -36,12 +36,39 @@ SEPARATOR_UNITS_HELP = ("the trained segmenter at a separator line (%, ---, ***:
 FINE_INLINE_WEIGHT = 0.25
 FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the probabilities of units inside a line (not "
                            "at a line start) by this, in [0, 1]")
+# the fine level of a document whose lines are not hard-wrapped (fewer than UNWRAPPED_LINE_SHARE of its line starts
+# carry on a sentence: planner.wrapped_line_share): units inside a line get this weight instead (None: the same)
+UNWRAPPED_LINE_SHARE = 0.10
+FINE_INLINE_WEIGHT_UNWRAPPED = None
+FINE_INLINE_WEIGHT_UNWRAPPED_HELP = ("the trained segmenter's fine level in a document whose lines are not hard-wrapped "
+                                     f"(under {UNWRAPPED_LINE_SHARE:.0%} of its line starts carry on a sentence): the "
+                                     "--fine-inline-weight there, in [0, 1] (default: the same)")
 MID_SENTENCE_WEIGHT = 0.0
 MID_SENTENCE_WEIGHT_HELP = ("the trained segmenter, every level: multiply the probabilities of units that start a line "
                             "carrying on the previous line's sentence (hard-wrapped prose) by this, in [0, 1]")
 ENCODER_DTYPES = ("auto", "float32", "bfloat16")  # the frozen encoder's (lit_block.segmentation.packed_bert.encoder_dtype_of)
 ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU with AMX or AVX-512 bf16, measured "
                       "faster with the same blocks; float32 elsewhere), float32 or bfloat16")
+
+
+INFERENCE_OPTIONS = ("encoder_dtype", "separator_units", "fine_inline_weight", "fine_inline_weight_unwrapped",
+                     "mid_sentence_weight")
+
+
+def add_inference_options(parser) -> None:
+    """The trained segmenter's inference options (``INFERENCE_OPTIONS``), as `segment` and `eval-seg` take them."""
+    parser.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
+    parser.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS,
+                        help=SEPARATOR_UNITS_HELP)
+    parser.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
+    parser.add_argument("--fine-inline-weight-unwrapped", type=float, default=FINE_INLINE_WEIGHT_UNWRAPPED,
+                        help=FINE_INLINE_WEIGHT_UNWRAPPED_HELP)
+    parser.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
+
+
+def inference_options(args) -> dict:
+    """``Segmenter`` keyword arguments from parsed ``add_inference_options`` options."""
+    return {name: getattr(args, name) for name in INFERENCE_OPTIONS}
 
 
 def check_encoder_dtype(name: str) -> str:
@@ -66,7 +93,8 @@ class Segmenter:
     def __init__(self, method: str = "segmenter", checkpoint: str | None = None, tokenizer: str = "smollm2-135m",
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
                  coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "close",
-                 fine_inline_weight: float = FINE_INLINE_WEIGHT, mid_sentence_weight: float = MID_SENTENCE_WEIGHT):
+                 fine_inline_weight: float = FINE_INLINE_WEIGHT, mid_sentence_weight: float = MID_SENTENCE_WEIGHT,
+                 fine_inline_weight_unwrapped: float | None = FINE_INLINE_WEIGHT_UNWRAPPED):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -81,6 +109,9 @@ class Segmenter:
         # the trained segmenter's fine level: units inside a line get their probability times this (1: the head's own)
         check_number("fine_inline_weight", fine_inline_weight, low=0, high=1)
         self.fine_inline_weight = fine_inline_weight
+        if fine_inline_weight_unwrapped is not None:
+            check_number("fine_inline_weight_unwrapped", fine_inline_weight_unwrapped, low=0, high=1)
+        self.fine_inline_weight_unwrapped = fine_inline_weight_unwrapped
         check_number("mid_sentence_weight", mid_sentence_weight, low=0, high=1)
         self.mid_sentence_weight = mid_sentence_weight  # every level: see planner.avoid_mid_sentence
         # the segmenter's encoder at inference: auto = bfloat16 where the CPU has bfloat16 matrix instructions
@@ -127,8 +158,8 @@ class Segmenter:
             probs = self.module.boundary_probabilities(self._memo["features"], LEVELS.index(level)).tolist()
             if self.separator_units == "close":
                 probs = close_at_separators(self._memo["texts"], probs)
-            if level == "fine" and self.fine_inline_weight != 1:
-                probs = favour_line_starts(self._memo["texts"], probs, self.fine_inline_weight)
+            if level == "fine" and (weight := self._fine_inline_weight()) != 1:
+                probs = favour_line_starts(self._memo["texts"], probs, weight)
             if self.mid_sentence_weight != 1:
                 probs = avoid_mid_sentence(self._memo["texts"], probs, self.mid_sentence_weight)
             return {t: float(p) for t, p in zip(self._memo["tokens"][1:], probs[1:])
@@ -139,6 +170,15 @@ class Segmenter:
                                         else baselines.texttiling_scores(doc, target))
             return self._memo["scores"]
         return getattr(baselines, f"{self.method}_scores")(doc, target)
+
+    def _fine_inline_weight(self) -> float:
+        """The fine level's weight for units inside a line, in the memoised document."""
+        if self.fine_inline_weight_unwrapped is None:
+            return self.fine_inline_weight
+        if "wrapped" not in self._memo:
+            self._memo["wrapped"] = wrapped_line_share(self._memo["texts"])
+        unwrapped = self._memo["wrapped"] < UNWRAPPED_LINE_SHARE
+        return self.fine_inline_weight_unwrapped if unwrapped else self.fine_inline_weight
 
     def cut(self, doc: SegmentableText, granularity: str | int, threshold: float = 0.5,
             limits: BlockLimits = BlockLimits(), target_tokens: float | None = None) -> list[int]:

@@ -24,55 +24,11 @@ SETTINGS = {"V0": {"fine_inline_weight": 0.75, "mid_sentence_weight": 1.0},  # a
             "V2": {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}}
 
 
-class WithWeights:
-    """One segmenter (its per-document features shared) that cuts with other prior weights."""
-
-    def __init__(self, segmenter, weights: dict):
-        self.segmenter, self.weights = segmenter, weights
-
-    def prepare(self, text: str):
-        return self.segmenter.prepare(text)
-
-    def cut(self, doc, *args, **kwargs):
-        saved = {k: getattr(self.segmenter, k) for k in self.weights}
-        try:
-            for k, v in self.weights.items():
-                setattr(self.segmenter, k, v)
-            return self.segmenter.cut(doc, *args, **kwargs)
-        finally:
-            for k, v in saved.items():
-                setattr(self.segmenter, k, v)
-
-
-def fold_checkpoints(folds: Path) -> dict[str, Path]:
-    from lit_block.segmentation.leave_one_out import fold_checkpoint
-
-    found = {p.stem: p for p in folds.glob("*.ckpt")}
-    for folder in sorted((folds / "folds").glob("*")) if (folds / "folds").is_dir() else []:
-        if (ckpt := fold_checkpoint(folder)) is not None:
-            found[folder.name] = ckpt
-    return found
-
-
-def score(rows: list[dict], checkpoint: Path, baselines: list[str]) -> dict[str, dict]:
-    """Per setting: ``evaluate``'s results with that setting's cuts under the name ``segmenter``."""
-    from lit_block.segmentation.evaluation import evaluate
-    from lit_block.segmentation.segmenter import Segmenter
-
-    shipped = Segmenter("segmenter", str(checkpoint))
-    methods = {name: WithWeights(shipped, w) for name, w in SETTINGS.items()}
-    methods.update({b: Segmenter(b) for b in baselines})
-    results = evaluate(rows, methods)
-    return {name: {("segmenter" if m == name else m, lv, c): r for (m, lv, c), r in results.items()
-                   if m == name or m not in SETTINGS} for name in SETTINGS}
-
-
 def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], dict]:
     """Pooled Pk of each setting against V0 per level, paired intervals over documents."""
-    from lit_block.segmentation.evaluation import pooled_pk_table
+    from lit_block.segmentation.evaluation import settings_comparison
 
-    as_methods = {(name, lv, c): v for name, r in results.items() for (m, lv, c), v in r.items() if m == "segmenter"}
-    return pooled_pk_table(as_methods, list(SETTINGS), label)
+    return settings_comparison(results, label, list(SETTINGS))
 
 
 def load(folder: Path, name: str) -> dict:
@@ -142,25 +98,20 @@ def score_folds(args) -> None:
     """Score every fold (and the full segmenter on the held-out families) with each setting into ``args.output``."""
     from datasets import load_from_disk
 
-    from lit_block.segmentation.evaluation import pick_documents
+    from lit_block.segmentation.evaluation import score_fold_settings, score_settings
     from lit_block.segmentation.segmenter import METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
     data = load_from_disk(args.dataset)
     rows = [r for split in data for r in data[split]]
-    merged: dict[str, dict] = {name: {} for name in SETTINGS}
-    for category, ckpt in sorted(fold_checkpoints(args.folds).items()):
-        print(f"=== {category} ({ckpt})", flush=True)
-        picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
-        for name, r in score(picked, ckpt, baselines).items():
-            merged[name].update({k: v for k, v in r.items() if k[2] != "all"})
+    merged = score_fold_settings(args.folds, rows, args.per_category, baselines, SETTINGS)
     for name, results in merged.items():
         (args.output / name).mkdir(parents=True, exist_ok=True)
         (args.output / name / "leave_one_out.json").write_text(
             json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
     if args.full:
         heldout = [r for split in load_from_disk(args.heldout).values() for r in split]
-        held = score(heldout, args.full, baselines)
+        held = score_settings(heldout, args.full, baselines, SETTINGS)
         (args.output / "heldout.json").write_text(json.dumps(
             {name: {"|".join(k): v for k, v in r.items()} for name, r in held.items()}, indent=1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conftest import load_script
 
+from lit_block.segmentation.evaluation import WithWeights
 from lit_block.segmentation.segmenter import FINE_INLINE_WEIGHT, MID_SENTENCE_WEIGHT, Segmenter
 
 TEXT = "".join(f"Verse {i} tells how the ship\nsailed on. And the crew slept. Then\nthey woke.\n" for i in range(40))
@@ -16,7 +17,7 @@ def test_each_setting_cuts_as_a_segmenter_built_with_its_weights(random_checkpoi
     doc = shared.prepare(TEXT)
     cuts = {}
     for name, weights in study.SETTINGS.items():
-        view = study.WithWeights(shared, weights)
+        view = WithWeights(shared, weights)
         built = Segmenter("segmenter", str(random_checkpoint), **options, **weights)
         own = built.prepare(TEXT)
         for level in ("coarse", "middle", "fine"):

@@ -15,10 +15,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
-from lit_block.segmentation.segmenter import (COARSE_SCORING, ENCODER_DTYPE_HELP, ENCODER_DTYPES, FINE_INLINE_WEIGHT,
-                                              FINE_INLINE_WEIGHT_HELP, LEVELS, METHODS, MID_SENTENCE_WEIGHT,
-                                              MID_SENTENCE_WEIGHT_HELP,
-                                              SEPARATOR_UNITS, SEPARATOR_UNITS_HELP, Segmenter)
+from lit_block.segmentation.segmenter import (COARSE_SCORING, LEVELS, METHODS, Segmenter, add_inference_options,
+                                              inference_options)
 
 SUMMARY_KEYS = ("pk", "windowdiff", "f1", "f1_tol", "length_error")
 
@@ -121,6 +119,71 @@ def family_table(results: dict, baselines: list[str], ours: str = "segmenter") -
     return "\n".join(lines)
 
 
+class WithWeights:
+    """One segmenter cutting with other inference settings (``Segmenter`` attributes such as
+    ``fine_inline_weight``): views of one segmenter share its per-document features, so scoring several settings
+    runs the encoder once per document. Each cut puts the segmenter's own settings back."""
+
+    def __init__(self, segmenter, weights: dict):
+        self.segmenter, self.weights = segmenter, weights
+
+    def prepare(self, text: str):
+        return self.segmenter.prepare(text)
+
+    def cut(self, doc, *args, **kwargs):
+        saved = {k: getattr(self.segmenter, k) for k in self.weights}
+        try:
+            for k, v in self.weights.items():
+                setattr(self.segmenter, k, v)
+            return self.segmenter.cut(doc, *args, **kwargs)
+        finally:
+            for k, v in saved.items():
+                setattr(self.segmenter, k, v)
+
+
+def score_settings(rows: list[dict], checkpoint, baselines: list[str], settings: dict[str, dict]) -> dict[str, dict]:
+    """Per setting (name -> ``Segmenter`` attributes): ``evaluate``'s results of ``checkpoint`` cut with that setting,
+    under the method name ``segmenter``, beside the baselines'."""
+    shared = Segmenter("segmenter", str(checkpoint))
+    methods = {name: WithWeights(shared, w) for name, w in settings.items()}
+    methods.update({b: Segmenter(b) for b in baselines})
+    results = evaluate(rows, methods)
+    return {name: {("segmenter" if m == name else m, lv, c): r for (m, lv, c), r in results.items()
+                   if m == name or m not in settings} for name in settings}
+
+
+def settings_comparison(results: dict[str, dict], label: str, settings: list[str]) -> tuple[list[str], dict]:
+    """``pooled_pk_table`` of the settings' segmenters (``results``: setting -> ``score_settings`` entries), each
+    against ``settings[0]``."""
+    as_methods = {(name, lv, c): v for name, r in results.items() for (m, lv, c), v in r.items() if m == "segmenter"}
+    return pooled_pk_table(as_methods, settings, label)
+
+
+def score_fold_settings(folds: Path, rows: list[dict], per_category: int, baselines: list[str],
+                        settings: dict[str, dict]) -> dict[str, dict]:
+    """``score_settings`` of each fold checkpoint in ``folds`` (``fold_checkpoints``) on its left-out category's
+    documents (``pick_documents`` of ``rows``), merged per setting; a fold's "all" entries (its one category) left out."""
+    merged: dict[str, dict] = {name: {} for name in settings}
+    for category, ckpt in sorted(fold_checkpoints(folds).items()):
+        print(f"=== fold {category} ({ckpt})", flush=True)
+        picked = pick_documents([r for r in rows if r["category"] == category], per_category)
+        for name, r in score_settings(picked, ckpt, baselines, settings).items():
+            merged[name].update({k: v for k, v in r.items() if k[2] != "all"})
+    return merged
+
+
+def fold_checkpoints(folds: Path) -> dict[str, Path]:
+    """Category -> checkpoint of the leave-one-out folds in ``folds``: ``<category>.ckpt`` files, or an
+    ``eval-seg --leave-one-out`` output (``folds/<category>/``)."""
+    from lit_block.segmentation.leave_one_out import fold_checkpoint
+
+    found = {p.stem: p for p in folds.glob("*.ckpt")}
+    for folder in sorted((folds / "folds").glob("*")) if (folds / "folds").is_dir() else []:
+        if (ckpt := fold_checkpoint(folder)) is not None:
+            found[folder.name] = ckpt
+    return found
+
+
 def win_table(results: dict, ours: str = "segmenter") -> str:
     """Per level and baseline: does ours win on Pk and WindowDiff overall (with the Pk difference's paired interval
     over documents), and in what share of categories.
@@ -178,10 +241,7 @@ def build_parser():
     p.add_argument("--per-category", type=int, default=6, help="documents per category")
     p.add_argument("--coarse-scoring", default=None, choices=COARSE_SCORING,
                    help="the segmenter's coarse scores (default: the checkpoint's, else topic-shift)")
-    p.add_argument("--encoder-dtype", default="auto", choices=ENCODER_DTYPES, help=ENCODER_DTYPE_HELP)
-    p.add_argument("--separator-units", default=SEPARATOR_UNITS[0], choices=SEPARATOR_UNITS, help=SEPARATOR_UNITS_HELP)
-    p.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
-    p.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
+    add_inference_options(p)
     p.add_argument("--tolerance", type=int, default=10, help="tokens of slack for F1 (tol)")
     p.add_argument("--output", default="eval-seg", help="folder for the table, JSON and plot")
     p.add_argument("--experiment", default="eval-seg", help="MLflow experiment ('' to skip logging)")
@@ -204,9 +264,7 @@ def main(argv: list[str]) -> int:
     methods = [m for m in args.methods if m != "segmenter" or args.checkpoint]
     rows = pick_documents(load_from_disk(args.dataset)[args.split], args.per_category)
     segmenters = {m: Segmenter(m, args.checkpoint if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
-                               encoder_dtype=args.encoder_dtype, separator_units=args.separator_units,
-                               fine_inline_weight=args.fine_inline_weight,
-                               mid_sentence_weight=args.mid_sentence_weight) for m in methods}
+                               **inference_options(args)) for m in methods}
     results = evaluate(rows, segmenters, args.tolerance)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,54 @@
+"""scripts/unwrapped_prior_study.py: the registered rule reads the right intervals, and scored parts merge."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import load_script
+
+LEVELS = ("coarse", "middle", "fine")
+
+
+def entry(errors):  # an evaluate entry over documents of 100 windows each
+    return {"pk": sum(errors) / (100 * len(errors)), "windowdiff": sum(errors) / (100 * len(errors)),
+            "reference_boundaries": 5, "documents": [[e, e, 100] for e in errors]}
+
+
+def results(v2, v3, category="a"):
+    """Both settings' entries on one category: the segmenter's errors per setting, a baseline far behind."""
+    return {name: {(m, lv, category): entry(e if m == "segmenter" else [40] * len(e))
+                   for m in ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic") for lv in LEVELS}
+            for name, e in (("V2", v2), ("V3", v3))}
+
+
+def test_the_rule_adopts_only_what_is_better_on_folds_and_no_worse_over_seeds():
+    from lit_block.segmentation.evaluation import settings_comparison
+
+    study = load_script("unwrapped_prior_study")
+
+    def found(v2, v3):
+        return settings_comparison(results(v2, v3), "x", ["V2", "V3"])[1]
+
+    gain, same, loss = found([10, 12, 9, 11], [5, 6, 4, 6]), found([10, 12, 9, 11], [10, 12, 9, 11]), \
+        found([10, 12, 9, 11], [20, 22, 19, 21])
+    assert study.decide(gain, {"heldout": {"0": same, "1": gain}, "test": {"0": same}})[1]
+    assert not study.decide(same, {"heldout": {"0": same}, "test": {"0": same}})[1]  # folds must improve
+    assert not study.decide(gain, {"heldout": {"0": gain, "1": loss}, "test": {"0": same}})[1]  # one seed worse
+    assert not study.decide(gain, {"heldout": {"0": same}})[1]  # the test split not scored
+    assert not study.decide(None, {"heldout": {"0": same}, "test": {"0": same}})[1]
+
+
+def test_parts_scored_apart_are_reported_together(tmp_path, capsys):
+    study = load_script("unwrapped_prior_study")
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.mkdir(), b.mkdir()
+    study.save(a / "folds.json", results([10, 12, 9, 11], [5, 6, 4, 6], "religious"))
+    study.save(b / "folds.json", results([10, 12, 9, 11], [5, 6, 4, 6], "legal"))
+    for seed in ("0", "1"):
+        study.save(b / f"heldout_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 10], "poetry"))
+        study.save(b / f"test_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 11], "quotes"))
+    study.report([a, b], out)
+    text = (out / "report.md").read_text()
+    assert "2 folds' left-out documents" in text and "| legal |" in text and "| religious |" in text
+    assert "heldout, full segmenter seed 1" in text and text.rstrip().endswith("-> adopt V3")
+    assert json.loads((a / "folds.json").read_text())["V3"]  # the parts are left as they were

@@ -7,10 +7,10 @@ V3 gives units inside a line the fine weight 0.02 instead of 0.25 in documents w
 the held-out families and the corpus test split. Both settings cut the same unit probabilities, so the encoder runs
 once per document. Then it prints the goal tables, the paired comparisons and the registered decision.
 
-    python scripts/unwrapped_prior_study.py --folds FOLDS --full 0=s0.ckpt 1=s1.ckpt 2=s2.ckpt --output O
+    python scripts/unwrapped_prior_study.py --folds 0=F0 1=F1 --full 0=s0.ckpt 1=s1.ckpt 2=s2.ckpt --output O
     python scripts/unwrapped_prior_study.py --merge O1 O2 --output O      # parts scored apart, reported together
 
-``FOLDS`` holds ``<category>.ckpt`` files, or is an ``eval-seg --leave-one-out`` output (``folds/<category>/``).
+Each fold folder ``F<seed>`` holds ``<category>.ckpt`` files, or is an ``eval-seg --leave-one-out`` output.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from pathlib import Path
 SHIPPED = {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}
 SETTINGS = {"V2": {**SHIPPED, "fine_inline_weight_unwrapped": None},
             "V3": {**SHIPPED, "fine_inline_weight_unwrapped": 0.02}}
+# the folds whose left-out documents include unwrapped ones (V3 equals V2 on every other), and the seed the rule reads
+REGISTERED_FOLDS = ("code", "conversation", "email", "legal", "manuals", "quotes", "religious")
+REGISTERED_SEED = "0"
 
 
 def save(path: Path, results: dict[str, dict]) -> None:
@@ -34,37 +37,43 @@ def load(path: Path) -> dict[str, dict]:
 
 
 def score_all(args) -> None:
-    """Score the folds into ``folds.json`` and each seed's full segmenter into ``heldout_<seed>.json`` and
-    ``test_<seed>.json`` under ``args.output`` (baselines scored once, with the first seed, and copied)."""
+    """Score each seed's folds into ``folds_<seed>.json`` and each seed's full segmenter into ``heldout_<seed>.json``
+    and ``test_<seed>.json`` under ``args.output``. Baselines do not depend on the checkpoint: each set's are scored
+    with its first seed and copied to the others."""
     from datasets import load_from_disk
 
     from lit_block.segmentation.evaluation import pick_documents, score_fold_settings, score_settings
     from lit_block.segmentation.segmenter import METHODS
 
-    baselines = [m for m in METHODS if m != "segmenter"]
     args.output.mkdir(parents=True, exist_ok=True)
-    if args.folds is not None:
-        data = load_from_disk(args.dataset)
-        rows = [r for split in data for r in data[split]]
-        save(args.output / "folds.json", score_fold_settings(args.folds, rows, args.per_category, baselines, SETTINGS))
+    data = load_from_disk(args.dataset)
+    rows = [r for split in data for r in data[split]]
     sets = {"heldout": [r for split in load_from_disk(args.heldout).values() for r in split],
-            "test": pick_documents(load_from_disk(args.dataset)["test"], 10**6)} if args.full else {}
-    for set_name, rows in sets.items():
-        first = None
-        for seed, ckpt in args.full:
-            print(f"=== {set_name}, seed {seed} ({ckpt}, {len(rows)} documents)", flush=True)
-            results = score_settings(rows, ckpt, baselines if first is None else [], SETTINGS)
-            if first is None:
-                first = results
-            else:  # the baselines do not depend on the checkpoint
-                for name in results:
-                    results[name].update({k: v for k, v in first[name].items() if k[0] != "segmenter"})
-            save(args.output / f"{set_name}_{seed}.json", results)
+            "test": pick_documents(data["test"], 10**6)} if args.full else {}
+
+    def score_one(set_name: str, checkpoint: str, with_baselines: bool) -> dict[str, dict]:
+        baselines = [m for m in METHODS if m != "segmenter"] if with_baselines else []
+        if set_name == "folds":  # a folder of fold checkpoints
+            return score_fold_settings(Path(checkpoint), rows, args.per_category, baselines, SETTINGS)
+        return score_settings(sets[set_name], checkpoint, baselines, SETTINGS)
+
+    jobs = [("folds", seed, path) for seed, path in args.folds]
+    jobs += [(set_name, seed, path) for set_name in sets for seed, path in args.full]
+    first: dict[str, dict] = {}
+    for set_name, seed, path in jobs:
+        print(f"=== {set_name}, seed {seed} ({path})", flush=True)
+        results = score_one(set_name, path, with_baselines=set_name not in first)
+        if set_name in first:
+            for name in results:
+                results[name].update({k: v for k, v in first[set_name][name].items() if k[0] != "segmenter"})
+        else:
+            first[set_name] = results
+        save(args.output / f"{set_name}_{seed}.json", results)
 
 
 def decide(folds: dict | None, per_seed: dict[str, dict[str, dict]]) -> tuple[list[str], bool]:
-    """The registered rule. ``folds``: settings_comparison's differences over the folds; ``per_seed``: set name ->
-    seed -> the same over that set. Lines saying what each condition found, and whether V3 is adopted."""
+    """The registered rule. ``folds``: settings_comparison's differences over the registered folds; ``per_seed``: set
+    name -> seed -> the same over that set. Lines saying what each condition found, and whether V3 is adopted."""
     lines, ok = [], []
     if folds is not None:
         d, low, high = folds["V3", "fine"]
@@ -87,48 +96,79 @@ def decide(folds: dict | None, per_seed: dict[str, dict[str, dict]]) -> tuple[li
     return lines, all(ok)
 
 
-def report(folders: list[Path], output: Path) -> None:
+def wins_every_level(row: str) -> bool:
+    """Whether a ``family_table`` row says ours beats every baseline at every level that has gold boundaries."""
+    verdicts = [cell.split()[-1] for cell in row.strip("|").split("|")[1:]]
+    return "yes" in verdicts and all(v in ("yes", "n/a") for v in verdicts)
+
+
+def gather(folders: list[Path]) -> dict[str, dict[str, dict]]:
+    """Set name (folds, heldout, test) -> seed -> setting -> results, from scored folders (later ones win)."""
+    sets: dict[str, dict[str, dict]] = {"folds": {}, "heldout": {}, "test": {}}
+    for folder in folders:
+        for set_name, seeds in sets.items():
+            for path in sorted(folder.glob(f"{set_name}_*.json")):
+                seed = path.stem.split("_", 1)[1]
+                merged = seeds.setdefault(seed, {name: {} for name in SETTINGS})
+                for name, r in load(path).items():
+                    merged[name].update(r)
+    return sets
+
+
+def report(folders: list[Path], output: Path, registered_seed: str = REGISTERED_SEED) -> None:
+    """Goal tables and comparisons per seed, a summary of the goal counts, and the registered decision (condition 1
+    on ``registered_seed``'s folds among ``REGISTERED_FOLDS``; V3 must equal V2 on every other fold)."""
     from lit_block.segmentation.evaluation import family_table, settings_comparison
     from lit_block.segmentation.leave_one_out import goal_table
     from lit_block.segmentation.segmenter import METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
-    folds: dict[str, dict] = {name: {} for name in SETTINGS}
-    sets: dict[str, dict[str, dict]] = {"heldout": {}, "test": {}}
-    for folder in folders:
-        if (folder / "folds.json").is_file():
-            for name, r in load(folder / "folds.json").items():
-                folds[name].update(r)
-        for set_name in sets:
-            for path in sorted(folder.glob(f"{set_name}_*.json")):
-                sets[set_name][path.stem.split("_", 1)[1]] = load(path)
+    sets = gather(folders)
     output.mkdir(parents=True, exist_ok=True)
-    text, fold_found = [], None
-    categories = sorted({c for _, _, c in folds["V2"]})
-    if categories:
+    text, summary, fold_found = [], ["| set, seed | V2 | V3 |", "|---|---|---|"], None
+    for seed, results in sets["folds"].items():
+        categories = sorted({c for _, _, c in results["V2"]})
+        counts = {}
         for name in SETTINGS:
-            table, _ = goal_table(folds[name], categories, baselines)
-            text += [f"## Folds, {name} {SETTINGS[name]}", "", table, ""]
-        lines, fold_found = settings_comparison(folds, f"{len(categories)} folds' left-out documents", list(SETTINGS))
+            table, goals = goal_table(results[name], categories, baselines)
+            text += [f"## Folds, seed {seed}, {name} {SETTINGS[name]}", "", table, ""]
+            counts[name] = f"{round(goals['share_won'] * len(categories))} / {len(categories)} won, coarse Pk <= 0.30 " \
+                           f"in {goals['coarse_pk_ok']}"
+        summary.append(f"| folds, seed {seed} | {counts['V2']} | {counts['V3']} |")
+        others = [k for k in results["V2"] if k[0] == "segmenter" and k[2] not in REGISTERED_FOLDS]
+        assert all(results["V2"][k]["pk"] == results["V3"][k]["pk"] for k in others), "V3 moved a fold it cannot"
+        lines, found = settings_comparison(results, f"folds, seed {seed}, all {len(categories)}", list(SETTINGS))
         text += lines + [""]
+        ours = {name: {k: v for k, v in r.items() if k[2] in REGISTERED_FOLDS} for name, r in results.items()}
+        lines, found = settings_comparison(ours, f"folds, seed {seed}, the registered seven", list(SETTINGS))
+        text += lines + [""]
+        if seed == registered_seed:
+            fold_found = found
     per_seed: dict[str, dict[str, dict]] = {}
-    for set_name, seeds in sets.items():
-        for seed, results in seeds.items():
+    for set_name in ("heldout", "test"):
+        for seed, results in sets[set_name].items():
             lines, per_seed.setdefault(set_name, {})[seed] = settings_comparison(
                 results, f"{set_name}, full segmenter seed {seed}", list(SETTINGS))
             text += lines + [""]
             if set_name == "heldout":
+                won = {}
                 for name in SETTINGS:
-                    text += [f"held-out families, seed {seed}, {name}:", "", family_table(results[name], baselines), ""]
+                    table = family_table(results[name], baselines)
+                    text += [f"held-out families, seed {seed}, {name}:", "", table, ""]
+                    rows = table.splitlines()[2:]
+                    won[name] = f"{sum(map(wins_every_level, rows))} / {len(rows)} families won"
+                summary.append(f"| held-out, seed {seed} | {won['V2']} | {won['V3']} |")
     lines, adopt = decide(fold_found, per_seed)
-    text += ["## Registered rule", "", *lines, "", f"-> {'adopt V3' if adopt else 'keep V2'}"]
+    text = ["## Goal counts", "", *summary, "", *text, "## Registered rule", "", *lines, "",
+            f"-> {'adopt V3' if adopt else 'keep V2'}"]
     (output / "report.md").write_text("\n".join(text) + "\n")
     print("\n".join(text), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folds", type=Path, help="fold checkpoints to score")
+    p.add_argument("--folds", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
+                   help="SEED=FOLDER of fold checkpoints (<category>.ckpt) to score")
     p.add_argument("--full", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="SEED=CHECKPOINT of segmenters trained on every category (held-out families, test split)")
     p.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
@@ -137,9 +177,10 @@ def main() -> None:
     p.add_argument("--per-category", type=int, default=10)
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args()
-    if any(len(f) != 2 for f in args.full):
-        p.error(f"--full takes SEED=CHECKPOINT, got {' '.join('='.join(f) for f in args.full)}")
-    scoring = args.folds is not None or args.full
+    for option, given in (("--folds", args.folds), ("--full", args.full)):
+        if any(len(f) != 2 for f in given):
+            p.error(f"{option} takes SEED=PATH, got {' '.join('='.join(f) for f in given)}")
+    scoring = bool(args.folds or args.full)
     if not scoring and not args.merge:
         p.error("give --folds or --full to score, --merge to report scored folders, or both")
     if scoring:

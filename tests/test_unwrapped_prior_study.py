@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import load_script
 
 LEVELS = ("coarse", "middle", "fine")
@@ -42,13 +43,29 @@ def test_parts_scored_apart_are_reported_together(tmp_path, capsys):
     study = load_script("unwrapped_prior_study")
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     a.mkdir(), b.mkdir()
-    study.save(a / "folds.json", results([10, 12, 9, 11], [5, 6, 4, 6], "religious"))
-    study.save(b / "folds.json", results([10, 12, 9, 11], [5, 6, 4, 6], "legal"))
+    study.save(a / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "religious"))
+    study.save(b / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "legal"))
+    study.save(b / "folds_0b.json", results([10, 12, 9, 11], [10, 12, 9, 11], "novel"))  # V3 cannot move it
     for seed in ("0", "1"):
         study.save(b / f"heldout_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 10], "poetry"))
         study.save(b / f"test_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 11], "quotes"))
     study.report([a, b], out)
     text = (out / "report.md").read_text()
-    assert "2 folds' left-out documents" in text and "| legal |" in text and "| religious |" in text
+    assert "folds, seed 0, the registered seven" in text and "| legal |" in text and "| religious |" in text
+    assert "| folds, seed 0 | 2 / 2 won" in text and "| held-out, seed 1 | 1 / 1 families won" in text
     assert "heldout, full segmenter seed 1" in text and text.rstrip().endswith("-> adopt V3")
-    assert json.loads((a / "folds.json").read_text())["V3"]  # the parts are left as they were
+    assert json.loads((a / "folds_0.json").read_text())["V3"]  # the parts are left as they were
+
+
+def test_a_fold_moved_by_v3_outside_the_registered_seven_is_an_error(tmp_path):
+    study = load_script("unwrapped_prior_study")
+    study.save(tmp_path / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "novel"))
+    with pytest.raises(AssertionError, match="V3 moved a fold"):
+        study.report([tmp_path], tmp_path / "out")
+
+
+def test_a_family_wins_only_where_every_level_with_gold_is_won():
+    study = load_script("unwrapped_prior_study")
+    assert study.wins_every_level("| drama | 0.1 / 0.1 (0.2 / 0.2) yes | n/a | 0.1 / 0.1 (0.2 / 0.2) yes |")
+    assert not study.wins_every_level("| drama | 0.1 / 0.1 (0.2 / 0.2) yes | x (y) no | 0.1 / 0.1 (0.2 / 0.2) yes |")
+    assert not study.wins_every_level("| poetry | n/a | n/a | n/a |")

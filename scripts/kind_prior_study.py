@@ -19,9 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-SETTINGS = {"V0": {"fine_inline_weight": 0.75, "mid_sentence_weight": 1.0},  # as registered (V0: the defaults then)
-            "V1": {"fine_inline_weight": 0.75, "mid_sentence_weight": 0.0},
-            "V2": {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}}
+# as registered (V0: the defaults then; the per-document weight of 2026-12-07 came later: off)
+SETTINGS = {"V0": {"fine_inline_weight": 0.75, "mid_sentence_weight": 1.0, "fine_inline_weight_unwrapped": None},
+            "V1": {"fine_inline_weight": 0.75, "mid_sentence_weight": 0.0, "fine_inline_weight_unwrapped": None},
+            "V2": {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0, "fine_inline_weight_unwrapped": None}}
 
 
 def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], dict]:

@@ -200,8 +200,8 @@ def test_the_unwrapped_fine_weight_applies_only_to_documents_whose_lines_are_not
 
     for text, unwrapped in ((wrapped, False), (lines, True)):
         adaptive = cuts(text, fine_inline_weight=0.25, fine_inline_weight_unwrapped=0.0)
-        assert adaptive == cuts(text, fine_inline_weight=0.0 if unwrapped else 0.25)
-        base = cuts(text, fine_inline_weight=0.25)
+        assert adaptive == cuts(text, fine_inline_weight=0.0 if unwrapped else 0.25, fine_inline_weight_unwrapped=None)
+        base = cuts(text, fine_inline_weight=0.25, fine_inline_weight_unwrapped=None)
         assert {lv: adaptive[lv] for lv in ("coarse", "middle")} == {lv: base[lv] for lv in ("coarse", "middle")}
         assert (adaptive["fine"] != base["fine"]) == unwrapped  # the random head cuts inside some lines at 0.25
     with pytest.raises(UsageError, match="fine_inline_weight_unwrapped"):

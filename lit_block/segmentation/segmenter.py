@@ -37,12 +37,13 @@ FINE_INLINE_WEIGHT = 0.25
 FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the probabilities of units inside a line (not "
                            "at a line start) by this, in [0, 1]")
 # the fine level of a document whose lines are not hard-wrapped (fewer than UNWRAPPED_LINE_SHARE of its line starts
-# carry on a sentence: planner.wrapped_line_share): units inside a line get this weight instead (None: the same)
+# carry on a sentence: planner.wrapped_line_share; verses, dialogue turns, a paragraph a line): units inside a line get
+# this weight instead, so line starts come first there (docs/results/segmenter_unwrapped_prior_2026-12-07.md)
 UNWRAPPED_LINE_SHARE = 0.10
-FINE_INLINE_WEIGHT_UNWRAPPED = None
+FINE_INLINE_WEIGHT_UNWRAPPED = 0.02
 FINE_INLINE_WEIGHT_UNWRAPPED_HELP = ("the trained segmenter's fine level in a document whose lines are not hard-wrapped "
                                      f"(under {UNWRAPPED_LINE_SHARE:.0%} of its line starts carry on a sentence): the "
-                                     "--fine-inline-weight there, in [0, 1] (default: the same)")
+                                     "--fine-inline-weight there, in [0, 1]")
 MID_SENTENCE_WEIGHT = 0.0
 MID_SENTENCE_WEIGHT_HELP = ("the trained segmenter, every level: multiply the probabilities of units that start a line "
                             "carrying on the previous line's sentence (hard-wrapped prose) by this, in [0, 1]")

@@ -1,14 +1,16 @@
-"""Score the registered per-document fine prior V3 against the shipped V2
-(docs/results/segmenter_unwrapped_prior_2026-12-07.md).
+"""Score a registered per-document fine prior against the one before it (``--study``):
+- ``unwrapped`` (docs/results/segmenter_unwrapped_prior_2026-12-07.md): V3, units inside a line get the fine weight
+  0.02 instead of 0.25 in documents whose lines are not hard-wrapped (``planner.wrapped_line_share`` under 0.10),
+  against V2;
+- ``line-order`` (docs/results/segmenter_line_order_prior_2026-12-07.md): V4, 1e-6 there, against V3.
 
-V3 gives units inside a line the fine weight 0.02 instead of 0.25 in documents whose lines are not hard-wrapped
-(``planner.wrapped_line_share`` under 0.10). Fold checkpoints are scored on their left-out category's documents
+Fold checkpoints are scored on their left-out category's documents
 (``eval-seg --leave-one-out``'s 10 per category) beside the baselines; each full segmenter (one per training seed) on
 the held-out families and the corpus test split. Both settings cut the same unit probabilities, so the encoder runs
 once per document. Then it prints the goal tables, the paired comparisons and the registered decision.
 
-    python scripts/unwrapped_prior_study.py --folds 0=F0 1=F1 --full 0=s0.ckpt 1=s1.ckpt 2=s2.ckpt --output O
-    python scripts/unwrapped_prior_study.py --merge O1 O2 --output O      # parts scored apart, reported together
+    python scripts/unwrapped_prior_study.py --study S --folds 0=F0 1=F1 --full 0=s0.ckpt 1=s1.ckpt --output O
+    python scripts/unwrapped_prior_study.py --study S --merge O1 O2 --output O   # parts scored apart, reported together
 
 Each fold folder ``F<seed>`` holds ``<category>.ckpt`` files, or is an ``eval-seg --leave-one-out`` output.
 """
@@ -21,11 +23,11 @@ import statistics
 from pathlib import Path
 
 SHIPPED = {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}
-SETTINGS = {"V2": {**SHIPPED, "fine_inline_weight_unwrapped": None},
-            "V3": {**SHIPPED, "fine_inline_weight_unwrapped": 0.02}}
-# the folds whose left-out documents include unwrapped ones (V3 equals V2 on every other), and the seed the rule reads
+V2, V3, V4 = ({**SHIPPED, "fine_inline_weight_unwrapped": w} for w in (None, 0.02, 1e-6))
+# per study: the settings (the reference first) and the fold seeds whose intervals the rule reads
+STUDIES = {"unwrapped": ({"V2": V2, "V3": V3}, ("0",)), "line-order": ({"V3": V3, "V4": V4}, ("1", "2"))}
+# the folds whose left-out documents include unwrapped ones: the settings agree on every other
 REGISTERED_FOLDS = ("code", "conversation", "email", "legal", "manuals", "quotes", "religious")
-REGISTERED_SEED = "0"
 
 
 def save(path: Path, results: dict[str, dict]) -> None:
@@ -36,7 +38,7 @@ def load(path: Path) -> dict[str, dict]:
     return {name: {tuple(k.split("|")): v for k, v in r.items()} for name, r in json.loads(path.read_text()).items()}
 
 
-def score_all(args) -> None:
+def score_all(args, settings: dict[str, dict]) -> None:
     """Score each seed's folds into ``folds_<seed>.json`` and each seed's full segmenter into ``heldout_<seed>.json``
     and ``test_<seed>.json`` under ``args.output``. Baselines do not depend on the checkpoint: each set's are scored
     with its first seed and copied to the others."""
@@ -54,8 +56,8 @@ def score_all(args) -> None:
     def score_one(set_name: str, checkpoint: str, with_baselines: bool) -> dict[str, dict]:
         baselines = [m for m in METHODS if m != "segmenter"] if with_baselines else []
         if set_name == "folds":  # a folder of fold checkpoints
-            return score_fold_settings(Path(checkpoint), rows, args.per_category, baselines, SETTINGS)
-        return score_settings(sets[set_name], checkpoint, baselines, SETTINGS)
+            return score_fold_settings(Path(checkpoint), rows, args.per_category, baselines, settings)
+        return score_settings(sets[set_name], checkpoint, baselines, settings)
 
     jobs = [("folds", seed, path) for seed, path in args.folds]
     jobs += [(set_name, seed, path) for set_name in sets for seed, path in args.full]
@@ -71,20 +73,24 @@ def score_all(args) -> None:
         save(args.output / f"{set_name}_{seed}.json", results)
 
 
-def decide(folds: dict | None, per_seed: dict[str, dict[str, dict]]) -> tuple[list[str], bool]:
-    """The registered rule. ``folds``: settings_comparison's differences over the registered folds; ``per_seed``: set
-    name -> seed -> the same over that set. Lines saying what each condition found, and whether V3 is adopted."""
+def decide(study: str, folds: dict[str, dict], per_seed: dict[str, dict[str, dict]]) -> tuple[list[str], bool]:
+    """``study``'s registered rule. ``folds``: seed -> settings_comparison's differences over the registered folds
+    (the rule reads the study's fold seeds); ``per_seed``: set name -> seed -> the same over that set. Lines saying
+    what each condition found, and whether the candidate (the second setting) is adopted."""
+    settings, fold_seeds = STUDIES[study]
+    candidate = list(settings)[1]
     lines, ok = [], []
-    if folds is not None:
-        d, low, high = folds["V3", "fine"]
-        ok.append(high < 0)
-        lines.append(f"1. folds, fine: {d:+.4f} [{low:+.4f}, {high:+.4f}], wholly below zero: {ok[-1]}")
+    if all(seed in folds for seed in fold_seeds):
+        fine = {seed: folds[seed][candidate, "fine"] for seed in fold_seeds}
+        ok.append(all(high < 0 for _, _, high in fine.values()))
+        cells = ", ".join(f"seed {s}: {d:+.4f} [{low:+.4f}, {high:+.4f}]" for s, (d, low, high) in fine.items())
+        lines.append(f"1. folds, fine: {cells}; wholly below zero: {ok[-1]}")
     else:
         ok.append(False)
-        lines.append("1. folds: none scored")
+        lines.append(f"1. folds: seeds {', '.join(fold_seeds)} not all scored")
     for number, set_name in enumerate(("heldout", "test"), start=2):
         seeds = per_seed.get(set_name, {})
-        fine = [found["V3", "fine"] for found in seeds.values()]
+        fine = [found[candidate, "fine"] for found in seeds.values()]
         if not fine:
             ok.append(False)
             lines.append(f"{number}. {set_name}: none scored")
@@ -102,71 +108,74 @@ def wins_every_level(row: str) -> bool:
     return "yes" in verdicts and all(v in ("yes", "n/a") for v in verdicts)
 
 
-def gather(folders: list[Path]) -> dict[str, dict[str, dict]]:
+def gather(folders: list[Path], settings: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Set name (folds, heldout, test) -> seed -> setting -> results, from scored folders (later ones win)."""
     sets: dict[str, dict[str, dict]] = {"folds": {}, "heldout": {}, "test": {}}
     for folder in folders:
         for set_name, seeds in sets.items():
             for path in sorted(folder.glob(f"{set_name}_*.json")):
                 seed = path.stem.split("_", 1)[1]
-                merged = seeds.setdefault(seed, {name: {} for name in SETTINGS})
+                merged = seeds.setdefault(seed, {name: {} for name in settings})
                 for name, r in load(path).items():
                     merged[name].update(r)
     return sets
 
 
-def report(folders: list[Path], output: Path, registered_seed: str = REGISTERED_SEED) -> None:
-    """Goal tables and comparisons per seed, a summary of the goal counts, and the registered decision (condition 1
-    on ``registered_seed``'s folds among ``REGISTERED_FOLDS``; V3 must equal V2 on every other fold)."""
+def report(study: str, folders: list[Path], output: Path) -> None:
+    """Goal tables and comparisons per seed, a summary of the goal counts, and ``study``'s registered decision
+    (condition 1 on the ``REGISTERED_FOLDS`` of its fold seeds; the settings must agree on every other fold)."""
     from lit_block.segmentation.evaluation import family_table, settings_comparison
     from lit_block.segmentation.leave_one_out import goal_table
     from lit_block.segmentation.segmenter import METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
-    sets = gather(folders)
+    settings = STUDIES[study][0]
+    sets = gather(folders, settings)
     output.mkdir(parents=True, exist_ok=True)
-    text, summary, fold_found = [], ["| set, seed | V2 | V3 |", "|---|---|---|"], None
+    base, candidate = list(settings)
+    text, summary, fold_found = [], [f"| set, seed | {base} | {candidate} |", "|---|---|---|"], {}
     for seed, results in sets["folds"].items():
-        categories = sorted({c for _, _, c in results["V2"]})
+        categories = sorted({c for _, _, c in results[base]})
         counts = {}
-        for name in SETTINGS:
+        for name in settings:
             table, goals = goal_table(results[name], categories, baselines)
-            text += [f"## Folds, seed {seed}, {name} {SETTINGS[name]}", "", table, ""]
+            text += [f"## Folds, seed {seed}, {name} {settings[name]}", "", table, ""]
             counts[name] = f"{round(goals['share_won'] * len(categories))} / {len(categories)} won, coarse Pk <= 0.30 " \
                            f"in {goals['coarse_pk_ok']}"
-        summary.append(f"| folds, seed {seed} | {counts['V2']} | {counts['V3']} |")
-        others = [k for k in results["V2"] if k[0] == "segmenter" and k[2] not in REGISTERED_FOLDS]
-        assert all(results["V2"][k]["pk"] == results["V3"][k]["pk"] for k in others), "V3 moved a fold it cannot"
-        lines, found = settings_comparison(results, f"folds, seed {seed}, all {len(categories)}", list(SETTINGS))
+        summary.append(f"| folds, seed {seed} | {counts[base]} | {counts[candidate]} |")
+        others = [k for k in results[base] if k[0] == "segmenter" and k[2] not in REGISTERED_FOLDS]
+        assert all(results[base][k]["pk"] == results[candidate][k]["pk"] for k in others), \
+            f"{candidate} moved a fold it cannot"
+        lines, found = settings_comparison(results, f"folds, seed {seed}, all {len(categories)}", list(settings))
         text += lines + [""]
         ours = {name: {k: v for k, v in r.items() if k[2] in REGISTERED_FOLDS} for name, r in results.items()}
-        lines, found = settings_comparison(ours, f"folds, seed {seed}, the registered seven", list(SETTINGS))
+        lines, found = settings_comparison(ours, f"folds, seed {seed}, the registered seven", list(settings))
         text += lines + [""]
-        if seed == registered_seed:
-            fold_found = found
+        fold_found[seed] = found
     per_seed: dict[str, dict[str, dict]] = {}
     for set_name in ("heldout", "test"):
         for seed, results in sets[set_name].items():
             lines, per_seed.setdefault(set_name, {})[seed] = settings_comparison(
-                results, f"{set_name}, full segmenter seed {seed}", list(SETTINGS))
+                results, f"{set_name}, full segmenter seed {seed}", list(settings))
             text += lines + [""]
             if set_name == "heldout":
                 won = {}
-                for name in SETTINGS:
+                for name in settings:
                     table = family_table(results[name], baselines)
                     text += [f"held-out families, seed {seed}, {name}:", "", table, ""]
                     rows = table.splitlines()[2:]
                     won[name] = f"{sum(map(wins_every_level, rows))} / {len(rows)} families won"
-                summary.append(f"| held-out, seed {seed} | {won['V2']} | {won['V3']} |")
-    lines, adopt = decide(fold_found, per_seed)
+                summary.append(f"| held-out, seed {seed} | {won[base]} | {won[candidate]} |")
+    lines, adopt = decide(study, fold_found, per_seed)
     text = ["## Goal counts", "", *summary, "", *text, "## Registered rule", "", *lines, "",
-            f"-> {'adopt V3' if adopt else 'keep V2'}"]
+            f"-> {'adopt ' + candidate if adopt else 'keep ' + base}"]
     (output / "report.md").write_text("\n".join(text) + "\n")
     print("\n".join(text), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", required=True, choices=list(STUDIES), help="the registered study to score and decide")
     p.add_argument("--folds", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="SEED=FOLDER of fold checkpoints (<category>.ckpt) to score")
     p.add_argument("--full", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
@@ -184,8 +193,8 @@ def main() -> None:
     if not scoring and not args.merge:
         p.error("give --folds or --full to score, --merge to report scored folders, or both")
     if scoring:
-        score_all(args)
-    report([*args.merge, args.output] if scoring else args.merge, args.output)
+        score_all(args, STUDIES[args.study][0])
+    report(args.study, [*args.merge, args.output] if scoring else args.merge, args.output)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,10 @@ FINE_INLINE_WEIGHT_HELP = ("the trained segmenter's fine level: multiply the pro
                            "at a line start) by this, in [0, 1]")
 # the fine level of a document whose lines are not hard-wrapped (fewer than UNWRAPPED_LINE_SHARE of its line starts
 # carry on a sentence: planner.wrapped_line_share; verses, dialogue turns, a paragraph a line): units inside a line get
-# this weight instead, so line starts come first there (docs/results/segmenter_unwrapped_prior_2026-12-07.md)
+# this weight instead, so every line start ranks first there, each kind in the head's order (0.02 did not reorder
+# them: docs/results/segmenter_unwrapped_prior_2026-12-07.md, segmenter_line_order_prior_2026-12-07.md)
 UNWRAPPED_LINE_SHARE = 0.10
-FINE_INLINE_WEIGHT_UNWRAPPED = 0.02
+FINE_INLINE_WEIGHT_UNWRAPPED = 1e-6
 FINE_INLINE_WEIGHT_UNWRAPPED_HELP = ("the trained segmenter's fine level in a document whose lines are not hard-wrapped "
                                      f"(under {UNWRAPPED_LINE_SHARE:.0%} of its line starts carry on a sentence): the "
                                      "--fine-inline-weight there, in [0, 1]")

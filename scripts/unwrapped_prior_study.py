@@ -41,7 +41,7 @@ def load(path: Path) -> dict[str, dict]:
 def score_all(args, settings: dict[str, dict]) -> None:
     """Score each seed's folds into ``folds_<seed>.json`` and each seed's full segmenter into ``heldout_<seed>.json``
     and ``test_<seed>.json`` under ``args.output``. Baselines do not depend on the checkpoint: each set's are scored
-    with its first seed and copied to the others."""
+    with its first seed and copied to the others, so the fold folders of one run must hold the same categories."""
     from datasets import load_from_disk
 
     from lit_block.segmentation.evaluation import pick_documents, score_fold_settings, score_settings
@@ -66,6 +66,9 @@ def score_all(args, settings: dict[str, dict]) -> None:
         print(f"=== {set_name}, seed {seed} ({path})", flush=True)
         results = score_one(set_name, path, with_baselines=set_name not in first)
         if set_name in first:
+            categories = {c for _, _, c in results[next(iter(results))]}
+            if categories != {c for _, _, c in first[set_name][next(iter(results))]}:
+                raise SystemExit(f"{path}: other categories than the first {set_name} of this run; score it apart")
             for name in results:
                 results[name].update({k: v for k, v in first[set_name][name].items() if k[0] != "segmenter"})
         else:

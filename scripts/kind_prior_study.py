@@ -79,14 +79,12 @@ def report(folders: list[Path], output: Path) -> None:
 
 
 def main() -> None:
+    from lit_block.segmentation.evaluation import add_study_options
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folds", type=Path, help="fold checkpoints to score")
     p.add_argument("--full", type=Path, help="the segmenter trained on every category (held-out families)")
-    p.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
-    p.add_argument("--dataset", default="data/semanticseg")
-    p.add_argument("--heldout", default="data/heldout-families")
-    p.add_argument("--per-category", type=int, default=10)
-    p.add_argument("--output", type=Path, required=True)
+    add_study_options(p)
     args = p.parse_args()
     if args.folds is None and not args.merge:
         p.error("give --folds to score, --merge to report scored folders, or both")

@@ -113,16 +113,14 @@ def recipe_folder(value: str) -> tuple[str, Path]:
 
 
 def main() -> None:
+    from lit_block.segmentation.evaluation import add_study_options
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", type=recipe_folder, nargs="+", required=True,
                    help="NAME=FOLDER, the first is the reference")
     p.add_argument("--categories", nargs="*", default=[], help="folds to score (left-out categories)")
     p.add_argument("--sets", nargs="*", default=[], choices=("heldout", "test"), help="full segmenters scored on these")
-    p.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
-    p.add_argument("--dataset", default="data/semanticseg")
-    p.add_argument("--heldout", default="data/heldout-families")
-    p.add_argument("--per-category", type=int, default=10)
-    p.add_argument("--output", type=Path, required=True)
+    add_study_options(p)
     args = p.parse_args()
     args.recipes = dict(args.recipes)
     if args.categories or args.sets:

@@ -149,7 +149,7 @@ def report(study: str, folders: list[Path], output: Path) -> None:
         others = [k for k in results[base] if k[0] == "segmenter" and k[2] not in REGISTERED_FOLDS]
         assert all(results[base][k]["pk"] == results[candidate][k]["pk"] for k in others), \
             f"{candidate} moved a fold it cannot"
-        lines, found = settings_comparison(results, f"folds, seed {seed}, all {len(categories)}", list(settings))
+        lines, _ = settings_comparison(results, f"folds, seed {seed}, all {len(categories)}", list(settings))
         text += lines + [""]
         ours = {name: {k: v for k, v in r.items() if k[2] in REGISTERED_FOLDS} for name, r in results.items()}
         lines, found = settings_comparison(ours, f"folds, seed {seed}, the registered seven", list(settings))
@@ -177,17 +177,15 @@ def report(study: str, folders: list[Path], output: Path) -> None:
 
 
 def main() -> None:
+    from lit_block.segmentation.evaluation import add_study_options
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", required=True, choices=list(STUDIES), help="the registered study to score and decide")
     p.add_argument("--folds", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="SEED=FOLDER of fold checkpoints (<category>.ckpt) to score")
     p.add_argument("--full", nargs="+", default=[], type=lambda s: tuple(s.split("=", 1)),
                    help="SEED=CHECKPOINT of segmenters trained on every category (held-out families, test split)")
-    p.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
-    p.add_argument("--dataset", default="data/semanticseg")
-    p.add_argument("--heldout", default="data/heldout-families")
-    p.add_argument("--per-category", type=int, default=10)
-    p.add_argument("--output", type=Path, required=True)
+    add_study_options(p)
     args = p.parse_args()
     for option, given in (("--folds", args.folds), ("--full", args.full)):
         if any(len(f) != 2 for f in given):

@@ -172,6 +172,16 @@ def score_fold_settings(folds: Path, rows: list[dict], per_category: int, baseli
     return merged
 
 
+def add_study_options(parser) -> None:
+    """The options every segmenter study script takes: where scored parts are merged from and written, the corpus and
+    held-out families, and how many documents of each left-out category a fold is scored on."""
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], help="earlier --output folders to report with these")
+    parser.add_argument("--dataset", default="data/semanticseg")
+    parser.add_argument("--heldout", default="data/heldout-families")
+    parser.add_argument("--per-category", type=int, default=10)
+    parser.add_argument("--output", type=Path, required=True)
+
+
 def fold_checkpoints(folds: Path) -> dict[str, Path]:
     """Category -> checkpoint of the leave-one-out folds in ``folds``: ``<category>.ckpt`` files, or an
     ``eval-seg --leave-one-out`` output (``folds/<category>/``)."""

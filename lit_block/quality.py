@@ -93,3 +93,32 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, 
         return mean, math.nan, math.nan
     half = float(t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
+
+
+def seeded_ratio_difference(numerator_a, numerator_b, denominator, draws: int = 2000, level: float = 0.95,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """Mean over seeds of recipe b's pooled ratio minus recipe a's, with a two-level bootstrap interval.
+
+    ``numerator_a``: (seeds_a, documents), ``numerator_b``: (seeds_b, documents), one row per training seed of a
+    recipe, each document's sum (Pk errors); ``denominator``: (documents,), each document's windows, shared by every
+    row. Each draw resamples the documents (the same draw for both recipes: documents stay paired) and, apart for
+    each recipe, its seeds with replacement, so the interval holds the spread between trainings as well as between
+    documents. Returns ``(difference, low, high)``, a percentile interval.
+    """
+    a, b = np.asarray(numerator_a, dtype=np.float64), np.asarray(numerator_b, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != den.size or b.shape[1] != den.size:
+        raise ValueError(f"numerators must be (seeds, {den.size}) for {den.size} documents, got {a.shape}, {b.shape}")
+    point = float(b.sum(1).mean() / den.sum() - a.sum(1).mean() / den.sum())
+    rng = np.random.default_rng(seed)
+    docs = rng.integers(den.size, size=(draws, den.size))  # (draws, documents)
+    total = den[docs].sum(1)  # (draws,)
+
+    def seed_mean(x: np.ndarray) -> np.ndarray:  # (seeds, documents) -> (draws,), seeds resampled per draw
+        ratio = x[:, docs].sum(2) / total  # (seeds, draws): every seed on every document draw
+        picked = rng.integers(x.shape[0], size=(draws, x.shape[0]))  # (draws, seeds)
+        return np.take_along_axis(ratio.T, picked, axis=1).mean(1)
+
+    diff = seed_mean(b) - seed_mean(a)
+    low, high = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
+    return point, float(low), float(high)

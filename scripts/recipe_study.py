@@ -1,5 +1,5 @@
 """Score segmenter recipes against each other: leave-one-out folds, held-out families and the corpus test split
-(docs/results/segmenter_encoder_depth_2026-12-07.md).
+(docs/results/segmenter_encoder_depth_2026-12-07.md, and over seeds segmenter_encoder_depth_folds_2026-12-08.md).
 
 Each recipe is a folder of checkpoints trained the same way: ``<category>.ckpt`` for the fold without that category,
 ``full.ckpt`` for the segmenter trained on every category. Every checkpoint is scored with the shipped inference
@@ -7,10 +7,13 @@ defaults beside every baseline (baselines once: they do not depend on the recipe
 category's documents (``eval-seg --leave-one-out``'s 10 per category, from all splits), the full segmenters on the
 held-out families and on the test split. Parts (``--categories``) merge (``--merge``). The report prints each recipe's
 goal table and each recipe's pooled Pk minus the first recipe's, with 95% paired bootstrap intervals over documents.
+Trainings of one recipe with different seeds are named ``NAME@SEED``; then the rule compares means over seeds, with
+intervals over documents and seeds.
 
     python scripts/recipe_study.py --recipes R=ckpts/R C=ckpts/C --categories academic code --output study/a
     python scripts/recipe_study.py --recipes R=ckpts/R C=ckpts/C --sets heldout test --output study/b
     python scripts/recipe_study.py --recipes R=ckpts/R C=ckpts/C --merge study/a study/b --output study
+    python scripts/recipe_study.py --recipes R@0=R0 R@1=R1 C@0=C0 C@1=C1 --sets heldout test --output study/c
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 from pathlib import Path
 
 SETS = ("folds", "heldout", "test")
+MARGIN = 0.005  # the largest mean Pk loss over seeds the 2026-12-08 rule tolerates at any level
 
 
 def score(rows: list[dict], checkpoints: dict[str, Path]) -> dict:
@@ -77,12 +81,13 @@ def report(folders: list[Path], recipes: list[str], output: Path) -> None:
             if (folder / f"{name}.json").is_file():
                 found = json.loads((folder / f"{name}.json").read_text())
                 merged.setdefault(name, {}).update({tuple(k.split("|")): v for k, v in found.items()})
-    lines, decision, won = [], {}, {}
+    lines, decision, won, coarse = [], {}, {}, {}
     if "folds" in merged:
         categories = sorted({c for _, _, c in merged["folds"]})
         for name in recipes:
             table, goals = goal_table(as_segmenter(merged["folds"], name, recipes), categories, baselines)
             won[name] = round(goals["share_won"] * goals["categories"])
+            coarse[name] = goals["coarse_pk_ok"]
             lines += [f"## {name}: {len(categories)} leave-one-out folds", "", table, ""]
     for name, label in (("folds", "folds' left-out documents"), ("heldout", "held-out families"),
                         ("test", "corpus test split")):
@@ -93,16 +98,66 @@ def report(folders: list[Path], recipes: list[str], output: Path) -> None:
         if "heldout" in merged:
             lines += [f"held-out families, {name}:", "",
                       family_table(as_segmenter(merged["heldout"], name, recipes), baselines), ""]
-    base = recipes[0]
-    for name in recipes[1:]:
-        rule = [bool(won) and won[name] >= won[base]] + [
-            s in decision and not any(decision[s][name, lv][1] > 0 for lv in LEVELS) for s in SETS]
-        lines.append(f"{name} against {base}: folds won {won.get(name)} vs {won.get(base)} ({rule[0]}); no level "
-                     f"worse on the folds {rule[1]}, the held-out families {rule[2]}, the test split {rule[3]} -> "
-                     f"{'adopt' if all(rule) else f'keep {base}'}")
+    groups = seed_groups(recipes)
+    if any(len(seeds) > 1 for seeds in groups.values()):
+        lines += seeded_rule(merged, groups, won, coarse)
+    else:
+        base = recipes[0]
+        for name in recipes[1:]:
+            rule = [bool(won) and won[name] >= won[base]] + [
+                s in decision and not any(decision[s][name, lv][1] > 0 for lv in LEVELS) for s in SETS]
+            lines.append(f"{name} against {base}: folds won {won.get(name)} vs {won.get(base)} ({rule[0]}); no level "
+                         f"worse on the folds {rule[1]}, the held-out families {rule[2]}, the test split {rule[3]} -> "
+                         f"{'adopt' if all(rule) else f'keep {base}'}")
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def seed_groups(recipes: list[str]) -> dict[str, list[str]]:
+    """Recipe names ``NAME@SEED`` grouped by ``NAME`` (a name without ``@`` is a group of one), in order."""
+    groups: dict[str, list[str]] = {}
+    for name in recipes:
+        groups.setdefault(name.split("@")[0], []).append(name)
+    return groups
+
+
+def seeded_rule(merged: dict, groups: dict[str, list[str]], won: dict, coarse: dict,
+                margin: float = MARGIN) -> list[str]:
+    """The rule over seeds (docs/results/segmenter_encoder_depth_folds_2026-12-08.md): each later group against the
+    first, goal counts summed over seeds, and per set and level the mean over seeds of pooled Pk minus the first
+    group's with a two-level (documents, seeds) bootstrap interval."""
+    from lit_block.quality import seeded_ratio_difference
+    from lit_block.segmentation.evaluation import pooled
+    from lit_block.segmentation.segmenter import LEVELS
+
+    (base, base_names), *others = groups.items()
+    lines = ["mean over seeds of pooled Pk, minus " + base + "'s, 95% bootstrap interval over documents and seeds", "",
+             "| set | recipe | seeds | " + " | ".join(LEVELS) + " |", "|---|---|---|" + "---|" * len(LEVELS)]
+    verdict = {}
+    for name, names in others:
+        ok = []
+        for s in (s for s in SETS if s in merged):
+            cells = []
+            for level in LEVELS:
+                docs = {n: pooled(merged[s], level, n)["documents"] for n in (*base_names, *names)}
+                windows = [d[2] for d in docs[base_names[0]]]
+                if any([d[2] for d in v] != windows for v in docs.values()):
+                    raise ValueError(f"{s}, {level}: the recipes were scored on different documents")
+                d, low, high = seeded_ratio_difference([[x[0] for x in docs[n]] for n in base_names],
+                                                       [[x[0] for x in docs[n]] for n in names], windows)
+                ok.append(d <= margin and low <= 0)
+                cells.append(f"{d:+.4f} [{low:+.4f}, {high:+.4f}]")
+            lines.append(f"| {s} | {name} | {len(names)} | " + " | ".join(cells) + " |")
+        counts = [(sum(won[n] for n in names), sum(won[n] for n in base_names)),
+                  (sum(coarse[n] for n in names), sum(coarse[n] for n in base_names))] if won else []
+        enough = len(names) >= 2 and len(base_names) >= 2 and set(merged) == set(SETS)
+        verdict[name] = enough and bool(counts) and all(c >= b - 1 for c, b in counts) and all(ok)
+        lines.append("")
+        lines.append(f"{name} against {base} over seeds: folds won {counts[0] if counts else None} (theirs, ours), "
+                     f"coarse Pk <= 0.30 {counts[1] if counts else None}; every set and level within +{margin} "
+                     f"and no interval above zero: {all(ok)} -> {'adopt' if verdict[name] else f'keep {base}'}")
+    return lines
 
 
 def recipe_folder(value: str) -> tuple[str, Path]:
@@ -117,7 +172,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", type=recipe_folder, nargs="+", required=True,
-                   help="NAME=FOLDER, the first is the reference")
+                   help="NAME=FOLDER, the first is the reference; NAME@SEED groups trainings of one recipe")
     p.add_argument("--categories", nargs="*", default=[], help="folds to score (left-out categories)")
     p.add_argument("--sets", nargs="*", default=[], choices=("heldout", "test"), help="full segmenters scored on these")
     add_study_options(p)

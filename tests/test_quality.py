@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from datamodules import DistillDataModule
 from lit_block import BlockAttentionLM
 from lit_block.evaluation_lm import TEACHER_BLOCK, TEACHER_FULL, score, summarize, teacher_states
-from lit_block.quality import bootstrap_ratio_interval, gap_closed, kl_gap_closed, mean_interval, nll_gap_closed
+from lit_block.quality import (bootstrap_ratio_interval, gap_closed, kl_gap_closed, mean_interval, nll_gap_closed,
+                               seeded_ratio_difference)
 
 
 @given(st.floats(0.01, 10), st.floats(0, 1))
@@ -56,6 +58,36 @@ def data(tiny_model_dir, tiny_corpus_dir):
     dm.setup("fit")
     dm.setup("test")
     return dm
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 4), st.integers(3, 30), st.integers(0, 2**16))
+def test_seeded_difference_is_the_mean_over_seeds_and_antisymmetric(seeds, documents, seed):
+    rng = np.random.default_rng(seed)
+    windows = rng.integers(50, 500, size=documents).astype(float)
+    a = rng.uniform(0, 0.5, size=(seeds, documents)) * windows
+    b = rng.uniform(0, 0.5, size=(seeds, documents)) * windows
+    point, low, high = seeded_ratio_difference(a, b, windows)
+    pooled = [float(np.mean(x.sum(1) / windows.sum())) for x in (a, b)]
+    assert math.isclose(point, pooled[1] - pooled[0], abs_tol=1e-12) and low <= high
+    assert math.isclose(seeded_ratio_difference(b, a, windows)[0], -point, abs_tol=1e-12)
+
+
+def test_the_spread_between_seeds_reaches_the_interval_when_documents_agree():
+    windows = np.array([100.0, 200.0, 300.0, 50.0])
+    a = np.array([[0.1], [0.3]]) * windows  # two trainings, each the same share on every document
+    b = np.array([[0.2], [0.2]]) * windows
+    # a's resampled seed mean is 0.1, 0.2 or 0.3 (a quarter of draws at each end), documents change nothing
+    assert seeded_ratio_difference(a, b, windows) == pytest.approx((0.0, -0.1, 0.1))
+
+
+def test_seeded_difference_of_a_constant_shift_is_exact_and_shapes_are_checked():
+    windows = np.array([100.0, 200.0, 300.0, 50.0])
+    a = np.array([[10.0, 20.0, 30.0, 5.0]] * 3)
+    point, low, high = seeded_ratio_difference(a, a + 0.05 * windows, windows)
+    assert math.isclose(point, 0.05) and math.isclose(low, 0.05) and math.isclose(high, 0.05)
+    with pytest.raises(ValueError, match="4 documents"):
+        seeded_ratio_difference(a, a[:, :3], windows)
 
 
 def test_domain_training_lowers_nll_but_closes_no_kl_gap(tiny_model_dir, data):

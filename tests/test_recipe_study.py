@@ -76,3 +76,40 @@ def test_recipes_must_name_existing_folders(tmp_path):
     with pytest.raises(Exception, match="NAME=FOLDER"):
         study.recipe_folder(f"R={tmp_path / 'missing'}")
     assert study.recipe_folder(f"R={tmp_path}") == ("R", tmp_path)
+
+
+SEEDED = ["R@0", "R@1", "C@0", "C@1"]
+
+
+def seeded_parts(tmp_path, c_errors: dict[str, list[int]]) -> list:
+    """Every set scored for two seeds of R (10.5 errors a document on average) and C (``c_errors`` per set for seed
+    0, one more error a document for seed 1)."""
+    for name in ("folds", "heldout", "test"):
+        errors = c_errors.get(name, [9, 11, 8, 10])
+        write(tmp_path / "p", name, results({"R@0": [10, 12, 9, 11], "R@1": [11, 11, 10, 10],
+                                             "C@0": errors, "C@1": [e + 1 for e in errors]}))
+    return [tmp_path / "p"]
+
+
+@pytest.mark.parametrize(("c_errors", "adopted"), [
+    ({}, True),  # C's seed mean is 0.5 errors a document below R's: -0.005
+    ({"test": [30, 32, 29, 31]}, False),  # +0.20 on the test split
+    ({"folds": [35, 35, 35, 35]}, False),  # still beats the baselines (40) but +0.25 on the folds
+])
+def test_the_seeded_rule_reads_means_over_seeds(tmp_path, capsys, c_errors, adopted):
+    study = load_script("recipe_study")
+    study.report(seeded_parts(tmp_path, c_errors), SEEDED, tmp_path / "out")
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict.startswith("C against R over seeds: folds won (4, 4)"), verdict
+    assert verdict.endswith("adopt" if adopted else "keep R"), verdict
+
+
+def test_the_seeded_rule_needs_two_seeds_of_each_and_every_set(tmp_path, capsys):
+    study = load_script("recipe_study")
+    folders = seeded_parts(tmp_path, {})
+    study.report(folders, ["R@0", "R@1", "C@0"], tmp_path / "out")  # one C seed: cannot be adopted
+    assert capsys.readouterr().out.strip().endswith("keep R")
+    (folders[0] / "test.json").unlink()
+    study.report(folders, SEEDED, tmp_path / "out")
+    assert capsys.readouterr().out.strip().endswith("keep R")
+    assert study.seed_groups(["R@0", "C@0", "R@1", "X"]) == {"R": ["R@0", "R@1"], "C": ["C@0"], "X": ["X"]}

@@ -17,7 +17,6 @@ segmenter's Pk and WindowDiff in each and the Pk difference with its 95% paired 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from lit_block.segmentation.evaluation import evaluate
@@ -26,18 +25,12 @@ from lit_block.segmentation.segmenter import Segmenter
 GRID = (1.0, 0.75, 0.5, 0.25, 0.1, 0.0)
 
 
-def pooled(results: dict, level: str) -> dict:
-    """The segmenter's entries of one level (an ``eval-seg`` JSON's string keys), every category's documents pooled."""
-    from lit_block.segmentation.evaluation import pooled as pooled_entries
-
-    return pooled_entries({tuple(k.split("|")): v for k, v in results.items()}, level)
-
-
 def compare(base: Path, new: Path) -> None:
-    from lit_block.segmentation.evaluation import pk_difference
+    from lit_block.segmentation.evaluation import pk_difference, pooled
+    from lit_block.segmentation.results_file import load_results
     from lit_block.segmentation.segmenter import LEVELS
 
-    a, b = (json.loads((folder / "leave_one_out.json").read_text()) for folder in (base, new))
+    a, b = (load_results(folder / "leave_one_out.json") for folder in (base, new))
     print(f"| level | Pk {base.name} | Pk {new.name} | difference [95% interval] | WindowDiff |\n|---|---|---|---|---|")
     for level in LEVELS:
         x, y = pooled(a, level), pooled(b, level)

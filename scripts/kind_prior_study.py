@@ -16,7 +16,6 @@ pools), then prints each setting's pooled Pk against V0 with paired intervals an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 # as registered (V0: the defaults then; the per-document weight of 2026-12-07 came later: off)
@@ -32,15 +31,12 @@ def pooled_comparison(results: dict[str, dict], label: str) -> tuple[list[str], 
     return settings_comparison(results, label, list(SETTINGS))
 
 
-def load(folder: Path, name: str) -> dict:
-    return {tuple(k.split("|")): v for k, v in json.loads((folder / name).read_text()).items()}
-
-
 def report(folders: list[Path], output: Path) -> None:
     """Merge scored folds (``--output`` folders of earlier runs), write and print the goal tables per setting, the
     pooled comparisons (folds; held-out families where a folder has them) and the registered decision."""
     from lit_block.segmentation.evaluation import family_table
     from lit_block.segmentation.leave_one_out import goal_table
+    from lit_block.segmentation.results_file import load_results, save_results, write_text_atomic
     from lit_block.segmentation.segmenter import LEVELS, METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
@@ -48,24 +44,22 @@ def report(folders: list[Path], output: Path) -> None:
     heldout = None
     for folder in folders:
         for name in SETTINGS:
-            merged[name].update(load(folder / name, "leave_one_out.json"))
+            merged[name].update(load_results(folder / name / "leave_one_out.json"))
         if (folder / "heldout.json").is_file():
-            heldout = {n: {tuple(k.split("|")): v for k, v in r.items()}
-                       for n, r in json.loads((folder / "heldout.json").read_text()).items()}
+            heldout = load_results(folder / "heldout.json")
     categories = sorted({c for _, _, c in merged["V0"]})
     for name, results in merged.items():
         out = output / name
         out.mkdir(parents=True, exist_ok=True)
         table, _ = goal_table(results, categories, baselines)
-        (out / "leave_one_out.md").write_text(table + "\n")
-        (out / "leave_one_out.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+        write_text_atomic(out / "leave_one_out.md", table + "\n")
+        save_results(out / "leave_one_out.json", results)
         print(f"\n## {name} {SETTINGS[name]}\n\n{table}", flush=True)
     decision = {}
     lines, decision["folds"] = pooled_comparison(merged, f"{len(categories)} folds' left-out documents")
     print("\n" + "\n".join(lines))
     if heldout is not None:
-        (output / "heldout.json").write_text(json.dumps(
-            {n: {"|".join(k): v for k, v in r.items()} for n, r in heldout.items()}, indent=1))
+        save_results(output / "heldout.json", heldout)
         lines, decision["heldout"] = pooled_comparison(heldout, "held-out families")
         print("\n" + "\n".join(lines))
         for name, r in heldout.items():
@@ -98,6 +92,7 @@ def score_folds(args) -> None:
     from datasets import load_from_disk
 
     from lit_block.segmentation.evaluation import score_fold_settings, score_settings
+    from lit_block.segmentation.results_file import save_results
     from lit_block.segmentation.segmenter import METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
@@ -106,13 +101,11 @@ def score_folds(args) -> None:
     merged = score_fold_settings(args.folds, rows, args.per_category, baselines, SETTINGS)
     for name, results in merged.items():
         (args.output / name).mkdir(parents=True, exist_ok=True)
-        (args.output / name / "leave_one_out.json").write_text(
-            json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+        save_results(args.output / name / "leave_one_out.json", results)
     if args.full:
         heldout = [r for split in load_from_disk(args.heldout).values() for r in split]
         held = score_settings(heldout, args.full, baselines, SETTINGS)
-        (args.output / "heldout.json").write_text(json.dumps(
-            {name: {"|".join(k): v for k, v in r.items()} for name, r in held.items()}, indent=1))
+        save_results(args.output / "heldout.json", held)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ intervals over documents and seeds.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 SETS = ("folds", "heldout", "test")
@@ -41,6 +40,7 @@ def score_parts(args) -> None:
     from datasets import load_from_disk
 
     from lit_block.segmentation.evaluation import pick_documents
+    from lit_block.segmentation.results_file import save_results
 
     out: dict[str, dict] = {}
     data = load_from_disk(args.dataset)
@@ -59,7 +59,7 @@ def score_parts(args) -> None:
         out["test"] = score(pick_documents(list(data["test"]), args.per_category), full)
     args.output.mkdir(parents=True, exist_ok=True)
     for name, results in out.items():
-        (args.output / f"{name}.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}))
+        save_results(args.output / f"{name}.json", results)
 
 
 def as_segmenter(results: dict, recipe: str, recipes: list[str]) -> dict:
@@ -72,6 +72,7 @@ def report(folders: list[Path], recipes: list[str], output: Path) -> None:
     """Merge scored parts; print and write (``output/report.md``) the tables and the registered decision."""
     from lit_block.segmentation.evaluation import family_table, pooled_pk_table
     from lit_block.segmentation.leave_one_out import goal_table
+    from lit_block.segmentation.results_file import load_results
     from lit_block.segmentation.segmenter import LEVELS, METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]
@@ -79,8 +80,7 @@ def report(folders: list[Path], recipes: list[str], output: Path) -> None:
     for folder in folders:
         for name in SETS:
             if (folder / f"{name}.json").is_file():
-                found = json.loads((folder / f"{name}.json").read_text())
-                merged.setdefault(name, {}).update({tuple(k.split("|")): v for k, v in found.items()})
+                merged.setdefault(name, {}).update(load_results(folder / f"{name}.json"))
     lines, decision, won, coarse = [], {}, {}, {}
     if "folds" in merged:
         categories = sorted({c for _, _, c in merged["folds"]})

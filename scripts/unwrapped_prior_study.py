@@ -18,7 +18,6 @@ Each fold folder ``F<seed>`` holds ``<category>.ckpt`` files, or is an ``eval-se
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -30,14 +29,6 @@ STUDIES = {"unwrapped": ({"V2": V2, "V3": V3}, ("0",)), "line-order": ({"V3": V3
 REGISTERED_FOLDS = ("code", "conversation", "email", "legal", "manuals", "quotes", "religious")
 
 
-def save(path: Path, results: dict[str, dict]) -> None:
-    path.write_text(json.dumps({name: {"|".join(k): v for k, v in r.items()} for name, r in results.items()}, indent=1))
-
-
-def load(path: Path) -> dict[str, dict]:
-    return {name: {tuple(k.split("|")): v for k, v in r.items()} for name, r in json.loads(path.read_text()).items()}
-
-
 def score_all(args, settings: dict[str, dict]) -> None:
     """Score each seed's folds into ``folds_<seed>.json`` and each seed's full segmenter into ``heldout_<seed>.json``
     and ``test_<seed>.json`` under ``args.output``. Baselines do not depend on the checkpoint: each set's are scored
@@ -45,6 +36,7 @@ def score_all(args, settings: dict[str, dict]) -> None:
     from datasets import load_from_disk
 
     from lit_block.segmentation.evaluation import pick_documents, score_fold_settings, score_settings
+    from lit_block.segmentation.results_file import save_results
     from lit_block.segmentation.segmenter import METHODS
 
     args.output.mkdir(parents=True, exist_ok=True)
@@ -73,7 +65,7 @@ def score_all(args, settings: dict[str, dict]) -> None:
                 results[name].update({k: v for k, v in first[set_name][name].items() if k[0] != "segmenter"})
         else:
             first[set_name] = results
-        save(args.output / f"{set_name}_{seed}.json", results)
+        save_results(args.output / f"{set_name}_{seed}.json", results)
 
 
 def decide(study: str, folds: dict[str, dict], per_seed: dict[str, dict[str, dict]]) -> tuple[list[str], bool]:
@@ -113,13 +105,15 @@ def wins_every_level(row: str) -> bool:
 
 def gather(folders: list[Path], settings: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Set name (folds, heldout, test) -> seed -> setting -> results, from scored folders (later ones win)."""
+    from lit_block.segmentation.results_file import load_results
+
     sets: dict[str, dict[str, dict]] = {"folds": {}, "heldout": {}, "test": {}}
     for folder in folders:
         for set_name, seeds in sets.items():
             for path in sorted(folder.glob(f"{set_name}_*.json")):
                 seed = path.stem.split("_", 1)[1]
                 merged = seeds.setdefault(seed, {name: {} for name in settings})
-                for name, r in load(path).items():
+                for name, r in load_results(path).items():
                     merged[name].update(r)
     return sets
 

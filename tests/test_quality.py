@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from datamodules import DistillDataModule
 from lit_block import BlockAttentionLM
 from lit_block.evaluation_lm import TEACHER_BLOCK, TEACHER_FULL, score, summarize, teacher_states
-from lit_block.quality import (bootstrap_ratio_interval, gap_closed, kl_gap_closed, mean_interval, nll_gap_closed,
+from lit_block.quality import (bootstrap_ratio_interval, gap_closed, kl_gap_closed, mean_interval,
                                seeded_ratio_difference)
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from conftest import load_script
 
 from lit_block.segmentation.evaluation import pooled_pk_table
+from lit_block.segmentation.results_file import save_results
 from lit_block.segmentation.segmenter import LEVELS, METHODS
 
 BASELINES = [m for m in METHODS if m != "segmenter"]
@@ -28,7 +27,7 @@ def results(errors: dict[str, list[int]], categories=("a", "b")) -> dict:
 
 def write(folder, name: str, found: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps({"|".join(k): v for k, v in found.items()}))
+    save_results(folder / f"{name}.json", found)
 
 
 def test_a_recipe_is_the_segmenter_in_its_own_view():

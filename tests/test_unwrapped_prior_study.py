@@ -7,6 +7,8 @@ import json
 import pytest
 from conftest import load_script
 
+from lit_block.segmentation.results_file import save_results
+
 LEVELS = ("coarse", "middle", "fine")
 
 
@@ -47,12 +49,12 @@ def test_parts_scored_apart_are_reported_together(tmp_path, capsys):
     study = load_script("unwrapped_prior_study")
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     a.mkdir(), b.mkdir()
-    study.save(a / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "religious"))
-    study.save(b / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "legal"))
-    study.save(b / "folds_0b.json", results([10, 12, 9, 11], [10, 12, 9, 11], "novel"))  # V3 cannot move it
+    save_results(a / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "religious"))
+    save_results(b / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "legal"))
+    save_results(b / "folds_0b.json", results([10, 12, 9, 11], [10, 12, 9, 11], "novel"))  # V3 cannot move it
     for seed in ("0", "1"):
-        study.save(b / f"heldout_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 10], "poetry"))
-        study.save(b / f"test_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 11], "quotes"))
+        save_results(b / f"heldout_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 10], "poetry"))
+        save_results(b / f"test_{seed}.json", results([10, 12, 9, 11], [10, 12, 9, 11], "quotes"))
     study.report("unwrapped", [a, b], out)
     text = (out / "report.md").read_text()
     assert "folds, seed 0, the registered seven" in text and "| legal |" in text and "| religious |" in text
@@ -63,7 +65,7 @@ def test_parts_scored_apart_are_reported_together(tmp_path, capsys):
 
 def test_a_fold_moved_by_v3_outside_the_registered_seven_is_an_error(tmp_path):
     study = load_script("unwrapped_prior_study")
-    study.save(tmp_path / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "novel"))
+    save_results(tmp_path / "folds_0.json", results([10, 12, 9, 11], [5, 6, 4, 6], "novel"))
     with pytest.raises(AssertionError, match="V3 moved a fold"):
         study.report("unwrapped", [tmp_path], tmp_path / "out")
 

@@ -8,13 +8,13 @@ with a plot of Pk per category and level, to MLflow.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
+from lit_block.segmentation.results_file import save_results, write_text_atomic
 from lit_block.segmentation.segmenter import (COARSE_SCORING, LEVELS, METHODS, Segmenter, add_inference_options,
                                               inference_options)
 
@@ -279,8 +279,8 @@ def main(argv: list[str]) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(results) + ("\n\n" + win_table(results) if "segmenter" in methods else "")
-    (out / "eval_seg.md").write_text(table + "\n")
-    (out / "eval_seg.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+    write_text_atomic(out / "eval_seg.md", table + "\n")
+    save_results(out / "eval_seg.json", results)
     plot_pk(results, out / "pk_per_category.png")
     print(f"\n{len(rows)} documents of the {args.split} split\n\n{table}\n\nwritten to {out}/")
     if args.experiment:

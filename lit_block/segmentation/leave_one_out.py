@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from lit_block.errors import UsageError
+from lit_block.segmentation.results_file import save_results, write_text_atomic
 from lit_block.segmentation.segmenter import LEVELS, Segmenter, inference_options
 
 GOAL_SHARE, GOAL_COARSE_PK = 0.9, 0.30  # the goals: share of categories won, coarse Pk in every one
@@ -67,7 +68,7 @@ def train_fold(config: Path, dataset: Path, category: str, folder: Path, extra: 
     ckpt = fold_checkpoint(folder)
     if code != 0 or ckpt is None:
         raise UsageError(f"training without {category!r} failed (status {code}); see {folder / 'fit.log'}")
-    done.write_text(json.dumps({"category": category, "checkpoint": str(ckpt), "training": training}))
+    write_text_atomic(done, json.dumps({"category": category, "checkpoint": str(ckpt), "training": training}))
     return ckpt
 
 
@@ -167,8 +168,8 @@ def run(args) -> tuple[str, dict]:
     table, goals = goal_table(results, categories, baselines)
     details = summary_by_category(results, categories)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leave_one_out.md").write_text(table + "\n\n" + details + "\n")
-    (out / "leave_one_out.json").write_text(json.dumps({"|".join(k): v for k, v in results.items()}, indent=1))
+    write_text_atomic(out / "leave_one_out.md", table + "\n\n" + details + "\n")
+    save_results(out / "leave_one_out.json", results)
     plot_pk(results, out / "pk_per_left_out_category.png")
     return table + "\n\n" + details, {"results": results, "goals": goals}
 

@@ -1,0 +1,51 @@
+"""Scored segmentation results on disk.
+
+``evaluate`` keys its results ``(method, level, category)``; their JSON keys them ``"method|level|category"``. A file
+holds one such dict, or several under names (``{"V2": results, ...}``: one per inference setting or recipe). Files are
+written whole or not at all (a temporary file beside the target, renamed over it), so a killed study leaves the
+previous file or none, never a part that a later merge would read as scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _keyed(results: dict) -> dict:
+    return {"|".join(k): v for k, v in results.items()}
+
+
+def _unkeyed(found: dict) -> dict:
+    return {tuple(k.split("|")): v for k, v in found.items()}
+
+
+def save_results(path: str | Path, results: dict) -> None:
+    """Write ``evaluate``'s results, or a dict of them under names, as JSON (atomically)."""
+    named = bool(results) and not isinstance(next(iter(results)), tuple)
+    payload = {n: _keyed(r) for n, r in results.items()} if named else _keyed(results)
+    write_text_atomic(path, json.dumps(payload, indent=1))
+
+
+def load_results(path: str | Path) -> dict:
+    """What ``save_results`` wrote: results keyed ``(method, level, category)``, or a dict of them under names."""
+    path = Path(path)
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a scored results file ({error})") from None
+    if found and "|" not in next(iter(found)):
+        return {n: _unkeyed(r) for n, r in found.items()}
+    return _unkeyed(found)

@@ -153,10 +153,10 @@ def seeded_rule(merged: dict, groups: dict[str, list[str]], won: dict, coarse: d
                   (sum(coarse[n] for n in names), sum(coarse[n] for n in base_names))] if won else []
         enough = len(names) >= 2 and len(base_names) >= 2 and set(merged) == set(SETS)
         verdict[name] = enough and bool(counts) and all(c >= b - 1 for c, b in counts) and all(ok)
-        lines.append("")
-        lines.append(f"{name} against {base} over seeds: folds won {counts[0] if counts else None} (theirs, ours), "
-                     f"coarse Pk <= 0.30 {counts[1] if counts else None}; every set and level within +{margin} "
-                     f"and no interval above zero: {all(ok)} -> {'adopt' if verdict[name] else f'keep {base}'}")
+        won_text, coarse_text = (f"{c} vs {b}" for c, b in counts) if counts else ("not scored",) * 2
+        lines += ["", f"{name} against {base} over seeds: folds won {won_text}, coarse Pk <= 0.30 {coarse_text} "
+                      f"(summed over seeds, at least theirs minus one); every set and level within +{margin} and no "
+                      f"interval above zero: {all(ok)} -> {'adopt' if verdict[name] else f'keep {base}'}"]
     return lines
 
 

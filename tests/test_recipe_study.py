@@ -99,7 +99,7 @@ def test_the_seeded_rule_reads_means_over_seeds(tmp_path, capsys, c_errors, adop
     study = load_script("recipe_study")
     study.report(seeded_parts(tmp_path, c_errors), SEEDED, tmp_path / "out")
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
-    assert verdict.startswith("C against R over seeds: folds won (4, 4)"), verdict
+    assert verdict.startswith("C against R over seeds: folds won 4 vs 4"), verdict
     assert verdict.endswith("adopt" if adopted else "keep R"), verdict
 
 

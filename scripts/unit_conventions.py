@@ -1,8 +1,10 @@
 """Where each category of a segmentation corpus puts its gold boundaries, by kind of candidate unit.
 
 The segmenter scores the units of the ``sentences`` splitter (``lit_block.candidates``). Each unit after the first is
-one of three kinds:
+one of four kinds:
 - ``line``: it starts a line, and the previous line does not carry its sentence on;
+- ``after-heading``: a ``line`` unit right after one short line without end punctuation (``planner.heading_like``:
+  a heading such as ``Genesis 2``; also a short unpunctuated dialogue turn or list item, which look the same);
 - ``line-mid``: it starts a line that carries the previous line's sentence on (``planner.starts_mid_sentence``),
   as hard-wrapped prose and verse do;
 - ``inline``: it starts inside a line (a sentence start found by Punkt).
@@ -22,7 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 
-KINDS = ("line", "line-mid", "inline")
+KINDS = ("line", "after-heading", "line-mid", "inline")
 LEVELS = ("coarse", "middle", "fine")
 
 
@@ -37,7 +39,7 @@ def first_visible(text: str, offset: int) -> int:
 def unit_kinds(text: str) -> list[tuple[int, str | None]]:
     """(start offset, kind) of every unit after the first; kind None for separator units."""
     from lit_block.candidates import candidate_starts
-    from lit_block.segmentation.planner import LINE_BREAKS, is_separator, starts_mid_sentence
+    from lit_block.segmentation.planner import LINE_BREAKS, heading_like, is_separator, starts_mid_sentence
 
     starts = candidate_starts(text)
     units = [text[a:b] for a, b in zip(starts, starts[1:] + [len(text)])]
@@ -47,7 +49,10 @@ def unit_kinds(text: str) -> list[tuple[int, str | None]]:
         if is_separator(units[i]):
             kind = None
         elif previous and previous[-1] in LINE_BREAKS:
-            kind = "line-mid" if starts_mid_sentence(previous, units[i]) else "line"
+            if starts_mid_sentence(previous, units[i]):
+                kind = "line-mid"
+            else:
+                kind = "after-heading" if heading_like(previous) else "line"
         else:
             kind = "inline"
         out.append((starts[i], kind))

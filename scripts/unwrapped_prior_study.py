@@ -2,7 +2,9 @@
 - ``unwrapped`` (docs/results/segmenter_unwrapped_prior_2026-12-07.md): V3, units inside a line get the fine weight
   0.02 instead of 0.25 in documents whose lines are not hard-wrapped (``planner.wrapped_line_share`` under 0.10),
   against V2;
-- ``line-order`` (docs/results/segmenter_line_order_prior_2026-12-07.md): V4, 1e-6 there, against V3.
+- ``line-order`` (docs/results/segmenter_line_order_prior_2026-12-07.md): V4, 1e-6 there, against V3;
+- ``after-heading`` (docs/results/segmenter_after_heading_prior_2026-12-08.md): V5, in those documents units right
+  after a heading-like line (``planner.heading_like``) also get the fine weight 1e-4, against V4.
 
 Fold checkpoints are scored on their left-out category's documents
 (``eval-seg --leave-one-out``'s 10 per category) beside the baselines; each full segmenter (one per training seed) on
@@ -21,10 +23,12 @@ import argparse
 import statistics
 from pathlib import Path
 
-SHIPPED = {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0}
+SHIPPED = {"fine_inline_weight": 0.25, "mid_sentence_weight": 0.0, "fine_after_heading_weight_unwrapped": None}
 V2, V3, V4 = ({**SHIPPED, "fine_inline_weight_unwrapped": w} for w in (None, 0.02, 1e-6))
+V5 = {**V4, "fine_after_heading_weight_unwrapped": 1e-4}
 # per study: the settings (the reference first) and the fold seeds whose intervals the rule reads
-STUDIES = {"unwrapped": ({"V2": V2, "V3": V3}, ("0",)), "line-order": ({"V3": V3, "V4": V4}, ("1", "2"))}
+STUDIES = {"unwrapped": ({"V2": V2, "V3": V3}, ("0",)), "line-order": ({"V3": V3, "V4": V4}, ("1", "2")),
+           "after-heading": ({"V4": V4, "V5": V5}, ("0", "2"))}
 # the folds whose left-out documents include unwrapped ones: the settings agree on every other
 REGISTERED_FOLDS = ("code", "conversation", "email", "legal", "manuals", "quotes", "religious")
 

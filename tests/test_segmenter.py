@@ -206,3 +206,31 @@ def test_the_unwrapped_fine_weight_applies_only_to_documents_whose_lines_are_not
         assert (adaptive["fine"] != base["fine"]) == unwrapped  # the random head cuts inside some lines at 0.25
     with pytest.raises(UsageError, match="fine_inline_weight_unwrapped"):
         Segmenter("segmenter", str(random_checkpoint), fine_inline_weight_unwrapped=-0.1)
+
+
+def test_the_after_heading_prior_moves_fine_cuts_off_the_line_under_a_heading_in_unwrapped_text(random_checkpoint,
+                                                                                              tiny_tokenizer_dir):
+    """Whole-sentence lines under chapter headings: at weight 0 no fine block starts on the line right after a heading
+    (the heading opens it), where the random head's own scores start some; the other levels and hard-wrapped prose
+    are left alone."""
+    from lit_block.segmentation.planner import follows_heading
+
+    chapters = "".join(f"Chapter {c}\n" + "".join(f"{v} And the ship sailed on for day {v}.\n" for v in range(1, 5))
+                       for c in range(1, 41))
+    wrapped = "".join(f"Chapter {c}\nthe ship sailed on, and\nthe crew slept ashore. Then {c}.\n" for c in range(40))
+
+    def cuts(text, weight):
+        seg = Segmenter("segmenter", str(random_checkpoint), tokenizer=str(tiny_tokenizer_dir), encoder_dtype="float32",
+                        fine_after_heading_weight_unwrapped=weight)
+        doc = seg.prepare(text)
+        units = doc.candidate_chars
+        texts = [text[a:b] for a, b in zip(units, units[1:] + [len(text)])]
+        under = {doc.token_index(units[i]) for i in range(len(units)) if follows_heading(texts, i)}
+        return {level: seg.cut(doc, level, target_tokens=20) for level in ("coarse", "middle", "fine")}, under
+
+    (on, under), (off, _) = cuts(chapters, 0.0), cuts(chapters, None)
+    assert len(under) == 40 and not under & set(on["fine"]) and under & set(off["fine"])
+    assert {lv: on[lv] for lv in ("coarse", "middle")} == {lv: off[lv] for lv in ("coarse", "middle")}
+    assert cuts(wrapped, 0.0)[0] == cuts(wrapped, None)[0]  # hard-wrapped: the prior does not apply
+    with pytest.raises(UsageError, match="fine_after_heading_weight_unwrapped"):
+        Segmenter("segmenter", str(random_checkpoint), fine_after_heading_weight_unwrapped=2.0)

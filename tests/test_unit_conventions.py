@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import load_script
 
-TEXT = "The sea rolled on and\non, for ever. Then it stopped. He slept.\nMorning came.\n%\nA new entry.\n"
+TEXT = "The sea rolled on and\non, for ever. Then it stopped. He slept.\nMorning came.\n%\nA new entry.\nPsalm 23\nThe end.\n"
 
 
 def test_units_are_told_apart_by_where_they_start():
@@ -16,7 +16,8 @@ def test_units_are_told_apart_by_where_they_start():
         ("Then it ", "inline"), ("He slept", "inline"),  # sentence starts inside a line
         ("Morning ", "line"),
         ("%\nA new ", None),  # a separator: not counted
-        ("A new en", "line")]
+        ("A new en", "line"), ("Psalm 23", "line"),
+        ("The end.", "after-heading")]  # after a short line without end punctuation
 
 
 def _row(category: str, level_cuts: list[int]) -> dict:

@@ -194,6 +194,31 @@ def wrapped_line_share(unit_texts: list[str]) -> float:
     return wrapped / lines if lines else 0.0
 
 
+HEADING_WORDS = 6  # a heading-like line has at most this many words
+_END_PUNCTUATION = ".!?;:,\"')]}>"
+
+
+def heading_like(unit_text: str) -> bool:
+    """One line of at most ``HEADING_WORDS`` words, with a letter, without a full stop or end punctuation:
+    ``Genesis 2``, ``CHAPTER IV`` (also a short unpunctuated dialogue turn or list item, which look the same)."""
+    line = unit_text.strip()
+    return (bool(line) and "\n" not in line and len(line.split()) <= HEADING_WORDS and line[-1] not in _END_PUNCTUATION
+            and "." not in line and any(ch.isalpha() for ch in line))
+
+
+def follows_heading(unit_texts: list[str], i: int) -> bool:
+    """Whether unit ``i`` starts a line right after a heading-like line (``heading_like``)."""
+    previous = unit_texts[i - 1] if i else ""
+    return bool(previous) and previous[-1] in LINE_BREAKS and heading_like(previous)
+
+
+def demote_after_headings(unit_texts: list[str], probabilities: list[float | None],
+                          weight: float) -> list[float | None]:
+    """Unit boundary probabilities with those of units right after a heading-like line (``follows_heading``)
+    multiplied by ``weight``: a prior that a heading opens the block of the text under it (None stays None)."""
+    return [p if p is None or not follows_heading(unit_texts, i) else p * weight for i, p in enumerate(probabilities)]
+
+
 def avoid_mid_sentence(unit_texts: list[str], probabilities: list[float | None], weight: float) -> list[float | None]:
     """Unit boundary probabilities with those of units that start mid-sentence (``starts_mid_sentence``) multiplied
     by ``weight``: a prior that a block holds whole sentences (None stays None)."""

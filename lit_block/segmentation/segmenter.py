@@ -18,8 +18,8 @@ from functools import cached_property
 from lit_block.errors import UsageError, check_number
 from lit_block.segmentation import baselines
 from lit_block.segmentation.document import Block, SegmentableText, load_tokenizer
-from lit_block.segmentation.planner import (BlockLimits, avoid_mid_sentence, close_at_separators, favour_line_starts,
-                                            plan_blocks, wrapped_line_share)
+from lit_block.segmentation.planner import (BlockLimits, avoid_mid_sentence, close_at_separators, demote_after_headings,
+                                            favour_line_starts, plan_blocks, wrapped_line_share)
 
 METHODS = ("segmenter", "fixed", "regex", "sentence", "texttiling", "semantic")
 LEVELS = ("coarse", "middle", "fine")
@@ -45,6 +45,12 @@ FINE_INLINE_WEIGHT_UNWRAPPED = 1e-6
 FINE_INLINE_WEIGHT_UNWRAPPED_HELP = ("the trained segmenter's fine level in a document whose lines are not hard-wrapped "
                                      f"(under {UNWRAPPED_LINE_SHARE:.0%} of its line starts carry on a sentence): the "
                                      "--fine-inline-weight there, in [0, 1]")
+# the same documents' fine level: units right after a heading-like line (planner.heading_like) get this weight, so a
+# heading opens the block of the text under it (None: off; docs/results/segmenter_after_heading_prior_2026-12-08.md)
+FINE_AFTER_HEADING_WEIGHT_UNWRAPPED = None
+FINE_AFTER_HEADING_WEIGHT_UNWRAPPED_HELP = ("the trained segmenter's fine level in a document whose lines are not "
+                                            "hard-wrapped: multiply the probabilities of units right after a short "
+                                            "unpunctuated line (a heading) by this, in [0, 1]; unset: off")
 MID_SENTENCE_WEIGHT = 0.0
 MID_SENTENCE_WEIGHT_HELP = ("the trained segmenter, every level: multiply the probabilities of units that start a line "
                             "carrying on the previous line's sentence (hard-wrapped prose) by this, in [0, 1]")
@@ -54,7 +60,7 @@ ENCODER_DTYPE_HELP = ("the segmenter's frozen encoder: auto (bfloat16 on a CPU w
 
 
 INFERENCE_OPTIONS = ("encoder_dtype", "separator_units", "fine_inline_weight", "fine_inline_weight_unwrapped",
-                     "mid_sentence_weight")
+                     "fine_after_heading_weight_unwrapped", "mid_sentence_weight")
 
 
 def add_inference_options(parser) -> None:
@@ -65,6 +71,8 @@ def add_inference_options(parser) -> None:
     parser.add_argument("--fine-inline-weight", type=float, default=FINE_INLINE_WEIGHT, help=FINE_INLINE_WEIGHT_HELP)
     parser.add_argument("--fine-inline-weight-unwrapped", type=float, default=FINE_INLINE_WEIGHT_UNWRAPPED,
                         help=FINE_INLINE_WEIGHT_UNWRAPPED_HELP)
+    parser.add_argument("--fine-after-heading-weight-unwrapped", type=float,
+                        default=FINE_AFTER_HEADING_WEIGHT_UNWRAPPED, help=FINE_AFTER_HEADING_WEIGHT_UNWRAPPED_HELP)
     parser.add_argument("--mid-sentence-weight", type=float, default=MID_SENTENCE_WEIGHT, help=MID_SENTENCE_WEIGHT_HELP)
 
 
@@ -96,7 +104,8 @@ class Segmenter:
                  splitter: str = "sentences", semantic_encoder: str = "all-minilm-l6-v2", encoder: str | None = None,
                  coarse_scoring: str | None = None, encoder_dtype: str = "auto", separator_units: str = "close",
                  fine_inline_weight: float = FINE_INLINE_WEIGHT, mid_sentence_weight: float = MID_SENTENCE_WEIGHT,
-                 fine_inline_weight_unwrapped: float | None = FINE_INLINE_WEIGHT_UNWRAPPED):
+                 fine_inline_weight_unwrapped: float | None = FINE_INLINE_WEIGHT_UNWRAPPED,
+                 fine_after_heading_weight_unwrapped: float | None = FINE_AFTER_HEADING_WEIGHT_UNWRAPPED):
         if method not in METHODS:
             raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method == "segmenter" and not checkpoint:
@@ -114,6 +123,9 @@ class Segmenter:
         if fine_inline_weight_unwrapped is not None:
             check_number("fine_inline_weight_unwrapped", fine_inline_weight_unwrapped, low=0, high=1)
         self.fine_inline_weight_unwrapped = fine_inline_weight_unwrapped
+        if fine_after_heading_weight_unwrapped is not None:
+            check_number("fine_after_heading_weight_unwrapped", fine_after_heading_weight_unwrapped, low=0, high=1)
+        self.fine_after_heading_weight_unwrapped = fine_after_heading_weight_unwrapped
         check_number("mid_sentence_weight", mid_sentence_weight, low=0, high=1)
         self.mid_sentence_weight = mid_sentence_weight  # every level: see planner.avoid_mid_sentence
         # the segmenter's encoder at inference: auto = bfloat16 where the CPU has bfloat16 matrix instructions
@@ -162,6 +174,9 @@ class Segmenter:
                 probs = close_at_separators(self._memo["texts"], probs)
             if level == "fine" and (weight := self._fine_inline_weight()) != 1:
                 probs = favour_line_starts(self._memo["texts"], probs, weight)
+            heading_weight = self.fine_after_heading_weight_unwrapped
+            if level == "fine" and heading_weight is not None and self._unwrapped():
+                probs = demote_after_headings(self._memo["texts"], probs, heading_weight)
             if self.mid_sentence_weight != 1:
                 probs = avoid_mid_sentence(self._memo["texts"], probs, self.mid_sentence_weight)
             return {t: float(p) for t, p in zip(self._memo["tokens"][1:], probs[1:])
@@ -177,10 +192,13 @@ class Segmenter:
         """The fine level's weight for units inside a line, in the memoised document."""
         if self.fine_inline_weight_unwrapped is None:
             return self.fine_inline_weight
+        return self.fine_inline_weight_unwrapped if self._unwrapped() else self.fine_inline_weight
+
+    def _unwrapped(self) -> bool:
+        """Whether the memoised document's lines are not hard-wrapped (``planner.wrapped_line_share``)."""
         if "wrapped" not in self._memo:
             self._memo["wrapped"] = wrapped_line_share(self._memo["texts"])
-        unwrapped = self._memo["wrapped"] < UNWRAPPED_LINE_SHARE
-        return self.fine_inline_weight_unwrapped if unwrapped else self.fine_inline_weight
+        return self._memo["wrapped"] < UNWRAPPED_LINE_SHARE
 
     def cut(self, doc: SegmentableText, granularity: str | int, threshold: float = 0.5,
             limits: BlockLimits = BlockLimits(), target_tokens: float | None = None) -> list[int]:

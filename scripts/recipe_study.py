@@ -1,8 +1,8 @@
 """Score segmenter recipes against each other: leave-one-out folds, held-out families and the corpus test split
 (docs/results/segmenter_encoder_depth_2026-12-07.md, and over seeds segmenter_encoder_depth_folds_2026-12-08.md).
 
-Each recipe is a folder of checkpoints trained the same way: ``<category>.ckpt`` for the fold without that category,
-``full.ckpt`` for the segmenter trained on every category. Every checkpoint is scored with the shipped inference
+Each recipe is a folder of checkpoints trained the same way: ``<category>.ckpt`` for the fold without that category
+(or an ``eval-seg --leave-one-out`` output), ``full.ckpt`` for the segmenter trained on every category. Every checkpoint is scored with the shipped inference
 defaults beside every baseline (baselines once: they do not depend on the recipe): the folds on their left-out
 category's documents (``eval-seg --leave-one-out``'s 10 per category, from all splits), the full segmenters on the
 held-out families and on the test split. Parts (``--categories``) merge (``--merge``). The report prints each recipe's
@@ -39,10 +39,16 @@ def score_parts(args) -> None:
     """Score what ``args`` selects into ``args.output/<set>.json`` (keys ``method|level|category``)."""
     from datasets import load_from_disk
 
-    from lit_block.segmentation.evaluation import pick_documents
+    from lit_block.segmentation.evaluation import fold_checkpoints, pick_documents
     from lit_block.segmentation.results_file import save_results
 
     out: dict[str, dict] = {}
+    folds = {n: fold_checkpoints(folder) for n, folder in args.recipes.items()}
+    for name, found in folds.items():  # before any scoring: a missing checkpoint would stop a long run late
+        if missing := sorted(set(args.categories) - set(found)):
+            raise SystemExit(f"--recipes {name}={args.recipes[name]}: no fold checkpoint for {', '.join(missing)}")
+        if args.sets and not (args.recipes[name] / "full.ckpt").is_file():
+            raise SystemExit(f"--recipes {name}={args.recipes[name]}: no full.ckpt for --sets {' '.join(args.sets)}")
     data = load_from_disk(args.dataset)
     if args.categories:
         rows = [r for split in data for r in data[split]]
@@ -50,7 +56,7 @@ def score_parts(args) -> None:
         for category in args.categories:
             print(f"=== fold without {category}", flush=True)
             picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
-            found = score(picked, {n: folder / f"{category}.ckpt" for n, folder in args.recipes.items()})
+            found = score(picked, {n: f[category] for n, f in folds.items()})
             out["folds"].update({k: v for k, v in found.items() if k[2] != "all"})
     full = {n: folder / "full.ckpt" for n, folder in args.recipes.items()}
     if "heldout" in args.sets:

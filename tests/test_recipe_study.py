@@ -112,3 +112,18 @@ def test_the_seeded_rule_needs_two_seeds_of_each_and_every_set(tmp_path, capsys)
     study.report(folders, SEEDED, tmp_path / "out")
     assert capsys.readouterr().out.strip().endswith("keep R")
     assert study.seed_groups(["R@0", "C@0", "R@1", "X"]) == {"R": ["R@0", "R@1"], "C": ["C@0"], "X": ["X"]}
+
+
+def test_missing_checkpoints_are_named_before_any_scoring(tmp_path):
+    import argparse
+
+    study = load_script("recipe_study")
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "academic.ckpt").write_bytes(b"")
+    args = argparse.Namespace(recipes={"R@0": tmp_path / "R"}, categories=["academic", "code"], sets=[],
+                              dataset=str(tmp_path / "no-corpus"))
+    with pytest.raises(SystemExit, match="R@0=.*no fold checkpoint for code"):
+        study.score_parts(args)
+    args.categories, args.sets = ["academic"], ["heldout"]
+    with pytest.raises(SystemExit, match="no full.ckpt for --sets heldout"):
+        study.score_parts(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from conftest import REPO
 
@@ -159,3 +161,31 @@ def test_the_coarse_rule_study_scores_the_shipped_rule_as_eval_seg_cuts(random_c
                              rows)
     assert set(found) >= {"shipped rule", "coarse head"} and all(len(d) == len(rows) for d in found.values())
     assert all(0 <= study.pooled(d) <= 1 for d in found.values())
+
+
+def test_folds_train_in_parallel_processes_and_a_bad_job_count_is_named(tiny_corpus_dir, tmp_path, monkeypatch,
+                                                                       capsys):
+    import mlflow
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    tiny = load_from_disk(str(tiny_corpus_dir))
+    corpus = tmp_path / "corpus"  # two categories, each with validation text: every fold can pick its checkpoint
+    DatasetDict({split: Dataset.from_list([{**row, "category": c} for c in ("east", "west") for row in tiny[split]])
+                 for split in tiny}).save_to_disk(str(corpus))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # both fits log to one store
+    argv = ["eval-seg", "--leave-one-out", str(REPO / "experiments/segmenter/segmenter.yaml"),
+            f"--dataset={corpus}", "--methods", "fixed", "--per-category=1", "--output=loco",
+            "--extra=--data.init_args.max_units=32", "--extra=--model.init_args.encoder_layers=1",
+            "--extra=--trainer.max_epochs=1", "--extra=--trainer.accelerator=cpu"]
+    assert main([*argv, "--jobs=0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+    assert main([*argv, "--jobs=2"]) == 0
+    out = capsys.readouterr().out
+    categories = sorted(p.name for p in (tmp_path / "loco/folds").iterdir())
+    assert categories == ["east", "west"] and all(f"| {c} |" in out for c in categories)
+    fits = [json.loads((tmp_path / "loco/folds" / c / "fold.json").read_text()) for c in categories]
+    assert max(f["started"] for f in fits) < min(f["finished"] for f in fits)  # side by side, not one after another
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("segmenter").experiment_id])
+    assert sorted(r.data.tags["left_out"] for r in runs) == categories and {r.info.status for r in runs} == {"FINISHED"}

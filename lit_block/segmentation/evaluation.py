@@ -262,6 +262,8 @@ def build_parser():
     g.add_argument("--extra", action="append", default=[], help="an argument appended to every fold's `lit-block "
                    "fit`, as --extra=--trainer.max_epochs=2 (repeatable)")
     g.add_argument("--force", action="store_true", help="retrain folds whose checkpoint exists")
+    g.add_argument("--jobs", type=int, default=1, help="folds trained at a time, each its own `lit-block "
+                   "fit` process (for a GPU, which one small fit leaves mostly idle)")
     return p
 
 

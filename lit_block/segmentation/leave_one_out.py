@@ -18,9 +18,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from lit_block.errors import UsageError
+from lit_block.errors import UsageError, check_number
 from lit_block.segmentation.results_file import save_results, write_text_atomic
 from lit_block.segmentation.segmenter import LEVELS, Segmenter, inference_options
 
@@ -63,12 +64,14 @@ def train_fold(config: Path, dataset: Path, category: str, folder: Path, extra: 
     env = dict(os.environ)
     if parent:  # every fold's run links to the evaluation's run (tags the MLflow UI filters on)
         env["LIT_BLOCK_MLFLOW_TAGS"] = json.dumps({"lit_block.leave_one_out": parent, "left_out": category})
+    started = time.time()
     with open(folder / "fit.log", "w") as log:
         code = subprocess.run(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     ckpt = fold_checkpoint(folder)
     if code != 0 or ckpt is None:
         raise UsageError(f"training without {category!r} failed (status {code}); see {folder / 'fit.log'}")
-    write_text_atomic(done, json.dumps({"category": category, "checkpoint": str(ckpt), "training": training}))
+    write_text_atomic(done, json.dumps({"category": category, "checkpoint": str(ckpt), "training": training,
+                                        "started": started, "finished": time.time()}))  # Unix times of the fit
     return ckpt
 
 
@@ -135,6 +138,23 @@ def difference_table(results: dict, categories: list[str], baselines: list[str])
     return "\n".join(lines), not_beaten
 
 
+def train_folds(categories: list[str], config: Path, dataset: Path, out: Path, args, parent: str | None) -> dict:
+    """Category -> checkpoint of its fold, ``args.jobs`` fits at a time (each its own process: on a GPU machine
+    several share the device, which one small fit leaves mostly idle). Every fit runs to its end before a failure
+    is raised, so a rerun resumes from all that finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(numbered: tuple[int, str]) -> Path:
+        i, category = numbered
+        print(f"=== [{i + 1}/{len(categories)}] leave out {category}", flush=True)
+        return train_fold(config, dataset, category, (out / "folds" / category).resolve(), args.extra, parent,
+                          args.force)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on their fit's process
+        futures = [pool.submit(one, numbered) for numbered in enumerate(categories)]
+    return {category: future.result() for category, future in zip(categories, futures)}
+
+
 def run(args) -> tuple[str, dict]:
     """Train a fold per category, score it and the baselines on that category; print and log the tables."""
     from datasets import load_from_disk
@@ -151,15 +171,16 @@ def run(args) -> tuple[str, dict]:
     unknown = sorted(set(categories) - set(present))
     if unknown:
         raise UsageError(f"--categories: {unknown} not in {dataset} (it has {', '.join(present)})")
+    check_number("--jobs", args.jobs, low=1, integer=True)
     baselines = [m for m in args.methods if m != "segmenter"]
     if not baselines:
         raise UsageError("--methods: the leave-one-out table compares the segmenter with at least one baseline")
     results: dict = {}
     parent = _active_run_id() if args.experiment else None  # without logging there is no run to link folds to
+    checkpoints = train_folds(categories, config, dataset, out, args, parent)
     for i, category in enumerate(categories):
-        print(f"\n=== [{i + 1}/{len(categories)}] leave out {category}", flush=True)
-        ckpt = train_fold(config, dataset, category, (out / "folds" / category).resolve(), args.extra, parent,
-                          args.force)
+        print(f"\n=== [{i + 1}/{len(categories)}] score the fold without {category}", flush=True)
+        ckpt = checkpoints[category]
         picked = pick_documents([r for r in rows if r["category"] == category], args.per_category)
         segmenters = {m: Segmenter(m, str(ckpt) if m == "segmenter" else None, coarse_scoring=args.coarse_scoring,
                                    **inference_options(args)) for m in ["segmenter", *baselines]}

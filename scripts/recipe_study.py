@@ -2,8 +2,8 @@
 (docs/results/segmenter_encoder_depth_2026-12-07.md, and over seeds segmenter_encoder_depth_folds_2026-12-08.md).
 
 Each recipe is a folder of checkpoints trained the same way: ``<category>.ckpt`` for the fold without that category
-(or an ``eval-seg --leave-one-out`` output), ``full.ckpt`` for the segmenter trained on every category. Every checkpoint is scored with the shipped inference
-defaults beside every baseline (baselines once: they do not depend on the recipe): the folds on their left-out
+(or an ``eval-seg --leave-one-out`` output), ``full.ckpt`` for the segmenter trained on every category. Every
+checkpoint is scored with the shipped inference defaults beside every baseline (baselines once: they do not depend on the recipe): the folds on their left-out
 category's documents (``eval-seg --leave-one-out``'s 10 per category, from all splits), the full segmenters on the
 held-out families and on the test split. Parts (``--categories``) merge (``--merge``). The report prints each recipe's
 goal table and each recipe's pooled Pk minus the first recipe's, with 95% paired bootstrap intervals over documents.

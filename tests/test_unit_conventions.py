@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from conftest import load_script
 
-TEXT = "The sea rolled on and\non, for ever. Then it stopped. He slept.\nMorning came.\n%\nA new entry.\nPsalm 23\nThe end.\n"
+TEXT = ("The sea rolled on and\non, for ever. Then it stopped. He slept.\nMorning came.\n%\nA new entry.\n"
+        "Psalm 23\nThe end.\n")
 
 
 def test_units_are_told_apart_by_where_they_start():

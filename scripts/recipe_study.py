@@ -3,12 +3,12 @@
 
 Each recipe is a folder of checkpoints trained the same way: ``<category>.ckpt`` for the fold without that category
 (or an ``eval-seg --leave-one-out`` output), ``full.ckpt`` for the segmenter trained on every category. Every
-checkpoint is scored with the shipped inference defaults beside every baseline (baselines once: they do not depend on the recipe): the folds on their left-out
-category's documents (``eval-seg --leave-one-out``'s 10 per category, from all splits), the full segmenters on the
-held-out families and on the test split. Parts (``--categories``) merge (``--merge``). The report prints each recipe's
-goal table and each recipe's pooled Pk minus the first recipe's, with 95% paired bootstrap intervals over documents.
-Trainings of one recipe with different seeds are named ``NAME@SEED``; then the rule compares means over seeds, with
-intervals over documents and seeds.
+checkpoint is scored with the shipped inference defaults beside every baseline (baselines once: they do not depend on
+the recipe): the folds on their left-out category's documents (``eval-seg --leave-one-out``'s 10 per category, from
+all splits), the full segmenters on the held-out families and on the test split. Parts (``--categories``) merge
+(``--merge``). The report prints each recipe's goal table and each recipe's pooled Pk minus the first recipe's, with
+95% paired bootstrap intervals over documents. Trainings of one recipe with different seeds are named ``NAME@SEED``;
+then the rule compares means over seeds, with intervals over documents and seeds.
 
     python scripts/recipe_study.py --recipes R=ckpts/R C=ckpts/C --categories academic code --output study/a
     python scripts/recipe_study.py --recipes R=ckpts/R C=ckpts/C --sets heldout test --output study/b

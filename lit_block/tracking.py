@@ -266,10 +266,10 @@ class MLflowSaveConfigCallback(SaveConfigCallback):
             if isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, config, "config.yaml")
         if self.run_dir and trainer.is_global_zero:
+            from lit_block.output_dir import write_text_atomic
+
             Path(self.run_dir).mkdir(parents=True, exist_ok=True)
-            tmp = Path(self.run_dir) / ".config.yaml.tmp"
-            tmp.write_text(config)
-            tmp.replace(Path(self.run_dir) / "config.yaml")  # whole or not at all
+            write_text_atomic(Path(self.run_dir) / "config.yaml", config)
 
 
 def metric_key(name: str) -> str:

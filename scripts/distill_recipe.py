@@ -26,13 +26,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from lit_block.output_dir import write_text_atomic
+
 
 def _sibling(name: str):
     """A script beside this one, imported by path (this file also runs imported by path, as in the tests)."""
@@ -380,10 +382,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def save(partial: dict | None = None) -> None:
         """The results so far, written atomically: finished runs, then the run in progress (``"partial": True``)."""
-        tmp = f"{args.out}.tmp"
         runs = results + ([partial] if partial else [])
-        Path(tmp).write_text(json.dumps({"settings": vars(args), "task_reference": task_reference, "runs": runs}, indent=1))
-        os.replace(tmp, args.out)
+        write_text_atomic(args.out, json.dumps({"settings": vars(args), "task_reference": task_reference, "runs": runs},
+                                               indent=1))
 
     for seed in args.seeds:
         for name in args.runs:

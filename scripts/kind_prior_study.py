@@ -36,7 +36,8 @@ def report(folders: list[Path], output: Path) -> None:
     pooled comparisons (folds; held-out families where a folder has them) and the registered decision."""
     from lit_block.segmentation.evaluation import family_table
     from lit_block.segmentation.leave_one_out import goal_table
-    from lit_block.segmentation.results_file import load_results, save_results, write_text_atomic
+    from lit_block.output_dir import write_text_atomic
+    from lit_block.segmentation.results_file import load_results, save_results
     from lit_block.segmentation.segmenter import LEVELS, METHODS
 
     baselines = [m for m in METHODS if m != "segmenter"]

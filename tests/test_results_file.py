@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lit_block.segmentation.results_file import load_results, save_results, write_text_atomic
+from lit_block.output_dir import write_text_atomic
+from lit_block.segmentation.results_file import load_results, save_results
 
 NAME = st.text(st.characters(blacklist_characters="|", blacklist_categories=("Cs",)), min_size=1, max_size=8)
 RESULTS = st.dictionaries(st.tuples(NAME, NAME, NAME), st.fixed_dictionaries(
@@ -26,7 +27,7 @@ def test_flat_and_named_results_come_back_as_they_were(tmp_path_factory, flat, n
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_part(tmp_path, monkeypatch):
     target = tmp_path / "folds.json"
     save_results(target, {("segmenter", "fine", "a"): {"pk": 0.1}})
-    monkeypatch.setattr("lit_block.segmentation.results_file.os.replace",
+    monkeypatch.setattr("lit_block.output_dir.os.replace",
                         lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))  # killed between write and rename
     with pytest.raises(KeyboardInterrupt):
         write_text_atomic(target, "{half")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lit_block.output_dir import write_text_atomic
 from lit_block.segmentation.metrics import SegmentationMetrics, window_errors
-from lit_block.segmentation.results_file import save_results, write_text_atomic
+from lit_block.segmentation.results_file import save_results
 from lit_block.segmentation.segmenter import (COARSE_SCORING, LEVELS, METHODS, Segmenter, add_inference_options,
                                               inference_options)
 

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from lit_block.errors import UsageError, check_number
-from lit_block.segmentation.results_file import save_results, write_text_atomic
+from lit_block.output_dir import write_text_atomic
+from lit_block.segmentation.results_file import save_results
 from lit_block.segmentation.segmenter import LEVELS, Segmenter, inference_options
 
 GOAL_SHARE, GOAL_COARSE_PK = 0.9, 0.30  # the goals: share of categories won, coarse Pk in every one

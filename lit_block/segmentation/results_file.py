@@ -9,19 +9,9 @@ previous file or none, never a part that a later merge would read as scored.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(text)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+from lit_block.output_dir import write_text_atomic
 
 
 def _keyed(results: dict) -> dict:
